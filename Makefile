@@ -1,0 +1,39 @@
+# Two commands for a newcomer:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# CPU build of PyTorch; GPU users install their own torch before `make setup` (see README).
+TORCH_SPEC ?= torch==2.13.0
+SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium
+
+.PHONY: setup system-deps models demo test clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	else echo "system packages already installed"; fi
+
+setup: $(VENV)/.installed system-deps
+
+models: setup
+	$(PY) tools/download_model.py --model=whisper-base
+	$(PY) tools/download_model.py --model=whisper-tiny.en
+
+demo: models
+	bash tools/demo.sh
+
+test: models
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) output runs
