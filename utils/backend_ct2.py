@@ -1,0 +1,86 @@
+"""CTranslate2 backend: faster-whisper's WhisperModel (BatchedInferencePipeline for batch_size > 1)."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from utils.audio import CHUNK_LENGTH
+from utils.transcriber import (ResolvedOptions, Segment, Transcriber, TranscriptionInfo, Word,
+                               check_model_dir, duration_of, split_at_quiet_points)
+
+COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                 "int16", "float16", "bfloat16", "float32")
+
+
+class CT2Transcriber(Transcriber):
+    backend = "ct2"
+
+    def __init__(self, model_path: str, use_gpu: bool = False, compute_type: str = "default",
+                 batch_size: int = 1, num_workers: int = 1, cpu_threads: int = 0,
+                 local_files_only: bool = True):
+        import ctranslate2
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"unknown compute_type {compute_type!r}; valid: {', '.join(COMPUTE_TYPES)}")
+        if batch_size < 1 or num_workers < 1 or cpu_threads < 0:
+            raise ValueError("batch_size and num_workers must be at least 1, cpu_threads at least 0")
+        if use_gpu and ctranslate2.get_cuda_device_count() == 0:
+            raise ValueError("use_gpu was requested but CTranslate2 sees no CUDA GPU; run without --use_gpu")
+        if os.path.isdir(model_path) and not os.path.exists(os.path.join(model_path, "model.bin")) \
+                and os.path.exists(os.path.join(model_path, "config.json")):
+            raise FileNotFoundError(f"{model_path}: this is a transformers model, not a CTranslate2 one; "
+                                    f"convert it with tools/hf_to_ct2.py first")
+        # faster-whisper reads the mel count from preprocessor_config.json; without it a
+        # 128-mel model (large-v3) would silently get 80-mel features.
+        check_model_dir(model_path, ("model.bin", "tokenizer.json"), must_exist=local_files_only)
+        try:
+            self.model = WhisperModel(model_path, device="cuda" if use_gpu else "cpu",
+                                      compute_type=compute_type, cpu_threads=cpu_threads,
+                                      num_workers=num_workers, local_files_only=local_files_only)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise FileNotFoundError(f"{model_path}: cannot load a CTranslate2 Whisper model ({exc})") from None
+        self.batch_size = batch_size
+        self.pipeline = BatchedInferencePipeline(self.model) if batch_size > 1 else None
+        self.multilingual = bool(self.model.model.is_multilingual)
+
+    def _transcribe(self, audio: np.ndarray, resolved: ResolvedOptions
+                    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        opts = resolved.options
+        kwargs = dict(language=resolved.language, task=resolved.task, beam_size=opts.beam_size,
+                      temperature=opts.temperature, initial_prompt=opts.initial_prompt,
+                      word_timestamps=opts.word_timestamps, vad_filter=opts.vad_filter,
+                      without_timestamps=not opts.timestamps)
+        if self.pipeline is None:
+            # Same choice as the transformers backend: no conditioning on the previous window,
+            # which keeps a mistake in one window from looping into the next.
+            segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
+        else:
+            if not opts.vad_filter:
+                # The batched pipeline needs window bounds; without VAD cut at quiet points.
+                kwargs["clip_timestamps"] = [{"start": s, "end": e}
+                                             for s, e in split_at_quiet_points(audio, CHUNK_LENGTH)]
+            segments, fw_info = self.pipeline.transcribe(audio, batch_size=self.batch_size, **kwargs)
+        info = TranscriptionInfo(language=fw_info.language,
+                                 language_probability=(None if resolved.language
+                                                       else float(fw_info.language_probability)),
+                                 duration=duration_of(audio))
+        return self._convert(segments), info
+
+    @staticmethod
+    def _convert(segments) -> Iterator[Segment]:
+        last_end = 0.0
+        for seg in segments:
+            text = seg.text.strip()
+            if not text:
+                continue
+            start = max(float(seg.start), last_end)
+            end = max(float(seg.end), start)
+            last_end = end
+            words = None
+            if seg.words is not None:
+                words = [Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
+                              probability=round(float(w.probability), 4)) for w in seg.words]
+            yield Segment(start=round(start, 3), end=round(end, 3), text=text, words=words)

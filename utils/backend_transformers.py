@@ -1,0 +1,167 @@
+"""Transformers backend: WhisperForConditionalGeneration and its long-form generate."""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+
+from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
+from utils.languages import LANGUAGES
+from utils.transcriber import (ResolvedOptions, Segment, Transcriber, TranscriptionInfo,
+                               check_model_dir, duration_of, split_at_quiet_points)
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+# Audio is cut into pieces decoded as one batch. With batch_size 1 a piece spans several
+# windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
+# with batch_size > 1 pieces are single 30 s windows decoded side by side.
+SEQUENTIAL_PIECE_SECONDS = 120.0
+class TransformersTranscriber(Transcriber):
+    backend = "transformers"
+    unsupported = ("word_timestamps", "vad_filter")
+
+    def __init__(self, model_path: str, use_gpu: bool = False, batch_size: int = 1,
+                 attn_implementation: str = "sdpa", use_compile: bool = False,
+                 assistant_model_path: Optional[str] = None, local_files_only: bool = True,
+                 dtype: Optional[str] = None):
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"unknown attn_implementation {attn_implementation!r}; "
+                             f"valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
+        if use_gpu and not torch.cuda.is_available():
+            raise ValueError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
+        if attn_implementation == "flash_attention_2" and not use_gpu:
+            raise ValueError("flash_attention_2 needs a CUDA GPU (--use_gpu); use sdpa on CPU")
+        if assistant_model_path and batch_size != 1:
+            raise ValueError("speculative decoding (assistant_model_path) works with batch_size 1 only")
+        check_model_dir(model_path, ("config.json",), must_exist=local_files_only)
+
+        self.device = torch.device("cuda:0" if use_gpu else "cpu")
+        if dtype is None:
+            torch_dtype = torch.float16 if use_gpu else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        self.batch_size = batch_size
+        load = dict(local_files_only=local_files_only)
+        try:
+            self.processor = WhisperProcessor.from_pretrained(model_path, **load)
+            self.model = WhisperForConditionalGeneration.from_pretrained(
+                model_path, dtype=torch_dtype, attn_implementation=attn_implementation, **load)
+        except OSError as exc:
+            raise FileNotFoundError(f"{model_path}: cannot load a Whisper model ({exc})") from None
+        self.model.to(self.device).eval()
+        self.dtype = torch_dtype
+        self.assistant = None
+        if assistant_model_path:
+            check_model_dir(assistant_model_path, ("config.json",), must_exist=local_files_only)
+            self.assistant = WhisperForConditionalGeneration.from_pretrained(
+                assistant_model_path, dtype=torch_dtype, attn_implementation=attn_implementation,
+                **load).to(self.device).eval()
+        if use_compile:
+            self.model.forward = torch.compile(self.model.forward)
+
+        gen = self.model.generation_config
+        self.lang_to_id = dict(getattr(gen, "lang_to_id", None) or {})
+        multilingual = getattr(gen, "is_multilingual", None)
+        if multilingual is None:
+            multilingual = bool(self.lang_to_id) or self.model.config.vocab_size >= 51865
+        self.multilingual = bool(multilingual)
+        if self.multilingual and not self.lang_to_id:
+            # Some saved fine-tunes lose lang_to_id; the tokenizer still knows the tokens.
+            tok = self.processor.tokenizer
+            self.lang_to_id = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in LANGUAGES}
+            gen.lang_to_id = self.lang_to_id
+
+    # -- language detection -------------------------------------------------------------
+    def detect_language(self, features) -> tuple[str, float]:
+        """Language of the first window and its probability, from the first decoder step."""
+        import torch
+
+        sot = self.model.generation_config.decoder_start_token_id
+        with torch.inference_mode():
+            encoded = self.model.get_encoder()(features[:1]).last_hidden_state
+            logits = self.model(encoder_outputs=(encoded,),
+                                decoder_input_ids=torch.tensor([[sot]], device=self.device)).logits[0, -1]
+        tokens = list(self.lang_to_id.keys())
+        ids = torch.tensor([self.lang_to_id[t] for t in tokens], device=self.device)
+        probs = torch.softmax(logits[ids].float(), dim=-1)
+        best = int(torch.argmax(probs))
+        return tokens[best][2:-2], float(probs[best])
+
+    def _features(self, pieces: list[np.ndarray]):
+        longest = max(len(p) for p in pieces)
+        if longest <= CHUNK_LENGTH * SAMPLE_RATE:
+            inputs = self.processor.feature_extractor(
+                pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+        else:
+            inputs = self.processor.feature_extractor(
+                pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False,
+                padding="longest", return_attention_mask=True)
+        return (inputs.input_features.to(self.device, self.dtype),
+                inputs.attention_mask.to(self.device))
+
+    # -- transcription ------------------------------------------------------------------
+    def _transcribe(self, audio: np.ndarray, resolved: ResolvedOptions
+                    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        opts = resolved.options
+        duration = duration_of(audio)
+        language, probability = resolved.language, None
+        if language is None:
+            first, _ = self._features([audio[:CHUNK_LENGTH * SAMPLE_RATE]])
+            language, probability = self.detect_language(first)
+        info = TranscriptionInfo(language=language, language_probability=probability, duration=duration)
+        return self._segments(audio, resolved, language), info
+
+    def _generate_kwargs(self, resolved: ResolvedOptions, language: str) -> dict:
+        opts = resolved.options
+        kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False)
+        if opts.temperature > 0:
+            kwargs.update(do_sample=True, temperature=opts.temperature)
+        else:
+            kwargs.update(do_sample=False)
+        if self.multilingual:
+            kwargs.update(language=language, task=resolved.task)
+        if opts.initial_prompt:
+            kwargs["prompt_ids"] = self.processor.get_prompt_ids(
+                opts.initial_prompt, return_tensors="pt").to(self.device)
+        if self.assistant is not None:
+            kwargs["assistant_model"] = self.assistant
+        return kwargs
+
+    def _segments(self, audio: np.ndarray, resolved: ResolvedOptions, language: str) -> Iterator[Segment]:
+        import torch
+
+        timestamps = resolved.options.timestamps
+        piece_seconds = SEQUENTIAL_PIECE_SECONDS if (self.batch_size == 1 and timestamps) else CHUNK_LENGTH
+        bounds = split_at_quiet_points(audio, piece_seconds)
+        kwargs = self._generate_kwargs(resolved, language)
+        tokenizer = self.processor.tokenizer
+        last_end = 0.0
+        for first in range(0, len(bounds), self.batch_size):
+            batch = bounds[first:first + self.batch_size]
+            features, mask = self._features([audio[s:e] for s, e in batch])
+            with torch.inference_mode():
+                out = self.model.generate(features, attention_mask=mask, return_timestamps=timestamps,
+                                          return_segments=timestamps, **kwargs)
+            for i, (s, e) in enumerate(batch):
+                offset, piece_end = s / SAMPLE_RATE, e / SAMPLE_RATE
+                if not timestamps:
+                    sequences = out["sequences"] if isinstance(out, dict) else out
+                    text = tokenizer.decode(sequences[i], skip_special_tokens=True).strip()
+                    if text:
+                        yield Segment(start=round(offset, 3), end=round(piece_end, 3), text=text)
+                        last_end = piece_end
+                    continue
+                for seg in out["segments"][i]:
+                    text = tokenizer.decode(seg["tokens"], skip_special_tokens=True).strip()
+                    if not text:
+                        continue
+                    # Generate's times are relative to the piece; clamp so that times never go
+                    # backwards or past the piece even when the model predicts odd timestamps.
+                    start = min(max(offset + float(seg["start"]), last_end), piece_end)
+                    end = min(max(offset + float(seg["end"]), start), piece_end)
+                    last_end = end
+                    yield Segment(start=round(start, 3), end=round(end, 3), text=text)

@@ -1,0 +1,184 @@
+"""The one transcription interface: every front end asks a Transcriber for segments.
+
+`load_transcriber("transformers" | "ct2" | "ggml", model_path, ...)` returns an object whose
+`transcribe(audio, options)` yields typed `Segment`s lazily plus a `TranscriptionInfo`; the
+backends (utils/backend_*.py) differ only in the engine behind it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from utils.audio import SAMPLE_RATE, AudioError, load_audio
+from utils.languages import check_task, to_language_code
+
+AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
+
+BACKENDS = ("transformers", "ct2", "ggml")
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: Optional[list[Word]] = None
+
+
+@dataclass
+class TranscribeOptions:
+    language: Optional[str] = None        # name ("chinese") or code ("zh"); None = detect
+    task: str = "transcribe"              # or "translate"
+    beam_size: int = 1
+    timestamps: bool = True
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    initial_prompt: Optional[str] = None
+    temperature: float = 0.0
+
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: Optional[float]
+    duration: float
+
+
+@dataclass
+class ResolvedOptions:
+    """TranscribeOptions after validation: language is a code (or None = detect)."""
+    language: Optional[str]
+    task: str
+    options: TranscribeOptions = field(repr=False)
+
+
+class Transcriber:
+    """Backend-agnostic speech-to-text. Subclasses implement `_transcribe`."""
+
+    backend = "abstract"
+    multilingual = True
+    # Options an engine cannot honour are rejected, never silently ignored.
+    unsupported: tuple[str, ...] = ()
+
+    def transcribe(self, audio: AudioInput, options: TranscribeOptions = TranscribeOptions()
+                   ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """Decode `audio` (path, bytes or 16 kHz mono float32 array) and return (segments, info).
+
+        Raises AudioError for unreadable audio and ValueError for an unknown language/task or an
+        option this backend cannot honour. Segments come from a generator: iterate to decode.
+        """
+        resolved = self.resolve_options(options)
+        samples = as_samples(audio)
+        return self._transcribe(samples, resolved)
+
+    def _transcribe(self, audio: np.ndarray, options: ResolvedOptions
+                    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        raise NotImplementedError
+
+    def resolve_options(self, options: TranscribeOptions) -> ResolvedOptions:
+        language = to_language_code(options.language)
+        task = check_task(options.task)
+        if not self.multilingual:
+            # English-only checkpoints have no language or task tokens to set.
+            if language not in (None, "en"):
+                raise ValueError(f"this model is English-only; it cannot transcribe language {language!r}")
+            if task != "transcribe":
+                raise ValueError("this model is English-only; it cannot translate")
+            language = "en"
+        if options.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {options.beam_size}")
+        if options.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {options.temperature}")
+        for name in self.unsupported:
+            if getattr(options, name):
+                raise ValueError(f"the {self.backend} backend does not support {name}; "
+                                 f"use the ct2 backend (infer_ct2.py) for it")
+        return ResolvedOptions(language=language, task=task, options=options)
+
+
+def as_samples(audio: AudioInput) -> np.ndarray:
+    """Any accepted input as 16 kHz mono float32 samples (AudioError when unusable)."""
+    if isinstance(audio, np.ndarray):
+        if audio.ndim != 1:
+            raise AudioError(f"<array>: expected mono samples (1-D), got shape {audio.shape}")
+        if audio.size == 0:
+            raise AudioError("<array>: audio has no samples")
+        return audio.astype(np.float32, copy=False)
+    return load_audio(audio)
+
+
+CUT_SEARCH_SECONDS = 10.0    # look this far back from a piece's limit for the quietest moment
+CUT_FRAME = SAMPLE_RATE // 10
+
+
+def split_at_quiet_points(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
+    """Cut `audio` into contiguous pieces no longer than `max_seconds`, each ending at the
+    quietest 0.1 s frame of its last few seconds so that words are rarely cut in half.
+
+    Written here because transformers' pipeline chunking (chunk_length_s) overlaps
+    windows and merges them heuristically, which neither streams nor keeps generate's timestamps.
+    """
+    limit = int(max_seconds * SAMPLE_RATE)
+    search = min(int(CUT_SEARCH_SECONDS * SAMPLE_RATE), limit // 2)
+    pieces, start = [], 0
+    while len(audio) - start > limit:
+        window = audio[start + limit - search:start + limit]
+        frames = window[:len(window) // CUT_FRAME * CUT_FRAME].reshape(-1, CUT_FRAME)
+        quietest = int(np.argmin((frames ** 2).mean(axis=1)))
+        cut = start + limit - search + quietest * CUT_FRAME + CUT_FRAME // 2
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, len(audio)))
+    return pieces
+
+
+def duration_of(samples: np.ndarray) -> float:
+    return len(samples) / SAMPLE_RATE
+
+
+def load_transcriber(backend: str, model_path: str, **backend_options) -> Transcriber:
+    """Open `model_path` with the named backend.
+
+    backend_options (each backend rejects ones it does not know):
+      transformers: use_gpu, batch_size, attn_implementation, use_compile, assistant_model_path,
+                    local_files_only, dtype
+      ct2:          use_gpu, compute_type, batch_size, num_workers, cpu_threads, local_files_only
+      ggml:         cpu_threads
+    """
+    if backend == "transformers":
+        from utils.backend_transformers import TransformersTranscriber as cls
+    elif backend == "ct2":
+        from utils.backend_ct2 import CT2Transcriber as cls
+    elif backend == "ggml":
+        from utils.backend_ggml import GGMLTranscriber as cls
+    else:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return cls(model_path, **backend_options)
+
+
+def check_model_dir(model_path: str, required: tuple[str, ...], must_exist: bool) -> None:
+    """A local model folder must hold `required` files.
+
+    A path that does not exist may still be a hub name ("openai/whisper-base") for online users,
+    so it is only an error when `must_exist` (e.g. --local_files_only).
+    """
+    if not os.path.exists(model_path):
+        if must_exist:
+            raise FileNotFoundError(f"{model_path}: model folder not found")
+        return
+    if not os.path.isdir(model_path):
+        raise FileNotFoundError(f"{model_path}: expected a model folder, found a file")
+    missing = [name for name in required if not os.path.exists(os.path.join(model_path, name))]
+    if missing:
+        raise FileNotFoundError(f"{model_path}: not a usable model folder, missing {', '.join(missing)}")
