@@ -1,0 +1,38 @@
+"""Batches SpeechDataset items for Seq2SeqTrainer."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100   # positions the loss skips (transformers' convention)
+
+
+class SpeechSeq2SeqCollator:
+    """{"input_features": FloatTensor[B, n_mels, 3000], "labels": LongTensor[B, T]}.
+
+    Labels are padded with -100. A leading decoder-start token (<|startoftranscript|>) is
+    removed, because WhisperForConditionalGeneration prepends `decoder_start_token_id` when it
+    shifts the labels into decoder inputs; keeping it would teach the model to repeat it.
+    """
+
+    def __init__(self, processor, decoder_start_token_id: int):
+        self.processor = processor
+        self.decoder_start_token_id = int(decoder_start_token_id)
+
+    def __call__(self, features: Sequence[dict]) -> dict:
+        if not features:
+            raise ValueError("cannot collate an empty batch")
+        inputs = np.stack([np.asarray(f["input_features"], dtype=np.float32) for f in features])
+        labels = []
+        for f in features:
+            ids = [int(t) for t in f["labels"]]
+            if ids and ids[0] == self.decoder_start_token_id:
+                ids = ids[1:]
+            labels.append(ids)
+        width = max(len(ids) for ids in labels)
+        padded = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+        for row, ids in enumerate(labels):
+            padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return {"input_features": torch.from_numpy(inputs), "labels": padded}
