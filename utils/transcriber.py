@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from utils.audio import SAMPLE_RATE, AudioError, load_audio
+from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
 from utils.languages import check_task, to_language_code
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
@@ -182,3 +182,65 @@ def check_model_dir(model_path: str, required: tuple[str, ...], must_exist: bool
     missing = [name for name in required if not os.path.exists(os.path.join(model_path, name))]
     if missing:
         raise FileNotFoundError(f"{model_path}: not a usable model folder, missing {', '.join(missing)}")
+
+
+USER_ERRORS = (AudioError, ValueError, FileNotFoundError)
+
+
+def print_config(title: str, config) -> None:
+    """The effective configuration, one `name = value` per line, at the start of a run."""
+    import dataclasses
+
+    print(f"{title}:")
+    for item in dataclasses.fields(config):
+        print(f"  {item.name} = {getattr(config, item.name)!r}")
+
+
+def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: TranscribeOptions,
+                          audio: Optional[np.ndarray] = None, output_format: Optional[str] = None, output_dir: str = "output",
+                          print_segments: bool = True) -> tuple[list[Segment], TranscriptionInfo]:
+    """What infer.py and infer_ct2.py do after loading: decode with progress, print
+    `[start - end] text` lines, write the requested formats, end with a one-line summary.
+    `audio` is the already decoded file, when the caller read it early to fail fast."""
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from utils.writers import get_writer, transcript_text
+
+    writer = get_writer(output_format, output_dir) if output_format else None
+    began = time.perf_counter()
+    segments_iter, info = transcriber.transcribe(audio_path if audio is None else audio, options)
+    detected = "" if info.language_probability is None else f" (detected, p={info.language_probability:.2f})"
+    print(f"language: {info.language}{detected}; duration: {info.duration:.2f} s")
+    segments: list[Segment] = []
+    # Progress only pays off past one window; short clips finish before a bar is useful.
+    with tqdm(total=round(info.duration, 2), unit="s", desc="transcribing", file=sys.stderr,
+              disable=info.duration <= CHUNK_LENGTH, leave=False) as bar:
+        for segment in segments_iter:
+            segments.append(segment)
+            if print_segments:
+                line = f"[{segment.start:.2f} - {segment.end:.2f}] {segment.text}"
+                tqdm.write(line) if not bar.disable else print(line, flush=True)
+            bar.update(round(min(segment.end, info.duration) - bar.n, 2))
+    elapsed = time.perf_counter() - began
+    if not segments:
+        print("no speech found: the transcript is empty")
+    written = f"; wrote {writer(segments, info, audio_path)}" if writer else ""
+    words = len(transcript_text(segments).split())
+    print(f"transcribed {info.duration:.1f} s of audio in {elapsed:.1f} s "
+          f"(real-time factor {elapsed / max(info.duration, 1e-9):.3f}): "
+          f"{len(segments)} segments, {words} words{written}")
+    return segments, info
+
+
+def exit_on_user_error(main) -> None:
+    """Run `main()`; a user mistake ends in one line on stderr and exit status 1, not a traceback."""
+    import sys
+
+    try:
+        main()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

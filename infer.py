@@ -1,0 +1,62 @@
+"""Transcribe one audio or video file with a Whisper model through transformers.
+
+    python infer.py --audio_path=dataset/test.wav --model_path=models/whisper-base
+    python infer.py --audio_path=talk.mp3 --language=zh --output_format=srt --output_dir=output
+"""
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from transformers import HfArgumentParser
+
+from utils.audio import load_audio
+from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
+                               transcribe_to_outputs)
+
+
+@dataclass
+class InferArguments:
+    audio_path: str = field(metadata={"help": "audio or video file (anything soundfile or FFmpeg reads)"})
+    model_path: str = field(default="models/whisper-base",
+                            metadata={"help": "transformers model folder (merged fine-tune or base model)"})
+    language: Optional[str] = field(default=None, metadata={
+        "help": "spoken language, name or code (chinese, zh); unset = detect and report it"})
+    task: Literal["transcribe", "translate"] = field(default="transcribe",
+                                                     metadata={"help": "transcribe, or translate to English"})
+    num_beams: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
+    batch_size: int = field(default=1, metadata={
+        "help": "30 s windows decoded side by side; 1 = sequential long-form decoding (most accurate)"})
+    use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU in float16"})
+    timestamps: bool = field(default=True, metadata={
+        "help": "predict segment timestamps; False gives one segment per 30 s window"})
+    use_compile: bool = field(default=False, metadata={"help": "torch.compile the model's forward pass"})
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
+        default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
+    assistant_model_path: Optional[str] = field(default=None, metadata={
+        "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
+    local_files_only: bool = field(default=True, metadata={
+        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
+    initial_prompt: Optional[str] = field(default=None, metadata={
+        "help": "text that conditions the first window (spelling of names, punctuation style)"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"})
+    output_format: Optional[Literal["txt", "srt", "vtt", "tsv", "json", "all"]] = field(
+        default=None, metadata={"help": "also write the transcript in this format; unset = print only"})
+    output_dir: str = field(default="output", metadata={"help": "folder for --output_format files"})
+
+
+def main():
+    (args,) = HfArgumentParser(InferArguments).parse_args_into_dataclasses()
+    print_config("infer.py configuration", args)
+    # Read the audio before the (slow) model load, so a bad file fails at once.
+    audio = load_audio(args.audio_path)
+    transcriber = load_transcriber(
+        "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,
+        attn_implementation=args.attn_implementation, use_compile=args.use_compile,
+        assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only)
+    options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.num_beams,
+                                timestamps=args.timestamps, initial_prompt=args.initial_prompt,
+                                temperature=args.temperature)
+    transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

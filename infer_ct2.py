@@ -1,0 +1,74 @@
+"""Transcribe one audio or video file with a CTranslate2 Whisper model (faster-whisper).
+
+    python infer_ct2.py --audio_path=dataset/test.wav --model_path=models/whisper-base-ct2
+    python infer_ct2.py --audio_path=talk.mp3 --use_int8 --batch_size=8 --output_format=all
+
+Convert a transformers model first with tools/hf_to_ct2.py.
+"""
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from transformers import HfArgumentParser
+
+from utils.backend_ct2 import COMPUTE_TYPES
+from utils.audio import load_audio
+from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
+                               transcribe_to_outputs)
+
+
+@dataclass
+class InferCT2Arguments:
+    audio_path: str = field(metadata={"help": "audio or video file (anything soundfile or FFmpeg reads)"})
+    model_path: str = field(default="models/whisper-base-ct2",
+                            metadata={"help": "CTranslate2 model folder (made by tools/hf_to_ct2.py)"})
+    language: Optional[str] = field(default=None, metadata={
+        "help": "spoken language, name or code (chinese, zh); unset = detect and report it"})
+    task: Literal["transcribe", "translate"] = field(default="transcribe",
+                                                     metadata={"help": "transcribe, or translate to English"})
+    beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
+    batch_size: int = field(default=1, metadata={
+        "help": "> 1 uses faster-whisper's BatchedInferencePipeline (30 s windows side by side)"})
+    use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU"})
+    compute_type: str = field(default="default", metadata={
+        "help": f"CTranslate2 compute type: {', '.join(COMPUTE_TYPES)}; default = as stored"})
+    use_int8: bool = field(default=False, metadata={
+        "help": "shorthand for --compute_type=int8 (CPU) or int8_float16 (GPU)"})
+    vad_filter: bool = field(default=False, metadata={"help": "skip non-speech with the Silero VAD"})
+    word_timestamps: bool = field(default=False, metadata={"help": "also give each word's start and end"})
+    timestamps: bool = field(default=True, metadata={
+        "help": "predict segment timestamps; False gives one segment per window"})
+    num_workers: int = field(default=1, metadata={"help": "CTranslate2 workers (parallel transcriptions)"})
+    cpu_threads: int = field(default=0, metadata={"help": "threads per worker on CPU; 0 = CTranslate2's default"})
+    local_files_only: bool = field(default=True, metadata={
+        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
+    initial_prompt: Optional[str] = field(default=None, metadata={
+        "help": "text that conditions the first window (spelling of names, punctuation style)"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"})
+    output_format: Optional[Literal["txt", "srt", "vtt", "tsv", "json", "all"]] = field(
+        default=None, metadata={"help": "also write the transcript in this format; unset = print only"})
+    output_dir: str = field(default="output", metadata={"help": "folder for --output_format files"})
+
+
+def main():
+    (args,) = HfArgumentParser(InferCT2Arguments).parse_args_into_dataclasses()
+    if args.use_int8:
+        if args.compute_type != "default":
+            raise ValueError(f"--use_int8 and --compute_type={args.compute_type} contradict each other; "
+                             f"give one of them")
+        args.compute_type = "int8_float16" if args.use_gpu else "int8"
+    print_config("infer_ct2.py configuration", args)
+    # Read the audio before the (slow) model load, so a bad file fails at once.
+    audio = load_audio(args.audio_path)
+    transcriber = load_transcriber(
+        "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
+        batch_size=args.batch_size, num_workers=args.num_workers, cpu_threads=args.cpu_threads,
+        local_files_only=args.local_files_only)
+    options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.beam_size,
+                                timestamps=args.timestamps, word_timestamps=args.word_timestamps,
+                                vad_filter=args.vad_filter, initial_prompt=args.initial_prompt,
+                                temperature=args.temperature)
+    transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
