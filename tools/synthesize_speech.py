@@ -322,27 +322,32 @@ ZH_PITCHES = [35, 50, 65]
 EN_VARIANTS = ["", "m3", "f2", "f4"]
 
 
+def split_corpus(lines: Sequence[str], num_test: int, num_long: int, rng: random.Random):
+    """(train, test, long) lines and (train, test) voice settings, disjoint pairwise."""
+    order = list(range(len(lines)))
+    rng.shuffle(order)
+    test_lines = [lines[i] for i in order[:num_test]]
+    long_lines = [lines[i] for i in order[num_test:num_test + num_long]]
+    train_lines = [lines[i] for i in order[num_test + num_long:]]
+    if len(train_lines) < 10:
+        raise SynthesisError(f"{len(lines)} sentences leave too few for training after "
+                             f"{num_test} test and {num_long} long-file lines")
+    combos = [VoiceSetting(v, r, p) for v, r, p in itertools.product(ZH_VARIANTS, ZH_RATES,
+                                                                        ZH_PITCHES)]
+    rng.shuffle(combos)
+    test_combos = combos[:len(combos) // 5]
+    train_combos = combos[len(combos) // 5:]
+    return (train_lines, test_lines, long_lines), (train_combos, test_combos)
+
+
 def build_sample_corpus(args) -> None:
     rng = random.Random(args.seed)
     zh = read_lines(args.sentences_zh, "Chinese")
     en = read_lines(args.sentences_en, "English")
     out = args.output_dir
     audio_dir = os.path.join(out, "audio")
-
-    order = list(range(len(zh)))
-    rng.shuffle(order)
-    test_lines = [zh[i] for i in order[:args.num_test]]
-    long_lines = [zh[i] for i in order[args.num_test:args.num_test + args.num_long]]
-    train_lines = [zh[i] for i in order[args.num_test + args.num_long:]]
-    if len(train_lines) < 10:
-        raise SynthesisError(f"{args.sentences_zh}: {len(zh)} lines leave too few for training "
-                             f"after {args.num_test} test and {args.num_long} long-file lines")
-
-    combos = [VoiceSetting(v, r, p) for v, r, p in itertools.product(ZH_VARIANTS, ZH_RATES,
-                                                                        ZH_PITCHES)]
-    rng.shuffle(combos)
-    test_combos = combos[:len(combos) // 5]
-    train_combos = combos[len(combos) // 5:]
+    (train_lines, test_lines, long_lines), (train_combos, test_combos) = split_corpus(
+        zh, args.num_test, args.num_long, rng)
 
     summary = {}
     summary["zh_train"] = synthesize_clips(
