@@ -153,8 +153,8 @@ def move_segments(segments: Sequence[Segment], *, scale: float = 1.0, offset: fl
 
     Results lie on the 0.02 s grid inside [0, min(duration, 30)], each at least one step long.
     """
-    limit = min(timestamp_index(duration), MAX_TIMESTAMP_INDEX)
-    limit = max(limit, 1)
+    # Round the clip's end down, so that no timestamp points past the last sample.
+    limit = max(min(int(math.floor(duration / TIME_PRECISION + 1e-6)), MAX_TIMESTAMP_INDEX), 1)
     moved = []
     for seg in segments:
         first = min(max(timestamp_index(seg.start * scale + offset), 0), limit)
