@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.audio import SAMPLE_RATE, TIME_PRECISION, resample, save_wav  # noqa: E402
-from utils.manifest_writer import ManifestWriter, make_record, write_text_atomic  # noqa: E402
+from utils.manifest_writer import (ManifestWriter, make_record, manifest_audio_path,  # noqa: E402
+                                   write_text_atomic)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = int(round(TIME_PRECISION * SAMPLE_RATE))  # samples per 0.02 s timestamp step
@@ -224,14 +225,6 @@ def write_audio(path: str, audio: np.ndarray, bits: int = 16) -> None:
         save_wav(path, audio)
 
 
-def manifest_path(path: str, manifest: str) -> str:
-    """Audio paths relative to the repo root when under it (the shipped data), else absolute."""
-    path = os.path.abspath(path)
-    if path.startswith(REPO_ROOT + os.sep) and os.path.abspath(manifest).startswith(REPO_ROOT):
-        return os.path.relpath(path, REPO_ROOT)
-    return path
-
-
 # --------------------------------------------------------------------------- commands
 
 def synthesize_clips(lines: Sequence[str], settings: Sequence[VoiceSetting], language: str,
@@ -265,7 +258,7 @@ def synthesize_clips(lines: Sequence[str], settings: Sequence[VoiceSetting], lan
                                      "split it into shorter lines")
             path = os.path.join(output_dir, f"{prefix}_{index:04d}.{audio_format}")
             write_audio(path, audio, bits)
-            writer.write(make_record(manifest_path(path, manifest), line, duration, sentences,
+            writer.write(make_record(manifest_audio_path(path), line, duration, sentences,
                                      language))
             total += duration
         for index in range(1, no_speech_clips + 1):
@@ -273,7 +266,7 @@ def synthesize_clips(lines: Sequence[str], settings: Sequence[VoiceSetting], lan
             path = os.path.join(output_dir, f"{prefix}_nospeech_{index:02d}.{audio_format}")
             audio = no_speech(duration, rng)
             write_audio(path, audio, bits)
-            writer.write(make_record(manifest_path(path, manifest), "", len(audio) / SAMPLE_RATE,
+            writer.write(make_record(manifest_audio_path(path), "", len(audio) / SAMPLE_RATE,
                                      [], language))
             total += len(audio) / SAMPLE_RATE
     return {"clips": len(lines) + no_speech_clips, "seconds": total}

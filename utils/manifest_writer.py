@@ -7,17 +7,32 @@ an interrupted run never leaves a half-written manifest behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Iterable, Optional, Sequence, Union
 
 from utils.audio import TIME_PRECISION
 
 PathLike = Union[str, os.PathLike]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def snap_time(seconds: float) -> float:
-    """Round a time onto Whisper's 0.02 s timestamp grid (two decimals, no float noise)."""
-    return round(round(seconds / TIME_PRECISION) * TIME_PRECISION, 2)
+def manifest_audio_path(path: PathLike) -> str:
+    """How an audio file is named in a manifest: relative to the repository root when it
+    lies inside it (shipped and default data, as in the original project), else absolute
+    so the manifest works from any working directory."""
+    path = os.path.abspath(path)
+    if path.startswith(REPO_ROOT + os.sep):
+        return os.path.relpath(path, REPO_ROOT)
+    return path
+
+
+def snap_time(seconds: float, down: bool = False) -> float:
+    """Round a time onto Whisper's 0.02 s timestamp grid (two decimals, no float noise);
+    `down` rounds toward zero, for an end time that must stay inside the audio."""
+    steps = seconds / TIME_PRECISION
+    steps = math.floor(steps + 1e-6) if down else round(steps)
+    return round(steps * TIME_PRECISION, 2)
 
 
 def make_record(audio_path: str, sentence: str, duration: float,
