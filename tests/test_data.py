@@ -97,6 +97,18 @@ def test_duration_filter_counts_instead_of_failing(tmp_path, clips, caplog):
         load_manifest(manifest, max_audio_len=40)
 
 
+def test_bad_settings_are_data_errors(tmp_path, clips, processor):
+    manifest = write_manifest(tmp_path / "train.jsonl", good_rows(clips))
+    with pytest.raises(DataError, match="unknown language 'Elvish'"):
+        SpeechDataset(manifest, processor, language="Elvish", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="max_audio_len .* must be greater than min_audio_len"):
+        SpeechDataset(manifest, processor, min_audio_len=5, max_audio_len=2, cache_dir=str(tmp_path / "cache"))
+    bad_config = tmp_path / "aug.json"
+    bad_config.write_text('[{"type": "speed", "params": {}, "prob": 1}]')
+    with pytest.raises(DataError, match=f"{bad_config}: entry 1 \\(speed\\): missing parameter"):
+        SpeechDataset(manifest, processor, augment_config_path=str(bad_config), cache_dir=str(tmp_path / "cache"))
+
+
 def test_changed_manifest_is_read_again(tmp_path, clips):
     manifest = write_manifest(tmp_path / "train.jsonl", good_rows(clips)[:1])
     cache = str(tmp_path / "cache")
@@ -236,6 +248,13 @@ def test_audio_lost_after_loading_is_an_error_not_a_substitute(tmp_path, clips, 
     (clips / "eight.ogg").write_bytes(b"garbage")
     with pytest.raises(DataError, match=f"{manifest}:4: .*eight.ogg: not a readable audio file"):
         ds[3]
+    # Raised in a DataLoader worker, it reaches the main process as the same one sentence.
+    collator = SpeechSeq2SeqCollator(processor, processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=collator)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert str(info.value).startswith(f"{manifest}:4: ") and "Traceback" not in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_dataloader_with_two_workers_and_augmentation(tmp_path, clips, processor):

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
+from utils.data import DataError
 from utils.labels import MAX_TIMESTAMP_INDEX, timestamp_index
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm")
@@ -33,7 +34,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
 _RANGES = {"noise": "snr_dB", "speed": "speed_rate", "volume": "gain_dBFS", "shift": "shift_ms"}
 
 
-class AugmentationConfigError(ValueError):
+class AugmentationConfigError(DataError):
     """The augmentation config is unusable; the message names the file and the entry."""
 
 

@@ -36,7 +36,15 @@ _REASONS_KEPT = 10
 
 
 class DataError(ValueError):
-    """A problem with the user's data; the message starts with '<file>:<line>: '."""
+    """A problem with the user's data or data settings; a line's problem starts '<file>:<line>: '."""
+
+    def __init__(self, message: Any = "", *args):
+        # torch's DataLoader re-raises a worker's exception as type("Caught ... Original
+        # Traceback ...") – keep only the one sentence the user needs, from its last line.
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message, *args)
 
 
 def _features():
@@ -357,7 +365,11 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.timestamps = bool(timestamps)
         self.skip_bad = skip_bad
         # Checked against the tokenizer now, not in the first worker's first batch.
-        prefix_ids(self.tokenizer, language=language, task=task)
+        try:
+            prefix_ids(self.tokenizer, language=language, task=task)
+            _check_lengths(min_audio_len, max_audio_len)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         self.language = language_code(language)
         self.augmenter = Augmenter.from_file(augment_config_path) if augment_config_path else None
 
