@@ -1,0 +1,118 @@
+"""Text normalisation and error rates (CER/WER) for evaluation and for evaluation during training."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import jiwer
+
+METRICS = ("cer", "wer")
+# Characters of scripts written without spaces; a space beside one of them is not a word boundary.
+_NO_SPACE_SCRIPT = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_NO_SPACE_SCRIPT}])\s+|\s+(?=[{_NO_SPACE_SCRIPT}])")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def remove_punctuation(text: str) -> str:
+    # jiwer.RemovePunctuation only knows Unicode category P; ASCII symbols such as $ + < > ^ ` | ~ are
+    # category S but are punctuation to a transcript reader, so strip both (NFKC maps full-width forms first).
+    return "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+
+
+def normalize_text(text: str, *, remove_pun: bool = True, to_simple: bool = True, lower: bool = True) -> str:
+    """The same normalisation for references and hypotheses, so that only real errors are counted."""
+    text = unicodedata.normalize("NFKC", text)
+    if to_simple:
+        import zhconv
+
+        text = zhconv.convert(text, "zh-cn")
+    if remove_pun:
+        text = remove_punctuation(text)
+    if lower:
+        text = text.lower()
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+@dataclass
+class ErrorCounts:
+    """Edit-distance counts over units (characters for CER, words for WER)."""
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    reference_units: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def rate(self) -> float:
+        if self.reference_units == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return self.errors / self.reference_units
+
+    def __iadd__(self, other: "ErrorCounts") -> "ErrorCounts":
+        self.substitutions += other.substitutions
+        self.deletions += other.deletions
+        self.insertions += other.insertions
+        self.reference_units += other.reference_units
+        return self
+
+
+def _units(text: str, metric: str) -> list[str]:
+    return list(text) if metric == "cer" else text.split()
+
+
+def _for_metric(text: str, metric: str) -> str:
+    # Chinese/Japanese transcripts put spaces at random; for CER they are not characters of the sentence.
+    return _SPACE_NEAR_CJK.sub("", text) if metric == "cer" else text
+
+
+def count_errors(reference: str, hypothesis: str, metric: str) -> ErrorCounts:
+    """Counts for one (already normalised) pair; an empty reference (no-speech clip) counts every output unit
+    as an insertion, which jiwer refuses to score."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if not reference:
+        return ErrorCounts(insertions=len(_units(hypothesis, metric)))
+    process = jiwer.process_characters if metric == "cer" else jiwer.process_words
+    out = process(reference, hypothesis)
+    return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits + out.substitutions + out.deletions)
+
+
+@dataclass
+class ErrorRateResult:
+    metric: str
+    value: float
+    counts: ErrorCounts
+    utterances: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        c = self.counts
+        return {"metric": self.metric, "value": self.value,
+                "counts": {"utterances": len(self.utterances), **asdict(c), "errors": c.errors},
+                "utterances": self.utterances}
+
+
+def error_rate(references: Sequence[str], hypotheses: Sequence[str], metric: str = "cer", *,
+               remove_pun: bool = True, to_simple: bool = True) -> ErrorRateResult:
+    """Corpus-level CER/WER: total edits over total reference units (not a mean of per-utterance rates)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    total = ErrorCounts()
+    details = []
+    for i, (ref, hyp) in enumerate(zip(references, hypotheses)):
+        ref_n = _for_metric(normalize_text(ref, remove_pun=remove_pun, to_simple=to_simple), metric)
+        hyp_n = _for_metric(normalize_text(hyp, remove_pun=remove_pun, to_simple=to_simple), metric)
+        counts = count_errors(ref_n, hyp_n, metric)
+        total += counts
+        details.append({"index": i, "reference": ref, "hypothesis": hyp,
+                        "reference_normalized": ref_n, "hypothesis_normalized": hyp_n,
+                        "errors": counts.errors, "reference_units": counts.reference_units})
+    return ErrorRateResult(metric, total.rate, total, details)
+
+
+def compute_error_rate(references: Iterable[str], hypotheses: Iterable[str], metric: str = "cer", **kwargs) -> float:
+    return error_rate(list(references), list(hypotheses), metric, **kwargs).value

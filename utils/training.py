@@ -1,0 +1,113 @@
+"""Pieces of a fine-tuning run that Seq2SeqTrainer does not provide: adapter checkpoints that are never
+half-written, AdaLoRA's rank reallocation, decoding metrics and the printed configuration."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+from typing import Callable, Optional
+
+import numpy as np
+from transformers import TrainerCallback
+
+from utils.metrics import error_rate
+from utils.model import replace_dir
+
+BEST_DIR = "checkpoint-best"
+FINAL_DIR = "checkpoint-final"
+# What an adapter checkpoint needs to be loaded (merge_lora.py) or inspected; optimizer state stays behind.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+                 "trainer_state.json")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def print_config(title: str, *configs) -> None:
+    """The effective configuration, once per run (rank 0 only under torchrun/accelerate)."""
+    if not is_main_process():
+        return
+    print(f"----------- {title} -----------", flush=True)
+    for config in configs:
+        items = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        for key, value in items.items():
+            print(f"{key}: {value}", flush=True)
+    print("-" * (24 + len(title)), flush=True)
+
+
+def copy_adapter_atomic(src: str, dst: str) -> None:
+    """Copy an adapter checkpoint to `dst` via a temporary folder beside it and a rename."""
+    parent = os.path.dirname(os.path.abspath(dst))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", dir=parent)
+    try:
+        for name in ADAPTER_FILES:
+            if os.path.isfile(os.path.join(src, name)):
+                shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_adapter_atomic(model, dst: str) -> None:
+    """model.save_pretrained into a folder beside `dst`, then rename: an interrupted save leaves no half-folder."""
+    parent = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", dir=parent)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class BestCheckpointCallback(TrainerCallback):
+    """After each save, mirror the best checkpoint so far (by metric_for_best_model) into checkpoint-best."""
+
+    def __init__(self, run_dir: str):
+        self.best_dir = os.path.join(run_dir, BEST_DIR)
+        self.copied_from: Optional[str] = None
+
+    def on_save(self, args, state, control, **kwargs):
+        best = state.best_model_checkpoint
+        if state.is_world_process_zero and best and os.path.isdir(best) and best != self.copied_from:
+            copy_adapter_atomic(best, self.best_dir)
+            self.copied_from = best
+        return control
+
+
+class AdaLoraCallback(TrainerCallback):
+    """AdaLoRA scores and prunes ranks from the gradients, so its update must run after every optimizer step
+    and before the gradients are zeroed; Trainer offers exactly that hook (on_optimizer_step)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
+        return control
+
+
+def optimizer_steps(n_samples: int, *, batch_size: int, gradient_accumulation_steps: int, world_size: int,
+                    num_train_epochs: float, max_steps: int = -1) -> int:
+    """Optimizer steps of a run, computed as Trainer does (AdaLoRA's schedule counts these, not samples)."""
+    if max_steps and max_steps > 0:
+        return max_steps
+    batches = math.ceil(n_samples / (batch_size * world_size))
+    per_epoch = max(batches // gradient_accumulation_steps + int(batches % gradient_accumulation_steps > 0), 1)
+    return math.ceil(num_train_epochs * per_epoch)
+
+
+def make_compute_metrics(tokenizer, metric: str) -> Callable:
+    """compute_metrics for Seq2SeqTrainer(predict_with_generate=True): decoded texts -> {metric: rate}."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def compute_metrics(prediction) -> dict:
+        preds = np.where(prediction.predictions == -100, pad, prediction.predictions)
+        labels = np.where(prediction.label_ids == -100, pad, prediction.label_ids)
+        hyps = tokenizer.batch_decode(preds, skip_special_tokens=True)
+        refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        return {metric: error_rate(refs, hyps, metric).value}
+
+    return compute_metrics
