@@ -63,8 +63,6 @@ def build_tiny_whisper(output_dir: Path, source_dir: Path, seed: int = 0) -> Pat
         bos_token_id=source_config.bos_token_id,
         eos_token_id=source_config.eos_token_id,
         decoder_start_token_id=source_config.decoder_start_token_id,
-        suppress_tokens=source_config.suppress_tokens,
-        begin_suppress_tokens=source_config.begin_suppress_tokens,
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
