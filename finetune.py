@@ -258,6 +258,9 @@ def train(args: FinetuneArguments) -> int:
                 f"{state.best_global_step}" if state.best_metric is not None else "no evaluation ran")
         print(f"done: {state.global_step} steps, {best}; adapters in {final_dir} and "
               f"{os.path.join(run_dir, 'checkpoint-best')}", flush=True)
+    if world_size > 1:
+        print(f"rank {trainer.args.process_index}/{world_size}: finished {trainer.state.global_step} steps "
+              f"({trainer.args.ddp_backend or 'nccl'})", flush=True)
     if args.push_to_hub:
         trainer.push_to_hub()
     return 0

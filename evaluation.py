@@ -1,0 +1,177 @@
+"""Measure CER or WER of a Whisper model on a jsonlines test set.
+
+    python evaluation.py --model_path=models/whisper-base-finetune --test_data=dataset/zh_test.jsonl --metric=cer
+
+Clips are decoded in batches with the model's generate; references and hypotheses get the same
+normalisation (punctuation removed, traditional -> simplified Chinese, lower case, whitespace).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from utils.model import default_base_model
+
+TASKS = ("transcribe", "translate")
+
+
+@dataclass
+class EvaluationArguments:
+    model_path: str = field(default_factory=default_base_model,
+                            metadata={"help": "Merged model folder (merge_lora.py) or any Whisper model folder/hub id."})
+    test_data: str = field(default="dataset/zh_test.jsonl", metadata={"help": "Test manifest (jsonlines)."})
+    batch_size: int = field(default=16, metadata={"help": "Clips decoded together."})
+    num_workers: int = field(default=min(8, os.cpu_count() or 1),
+                             metadata={"help": "DataLoader worker processes (audio decoding, features)."})
+    language: Optional[str] = field(default="Chinese",
+                                    metadata={"help": "Language of clips without their own 'language'; 'None' lets "
+                                                      "the model detect it. Ignored for English-only models."})
+    task: str = field(default="transcribe", metadata={"help": "transcribe or translate."})
+    timestamps: bool = field(default=False, metadata={"help": "Decode in timestamp mode (as a model trained "
+                                                              "with --timestamps expects); timestamps are not scored."})
+    remove_pun: bool = field(default=True, metadata={"help": "Remove punctuation (ASCII and full-width) before scoring."})
+    to_simple: bool = field(default=True, metadata={"help": "Convert traditional to simplified Chinese before scoring."})
+    metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words)."})
+    max_new_tokens: int = field(default=225, metadata={"help": "Most tokens decoded per clip."})
+    min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
+    max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
+    output_file: Optional[str] = field(default=None, metadata={"help": "Write a JSON report: metric, counts and "
+                                                                       "every clip's reference and hypothesis."})
+    local_files_only: bool = field(default=False, metadata={"help": "Never download the model."})
+
+
+class UsageError(ValueError):
+    """A flag value that cannot work; the message names the flag."""
+
+
+class _Indexed:
+    """SpeechDataset items with their index, so that hypotheses meet their references after batching."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return i, self.dataset[i]["input_features"]
+
+
+def _collate(batch):
+    import numpy as np
+    import torch
+
+    return [i for i, _ in batch], torch.from_numpy(np.stack([f for _, f in batch]))
+
+
+def evaluate(args: EvaluationArguments) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from utils.data import SpeechDataset
+    from utils.labels import language_code
+    from utils.metrics import error_rate
+    from utils.model import is_multilingual, load_processor, load_whisper
+    from utils.training import print_config
+
+    print_config("Configuration", args)
+    processor = load_processor(args.model_path, local_files_only=args.local_files_only)
+    multilingual = is_multilingual(processor)
+    language = language_code(args.language) if multilingual else None
+    dataset = SpeechDataset(args.test_data, processor, language=language,
+                            task=args.task if multilingual else "transcribe", timestamps=False,
+                            min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = load_whisper(args.model_path, local_files_only=args.local_files_only, dtype=dtype).to(device).eval()
+    print(f"{len(dataset)} clips from {args.test_data}; decoding on {device}", flush=True)
+
+    sentences = dataset.data["sentence"]
+    languages = [code or language for code in dataset.data["language"]]
+    loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=args.batch_size,
+                                         num_workers=args.num_workers, collate_fn=_collate)
+    references, hypotheses = [None] * len(dataset), [None] * len(dataset)
+    with torch.inference_mode():
+        for indices, features in tqdm(loader, desc="Evaluating", unit="batch"):
+            kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps}
+            if multilingual:
+                batch_languages = [languages[i] for i in indices]
+                # Per-clip language when every clip has one; otherwise the model detects it per clip.
+                kwargs["language"] = batch_languages if all(batch_languages) else None
+                kwargs["task"] = args.task
+            tokens = model.generate(features.to(device, dtype), **kwargs)
+            if not torch.is_tensor(tokens):
+                tokens = tokens["sequences"]
+            texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            for i, text in zip(indices, texts):
+                references[i], hypotheses[i] = sentences[i], text.strip()
+
+    result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple)
+    report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
+    report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
+    if args.output_file:
+        write_json_atomic(args.output_file, report)
+    c = result.counts
+    print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
+          f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
+          f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins)"
+          + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
+    return report
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+
+
+def check_arguments(args: EvaluationArguments) -> None:
+    from utils.metrics import METRICS
+
+    if args.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
+    if args.task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {args.task!r}")
+    if not os.path.isfile(args.test_data):
+        raise UsageError(f"--test_data: {args.test_data} not found")
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.num_workers < 0:
+        raise UsageError(f"--num_workers must be 0 or more, got {args.num_workers}")
+    if args.output_file and os.path.isdir(args.output_file):
+        raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
+
+
+def main(argv=None) -> int:
+    from transformers import HfArgumentParser
+
+    from utils.data import DataError
+    from utils.model import ModelLoadError
+
+    parser = HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    if args.language is not None and args.language.strip().lower() in ("", "none"):
+        args.language = None
+    try:
+        check_arguments(args)
+        evaluate(args)
+    except (UsageError, DataError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        # language_code's message for an unknown --language is already one sentence.
+        if "language" not in str(exc):
+            raise
+        print(f"error: --language: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
