@@ -76,7 +76,7 @@ def build_layout(settings: GuiSettings) -> list:
          sg.FileBrowse("Browse…", file_types=AUDIO_FILE_TYPES, target=K_FILE),
          sg.Button("Play", key=K_PLAY), sg.Button("Stop", key=K_STOP_PLAY)],
         [sg.Text("Microphone", size=(10, 1)), sg.Button("Record", key=K_RECORD, size=(14, 1)),
-         sg.Text("00:00", key=K_ELAPSED, size=(8, 1)),
+         sg.Text(_clock(0), key=K_ELAPSED, size=(8, 1)),
          sg.Text(f"recordings are saved under {settings.record_dir}/", text_color="grey")],
         [sg.Text("Task", size=(10, 1)),
          sg.Combo(tasks, default_value=settings.task, key=K_TASK, readonly=True, size=(11, 1)),
@@ -373,8 +373,8 @@ def _sentence(text: str) -> str:
 
 
 def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes:02d}:{secs:02d}"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{secs:04.1f}"
 
 
 def _timestamped_line(segment: Segment) -> str:
