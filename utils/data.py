@@ -13,6 +13,7 @@ DataLoader workers.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,17 @@ def _features():
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_header_duration(path: str, size: int, mtime_ns: int) -> float:
+    # Manifests often cut many slices from one long recording: read its header once.
+    return header_duration(path)
+
+
+def _file_duration(path: str) -> float:
+    stat = os.stat(path)
+    return _cached_header_duration(path, stat.st_size, stat.st_mtime_ns)
 
 
 def header_duration(path: str) -> float:
@@ -145,7 +157,7 @@ def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
         if not os.path.exists(path):
             raise DataError(f"audio file not found: {raw_path}")
         try:
-            file_duration = header_duration(path)
+            file_duration = _file_duration(path)
         except AudioError as exc:
             raise DataError(str(exc)) from None
         if file_duration <= 0:
@@ -171,7 +183,7 @@ def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
         if not os.path.exists(path):
             raise DataError(f"audio file not found: {raw_path}")
         try:
-            duration = header_duration(path) - (start_time or 0.0)
+            duration = _file_duration(path) - (start_time or 0.0)
         except AudioError as exc:
             raise DataError(str(exc)) from None
 
