@@ -83,20 +83,31 @@ def test_segment_shorter_than_a_grid_step_keeps_one_step(tok):
 
 @pytest.mark.parametrize("timestamps", [False, True])
 def test_no_speech_labels(tok, tok_en, timestamps):
-    for sentences in ([], None):
-        labels = build_labels(tok, sentence="", sentences=sentences, language="zh", task="transcribe",
+    # <|nospeech|> takes the language token's place, whatever the language and task.
+    for sentences, language, task in (([], "zh", "transcribe"), (None, "en", "translate"),
+                                      ([], None, "transcribe")):
+        labels = build_labels(tok, sentence=" ", sentences=sentences, language=language, task=task,
                               timestamps=timestamps)
-        assert labels == ids(tok, ["<|startoftranscript|>", "<|zh|>", "<|transcribe|>", "<|nospeech|>",
-                                   "<|endoftext|>"])
-    labels = build_labels(tok, sentence="  ", sentences=[], language=None, task="transcribe",
-                          timestamps=timestamps)
-    assert labels == ids(tok, ["<|startoftranscript|>", "<|transcribe|>", "<|nospeech|>", "<|endoftext|>"])
-    # tiny.en's vocabulary calls the token <|nocaptions|>, and English-only models have no
-    # language or task tokens.
+        assert labels == ids(tok, ["<|startoftranscript|>", "<|nospeech|>", "<|endoftext|>"])
+        assert labels == [50258, 50362, 50257]
+    # tiny.en's vocabulary calls the token <|nocaptions|>.
     labels = build_labels(tok_en, sentence="", sentences=[], language="en", task="transcribe",
                           timestamps=timestamps)
     assert labels == ids(tok_en, ["<|startoftranscript|>", "<|nocaptions|>", "<|endoftext|>"])
     assert labels == [50257, 50361, 50256]
+
+
+def test_no_speech_label_matches_what_whisper_base_predicts(whisper_base_dir, processor, tok):
+    """The pre-trained model already puts <|nospeech|> right after <|startoftranscript|> on silence."""
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_base_dir).eval()
+    labels = build_labels(tok, sentence="", sentences=[], language="zh", task="transcribe", timestamps=False)
+    features = processor.feature_extractor(np.zeros(3 * 16000, dtype=np.float32), sampling_rate=16000,
+                                           return_tensors="pt").input_features
+    with torch.no_grad():
+        probs = model(input_features=features, decoder_input_ids=torch.tensor([labels[:-1]])).logits[0].softmax(-1)
+    assert probs[0, labels[1]] > 0.5          # P(<|nospeech|> | <|startoftranscript|>, silence)
 
 
 def test_english_only_model(tok_en):

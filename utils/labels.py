@@ -2,11 +2,15 @@
 
     plain:      <|startoftranscript|> <|lang|> <|task|> <|notimestamps|> text <|endoftext|>
     timestamps: <|startoftranscript|> <|lang|> <|task|> <|t0|> text <|t1|> <|t0|> text <|t1|> ... <|endoftext|>
-    no speech:  <|startoftranscript|> <|lang|> <|task|> <|nospeech|> <|endoftext|>
+    no speech:  <|startoftranscript|> <|nospeech|> <|endoftext|>
 
 The language token is left out when no language is known (the model then learns to
 predict it); English-only models (*.en) never get language or task tokens, exactly as
-OpenAI trained them. The ids are read from the tokenizer, not hard-coded, so both
+OpenAI trained them. <|nospeech|> stands where the language token would: Whisper was
+pre-trained that way (whisper-base gives it p=0.93 right after <|startoftranscript|> on
+silence, p<0.001 after <|zh|><|transcribe|>), and decoders read the no-speech
+probability at that position (transformers' and faster-whisper's no_speech_threshold)
+while suppressing the token everywhere else. The ids are read from the tokenizer, not hard-coded, so both
 multilingual and English-only vocabularies work.
 """
 from __future__ import annotations
@@ -177,7 +181,7 @@ def build_labels(tokenizer, *, sentence: Optional[str], sentences: Optional[Sequ
     segments: list[tuple[float, float, str]] = [_segment(s) for s in (sentences or [])]
 
     if not text.strip() and not any(str(seg[2]).strip() for seg in segments):
-        return labels + [ids.nospeech, ids.eot]
+        return [ids.sot, ids.nospeech, ids.eot]
 
     if not timestamps:
         if not text.strip():
