@@ -178,6 +178,22 @@ def test_skip_bad_skips_and_counts(tmp_path, clips, caplog):
     assert "skipped 2 bad line(s) of 6" in caplog.text
 
 
+def test_encoding_bom_and_check_audio_off(tmp_path, clips):
+    manifest = tmp_path / "train.jsonl"
+    rows = [json.dumps(r, ensure_ascii=False).encode() for r in good_rows(clips)]
+    # A byte-order mark (Windows editors) is fine; a line that is not UTF-8 is not.
+    manifest.write_bytes(b"\xef\xbb\xbf" + rows[0] + b"\n" + rows[1] + b"\n" + b'{"sentence": "\xff"}\n')
+    with pytest.raises(DataError, match=f"{manifest}:3: not UTF-8 text"):
+        load_manifest(manifest, cache_dir=str(tmp_path / "cache"))
+    # Without check_audio, a line with its duration does not touch the audio at all.
+    lazy = write_manifest(tmp_path / "lazy.jsonl", [{"audio": {"path": "audio/later.wav"}, "sentence": "x",
+                                                     "duration": 2.0}])
+    data = load_manifest(lazy, check_audio=False, cache_dir=str(tmp_path / "cache"))
+    assert data["duration"] == [2.0] and data["path"] == ["audio/later.wav"]
+    with pytest.raises(DataError, match=f"{lazy}:1: audio file not found"):
+        load_manifest(lazy, cache_dir=str(tmp_path / "cache"))
+
+
 def test_missing_or_empty_manifest(tmp_path, clips):
     with pytest.raises(DataError, match="manifest file not found"):
         load_manifest(tmp_path / "nope.jsonl")
