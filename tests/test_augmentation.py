@@ -66,6 +66,17 @@ def test_bad_configs_name_file_and_entry(tmp_path, entries, message):
     assert str(info.value).startswith(f"{path}: ")
 
 
+def test_unreadable_noise_file_is_a_config_error(tmp_path):
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    (noise_dir / "broken.wav").write_text("not audio")
+    path = tmp_path / "aug.json"
+    path.write_text(json.dumps([{"type": "noise", "params": {"min_snr_dB": 5, "max_snr_dB": 5,
+                                                             "noise_dir": str(noise_dir)}, "prob": 0.5}]))
+    with pytest.raises(AugmentationConfigError, match=r"entry 1 \(noise\): .*broken.wav: not a readable audio"):
+        load_config(str(path))
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(AugmentationConfigError, match="not found"):
         load_config(str(tmp_path / "missing.json"))

@@ -16,10 +16,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
-from utils.data import DataError
+from utils.data import DataError, header_duration
 from utils.labels import MAX_TIMESTAMP_INDEX, timestamp_index
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm")
+_NOISE_CACHE_SAMPLES = 16_000_000   # 64 MB of float32 per process
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # type -> {param: (kind, required)}; kind "number", "int" or "rates" (list of positive ints).
@@ -133,6 +134,13 @@ def parse_config(entries: Any, source: str = "<config>") -> list[AugmentStep]:
                 for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
             if not step.noise_files:
                 raise AugmentationConfigError(f"{where}: noise_dir {directory} holds no audio files")
+            for noise_file in step.noise_files:
+                try:
+                    seconds = header_duration(noise_file)
+                except AudioError as exc:
+                    raise AugmentationConfigError(f"{where}: {exc}") from None
+                if seconds <= 0:
+                    raise AugmentationConfigError(f"{where}: noise file {noise_file} has no samples")
         steps.append(step)
     return steps
 
@@ -262,7 +270,11 @@ class Augmenter:
                 noise = load_audio(path)
             except AudioError as exc:
                 raise AugmentationConfigError(f"noise file unusable: {exc}") from None
-            self._noise_cache[path] = noise
+            # Every DataLoader worker keeps its own copy: cache only up to a budget, so that
+            # hours of noise (MUSAN) are decoded on use instead of filling memory.
+            cached = sum(len(a) for a in self._noise_cache.values())
+            if cached + len(noise) <= _NOISE_CACHE_SAMPLES:
+                self._noise_cache[path] = noise
         if len(noise) < len(audio):
             noise = np.tile(noise, int(math.ceil(len(audio) / len(noise))))
         begin = int(rng.integers(0, len(noise) - len(audio) + 1))
