@@ -254,6 +254,7 @@ def _generate_rows(manifest, fingerprint, min_audio_len, max_audio_len, skip_bad
             row["line"] = number
             stats["kept"] += 1
             yield row
+    stats["complete"] = True
 
 
 def _fingerprint(manifest: str, **options) -> str:
@@ -303,7 +304,9 @@ def _load(path, *, min_audio_len, max_audio_len, skip_bad, check_audio, cache_di
         data_error = _find_data_error(exc)
         if data_error is not None:
             raise DataError(str(data_error)) from None
-        if _RUN_STATS.get(fingerprint, {}).get("kept") == 0:
+        # datasets refuses to store zero rows; that case gets its own message below.
+        finished = _RUN_STATS.get(fingerprint, {})
+        if finished.get("complete") and finished.get("kept") == 0:
             data = None
         else:
             raise
