@@ -207,6 +207,7 @@ def test_items_labels_and_languages(tmp_path, clips, processor):
     tok = processor.tokenizer
     ds = SpeechDataset(manifest, processor, language="French", cache_dir=str(tmp_path / "cache"))
     assert len(ds) == 4
+    assert ds.stats == {"lines": 4, "kept": 4, "bad": 0, "too_short": 0, "too_long": 0, "too_many_tokens": 0}
     item = ds[1]
     assert item["input_features"].shape == (80, 3000) and item["input_features"].dtype == np.float32
     # The per-sample language wins over the dataset's; the dataset's fills the gaps.

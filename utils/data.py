@@ -322,6 +322,8 @@ def _load(path, *, min_audio_len, max_audio_len, skip_bad, check_audio, cache_di
         elif os.path.exists(stats_file):
             with open(stats_file, encoding="utf-8") as handle:
                 stats = json.load(handle)
+    if stats is not None:
+        stats.pop("complete", None)
     stats = stats or {"lines": len(data) if data is not None else 0,
                       "kept": len(data) if data is not None else 0,
                       "bad": 0, "too_short": 0, "too_long": 0, "bad_examples": []}
@@ -383,6 +385,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         try:
             prefix_ids(self.tokenizer, language=language, task=task)
             _check_lengths(min_audio_len, max_audio_len)
+            if max_label_length < 4:
+                raise ValueError(f"max_label_length must be at least 4 tokens, got {max_label_length}")
         except ValueError as exc:
             raise DataError(str(exc)) from None
         self.language = language_code(language)
@@ -390,7 +394,8 @@ class SpeechDataset(torch.utils.data.Dataset):
 
         data, stats = _load(self.manifest_path, min_audio_len=min_audio_len, max_audio_len=max_audio_len,
                             skip_bad=skip_bad, check_audio=True, cache_dir=cache_dir)
-        self.stats = dict(stats)
+        self.stats = {key: value for key, value in stats.items() if key != "bad_examples"}
+        self.bad_examples = list(stats.get("bad_examples", []))
         data = self._check_languages(data)
         if self.timestamps:
             data = self._check_timestamps(data)
