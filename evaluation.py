@@ -74,12 +74,12 @@ def evaluate(args: EvaluationArguments) -> dict:
     from utils.data import SpeechDataset
     from utils.labels import language_code
     from utils.metrics import error_rate
-    from utils.model import is_multilingual, load_processor, load_whisper
+    from utils.model import checkpoint_is_multilingual, load_processor, load_whisper
     from utils.training import print_config
 
     print_config("Configuration", args)
     processor = load_processor(args.model_path, local_files_only=args.local_files_only)
-    multilingual = is_multilingual(processor)
+    multilingual = checkpoint_is_multilingual(args.model_path, local_files_only=args.local_files_only)
     language = language_code(args.language) if multilingual else None
     dataset = SpeechDataset(args.test_data, processor, language=language,
                             task=args.task if multilingual else "transcribe", timestamps=False,

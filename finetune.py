@@ -147,8 +147,8 @@ def train(args: FinetuneArguments) -> int:
 
     from utils.collator import SpeechSeq2SeqCollator
     from utils.data import SpeechDataset
-    from utils.model import (add_adapter, check_precision, is_multilingual, load_processor, load_whisper,
-                             model_name, prepare_for_finetuning)
+    from utils.model import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
+                             load_whisper, model_name, prepare_for_finetuning)
     from utils.training import (FINAL_DIR, AdaLoraCallback, BestCheckpointCallback, make_compute_metrics,
                                 optimizer_steps, print_config, save_adapter_atomic)
 
@@ -159,7 +159,7 @@ def train(args: FinetuneArguments) -> int:
 
     processor = load_processor(args.base_model, local_files_only=args.local_files_only)
     language, task = args.language, args.task
-    if not is_multilingual(processor):
+    if not checkpoint_is_multilingual(args.base_model, local_files_only=args.local_files_only):
         # English-only checkpoints have no language/task tokens; a request for them is a mistake.
         if language and language.lower() not in ("en", "english"):
             raise UsageError(f"--language={language}: {args.base_model} is English-only; use --language=None")

@@ -95,13 +95,31 @@ def load_processor(name_or_path: str, *, local_files_only: bool = False):
                              f"({str(exc).splitlines()[0]})") from None
 
 
-def is_multilingual(model_or_processor) -> bool:
-    """English-only checkpoints (*.en) have no language/task tokens and reject language= in generate."""
-    gen = getattr(model_or_processor, "generation_config", None)
+MULTILINGUAL_VOCAB = 51865   # English-only Whisper vocabularies have 51864 tokens, multilingual ones more
+
+
+def is_multilingual(model) -> bool:
+    """English-only checkpoints (*.en) have no language/task tokens and reject language= in generate.
+
+    Their tokenizers still list the language tokens, so only the model's configs can tell."""
+    gen = getattr(model, "generation_config", None)
     if gen is not None and getattr(gen, "is_multilingual", None) is not None:
         return bool(gen.is_multilingual)
-    tokenizer = getattr(model_or_processor, "tokenizer", model_or_processor)
-    return "<|zh|>" in tokenizer.get_vocab()
+    return getattr(model, "config", model).vocab_size >= MULTILINGUAL_VOCAB
+
+
+def checkpoint_is_multilingual(name_or_path: str, *, local_files_only: bool = False) -> bool:
+    """is_multilingual from the saved configs, without loading the weights."""
+    from transformers import GenerationConfig, WhisperConfig
+
+    path, offline = resolve_model(name_or_path, local_files_only=local_files_only)
+    try:
+        gen = GenerationConfig.from_pretrained(path, local_files_only=offline)
+        if getattr(gen, "is_multilingual", None) is not None:
+            return bool(gen.is_multilingual)
+    except OSError:  # no generation_config.json: older exports; the vocabulary size decides
+        pass
+    return WhisperConfig.from_pretrained(path, local_files_only=offline).vocab_size >= MULTILINGUAL_VOCAB
 
 
 def check_precision(*, fp16: bool, bf16: bool, use_8bit: bool) -> None:
