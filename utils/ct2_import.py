@@ -477,17 +477,14 @@ SAVE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
-                      dtype: str = "float32", overwrite: bool = False) -> ImportSummary:
+                      dtype: str = "float32", overwrite: bool = False,
+                      is_multilingual: Optional[bool] = None) -> ImportSummary:
     """Write a transformers Whisper folder (weights, config, generation config, tokenizer,
     feature extractor) for the CTranslate2 model in `model_dir`.
 
     The folder is assembled beside `output_dir` and renamed into place at the end, so an
     interrupted run never leaves something that looks complete.
     """
-    import torch
-    from transformers import (WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
-
     model_dir, output_dir = os.fspath(model_dir), os.fspath(output_dir)
     if dtype not in SAVE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(SAVE_DTYPES)}, not {dtype!r}")
@@ -505,11 +502,17 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         raise Ct2FormatError(f"{model_dir}: the vocabulary has {len(vocabulary)} tokens but "
                              f"{MODEL_FILE} has {dims['vocab_size']} embeddings")
     ct2_config = read_ct2_config(model_dir)
+    # Imported only now, so that a bad model folder is reported without loading torch first.
+    import torch
+    from transformers import (WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor)
+
     tokenizer, added_tokens = build_tokenizer(model_dir, vocabulary, return_added=True)
     stored_dtype = model.variables[model.aliases.get("decoder/embeddings/weight",
                                                      "decoder/embeddings/weight")].dtype
-    # openai/whisper's rule: the multilingual vocabulary is the larger one.
-    is_multilingual = dims["vocab_size"] >= 51865
+    if is_multilingual is None:
+        # openai/whisper's rule: the multilingual vocabulary is the larger one.
+        is_multilingual = dims["vocab_size"] >= 51865
     generation_config = build_generation_config(
         tokenizer, is_multilingual=is_multilingual,
         alignment_heads=ct2_config.get("alignment_heads"),
