@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: the WHISPER_SERVER_API_KEY environment variable, else no key)")
     add("--cpu_threads", type=int, default=0,
         help="CPU threads per recognition (0 = the backend's default)")
+    add("--warmup", type=str2bool, default=True,
+        help="run one second of silence through the model before opening the port, so the first "
+             "request is as fast as the rest and a broken model fails at start")
     add("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"),
         help="uvicorn's log level")
     return parser
@@ -131,13 +134,14 @@ def main(argv=None) -> int:
     # One short silent recognition makes the first real request as fast as the rest and proves
     # the model works before the port opens.
     try:
-        segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32),
-                                             TranscribeOptions(language=args.language or "en"))
-        list(segments)
+        if args.warmup:
+            segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32),
+                                                 TranscribeOptions(language=args.language or "en"))
+            list(segments)
     except ValueError as exc:
         print(f"error: --language={args.language}: {exc}", file=sys.stderr)
         return 2
-    print(f"model loaded and warmed up in {time.monotonic() - started:.1f} s", flush=True)
+    print(f"model loaded{' and warmed up' if args.warmup else ''} in {time.monotonic() - started:.1f} s", flush=True)
 
     settings = ServerSettings(
         backend=args.backend, model_name=os.path.basename(os.path.normpath(args.model_path)),

@@ -1,0 +1,423 @@
+"""infer_server.py started for real on a loopback port: the original /recognition API (called as the
+original README does), OpenAI's client against /v1/audio/*, bad input, API key, and load."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+
+from conftest import REPO, require_model
+from server_process import ServerProcess, free_port
+from utils.audio import load_audio
+
+TEST_WAV = REPO / "dataset" / "test.wav"                       # Mandarin, 12.16 s
+ENGLISH = REPO / "dataset" / "audio" / "en_test_0001.flac"      # "The train to the airport leaves every twenty minutes."
+KEYWORDS = {"train", "airport"}
+API_KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def is_chinese(text: str) -> bool:
+    han = sum("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return han > 0 and han >= 0.5 * len(re.sub(r"[\s\W]", "", text))
+
+
+@pytest.fixture(scope="module")
+def base_server(tmp_path_factory):
+    """Real whisper-base through faster-whisper, as the original project served it."""
+    model = require_model(REPO / "models" / "whisper-base-ct2")
+    log = tmp_path_factory.mktemp("base-server") / "server.log"
+    server = ServerProcess("--backend=ct2", f"--model_path={model}", "--language=zh",
+                           "--num_workers=2", "--max_queue=6", log_path=log).wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_whisper_dir, tmp_path_factory):
+    """Tiny random Whisper on the transformers backend, with an API key and a 2 MB upload limit.
+
+    TMPDIR points at a folder of its own so the test can see every temporary file the server makes.
+    """
+    spool = tmp_path_factory.mktemp("server-tmp")
+    log = tmp_path_factory.mktemp("tiny-server") / "server.log"
+    server = ServerProcess("--backend=transformers", f"--model_path={tiny_whisper_dir}",
+                           "--num_workers=2", "--max_queue=2", "--max_upload_mb=2",
+                           # A random model decodes silence slowly (up to 448 garbage tokens).
+                           "--warmup=false", f"--api_key={API_KEY}", env={"TMPDIR": str(spool)},
+                           log_path=log).wait_ready()
+    server.spool = spool
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def english_formats(tmp_path_factory) -> dict[str, Path]:
+    """The English clip as the formats users upload, at other rates and channel counts."""
+    out = tmp_path_factory.mktemp("formats")
+    audio, rate = soundfile.read(ENGLISH, dtype="float32")
+    stereo_44k = out / "stereo_44k.wav"
+    soundfile.write(stereo_44k, np.stack([audio, audio], axis=1), rate)
+    made = {"flac": ENGLISH, "wav_8k": out / "clip_8k.wav"}
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(ENGLISH), "-ar", "8000",
+                    str(made["wav_8k"])], check=True)
+    for name, codec in [("mp3", ["-c:a", "libmp3lame"]), ("m4a", ["-c:a", "aac"]),
+                        ("ogg", ["-c:a", "libopus"]), ("webm", ["-c:a", "libopus"])]:
+        made[name] = out / f"clip.{name}"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(stereo_44k), "-ar", "44100",
+                        *codec, str(made[name])], check=True)
+    return made
+
+
+# --- the original project's API ----------------------------------------------------------
+
+def test_recognition_called_as_the_original_readme_does(base_server):
+    # Verbatim from the original README (requests drops `json=` when `files=` is given, so the
+    # server's defaults apply: --language=zh here, to_simple=1).
+    response = requests.post(url=f"{base_server.url}/recognition",
+                             files=[("audio", ("test.wav", open(TEST_WAV, 'rb'), 'audio/wav'))],
+                             json={"to_simple": 1, "remove_pun": 0, "language": "zh", "task": "transcribe"},
+                             timeout=20)
+    print(response.text)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["code"] == 0 and body["language"] == "zh"
+    assert abs(body["duration"] - 12.16) < 0.05
+    assert body["results"], "no segments"
+    from zhconv import convert
+
+    for part in body["results"]:
+        assert part["result"] == part["text"]
+        assert is_chinese(part["text"]), part
+        assert convert(part["text"], "zh-cn") == part["text"], "to_simple=1 left traditional characters"
+        assert 0 <= part["start"] < part["end"] <= 12.2
+
+
+def test_recognition_fields_language_and_punctuation(base_server):
+    def post(**fields):
+        with open(ENGLISH, "rb") as audio:
+            response = requests.post(f"{base_server.url}/recognition", files={"audio": audio},
+                                     data=fields, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    detected = post(language="None")                         # the original's spelling of "detect"
+    assert detected["language"] == "en" and detected["language_probability"] > 0.3
+    text = " ".join(p["text"] for p in detected["results"])
+    assert KEYWORDS <= words(text), text
+    assert "." in text
+    bare = post(language="en", remove_pun="1")
+    bare_text = " ".join(p["text"] for p in bare["results"])
+    assert KEYWORDS <= words(bare_text) and not re.search(r"[.,!?]", bare_text), bare_text
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav_8k", "mp3", "m4a", "ogg", "webm"])
+def test_recognition_decodes_common_formats_at_any_rate(base_server, english_formats, fmt):
+    with open(english_formats[fmt], "rb") as audio:
+        response = requests.post(f"{base_server.url}/recognition", data={"language": "en"},
+                                 files={"audio": (english_formats[fmt].name, audio)}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert abs(body["duration"] - 3.64) < 0.1, body
+    assert KEYWORDS <= words(" ".join(p["text"] for p in body["results"])), body
+
+
+# --- OpenAI's audio API through the official client ----------------------------------------
+
+def test_openai_client_every_response_format(base_server):
+    import openai
+    import srt
+    import webvtt
+
+    client = openai.OpenAI(base_url=f"{base_server.url}/v1", api_key="unused-without---api_key")
+
+    def create(**kwargs):
+        with open(ENGLISH, "rb") as audio:
+            return client.audio.transcriptions.create(model="whisper-1", file=audio, language="en", **kwargs)
+
+    text = create(response_format="json").text
+    assert KEYWORDS <= words(text), text
+    assert create(response_format="text").strip() == text
+
+    subtitles = list(srt.parse(create(response_format="srt")))
+    assert subtitles and " ".join(s.content for s in subtitles) == text
+    assert subtitles[0].start.total_seconds() >= 0 and subtitles[-1].end.total_seconds() <= 3.7
+
+    captions = webvtt.from_buffer(io.StringIO(create(response_format="vtt")))
+    assert " ".join(c.text for c in captions) == text
+
+    verbose = create(response_format="verbose_json", timestamp_granularities=["word", "segment"])
+    assert verbose.language == "english" and abs(verbose.duration - 3.64) < 0.05
+    assert verbose.text == text and verbose.segments
+    assert all(0 <= s.start < s.end <= 3.7 for s in verbose.segments)
+    spoken = [w.word.strip(" .,").lower() for w in verbose.words]
+    assert "airport" in spoken and all(0 <= w.start <= w.end <= 3.7 for w in verbose.words), spoken
+
+    with open(ENGLISH, "rb") as audio:
+        translation = client.audio.translations.create(model="whisper-1", file=audio,
+                                                       response_format="verbose_json")
+    assert translation.task == "translate" and KEYWORDS <= words(translation.text)
+
+
+def test_openai_client_gets_a_clear_error_for_bad_audio(base_server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{base_server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"not audio at all"))
+    assert caught.value.status_code == 400
+    assert "notes.wav" in caught.value.message and "not a readable audio file" in caught.value.message
+
+
+# --- load --------------------------------------------------------------------------------
+
+def test_fifty_concurrent_requests_get_answers_or_clean_503(base_server):
+    clip = ENGLISH.read_bytes()
+
+    def recognise():
+        started = time.monotonic()
+        response = requests.post(f"{base_server.url}/recognition", data={"language": "en"},
+                                 files={"audio": ("clip.flac", clip)}, timeout=120)
+        return response, time.monotonic() - started
+
+    reference, _ = recognise()
+    assert reference.status_code == 200
+    expected = reference.json()["results"]
+
+    health, stop = [], threading.Event()
+
+    def poll_health():
+        while not stop.is_set():
+            started = time.monotonic()
+            response = requests.get(f"{base_server.url}/health", timeout=10)
+            health.append((response.status_code, time.monotonic() - started, response.json()["workers"]))
+            time.sleep(0.2)
+
+    rss_before = base_server.rss_mb()
+    poller = threading.Thread(target=poll_health)
+    poller.start()
+    burst_started = time.monotonic()
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: recognise(), range(50)))
+    burst_s = time.monotonic() - burst_started
+    stop.set()
+    poller.join()
+    rss_growth = base_server.rss_mb() - rss_before
+
+    ok = [r for r, _ in results if r.status_code == 200]
+    busy = [r for r, _ in results if r.status_code == 503]
+    print(f"50 requests in {burst_s:.1f} s: {len(ok)} answered, {len(busy)} x 503; "
+          f"health polls {len(health)}, slowest {max(h[1] for h in health):.2f} s; "
+          f"RSS +{rss_growth:.0f} MB")
+    assert len(ok) + len(busy) == 50, [r.status_code for r, _ in results]
+    assert len(ok) >= 8 and busy, "2 workers + 6 queued must be served, the rest refused"
+    for response in ok:
+        assert response.json()["results"] == expected
+    for response in busy:
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.json()["code"] == 503 and "busy" in response.json()["msg"]
+    assert burst_s < 60
+    assert health and all(status == 200 for status, _, _ in health)
+    assert max(latency for _, latency, _ in health) < 3.0
+    assert any(workers["busy"] == 2 for _, _, workers in health), "never saw both workers busy"
+    assert all(workers["busy"] <= 2 and workers["waiting"] <= 6 for _, _, workers in health)
+    assert rss_growth < 300, f"server memory grew by {rss_growth:.0f} MB under load"
+    assert requests.get(f"{base_server.url}/health", timeout=5).json()["workers"]["busy"] == 0
+
+
+def test_transformers_backend_answers_concurrent_requests_identically(tiny_server):
+    clip = ENGLISH.read_bytes()
+
+    def recognise(_=None):
+        response = requests.post(f"{tiny_server.url}/recognition", headers=AUTH, data={"language": "en"},
+                                 files={"audio": ("clip.flac", clip)}, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()["results"]
+
+    expected = recognise()
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(recognise, range(2))) == [expected] * 2
+    health = requests.get(f"{tiny_server.url}/health", timeout=5).json()
+    assert health["backend"] == "transformers" and health["workers"]["total"] == 2
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+CLIP = ENGLISH.read_bytes()
+
+
+BAD_RECOGNITION = [
+    # (files, form fields, status, words the message must contain)
+    ({"audio": ("notes.txt", b"hello, this is text")}, {}, 400, ["notes.txt", "not a readable audio file"]),
+    ({"audio": ("empty.wav", b"")}, {}, 400, ["empty.wav", "empty"]),
+    ({"audio": ("cut.flac", CLIP[:44])}, {}, 400, ["cut.flac", "not a readable audio file"]),
+    ({"audio": ("big.wav", b"\0" * (3 * 1024 * 1024))}, {}, 413, ["2 MB", "--max_upload_mb"]),
+    ({"audio": ("a.flac", CLIP)}, {"language": "klingon"}, 400, ["language", "klingon"]),
+    ({"audio": ("a.flac", CLIP)}, {"task": "summarise"}, 400, ["task", "summarise"]),
+    ({"file": ("a.flac", CLIP)}, {}, 400, ["missing form field 'audio'"]),
+    ({"audio": ("a.flac", CLIP)}, {"to_simple": "yes"}, 400, ["to_simple"]),
+]
+
+
+@pytest.mark.parametrize("files,fields,status,expected", BAD_RECOGNITION,
+                         ids=["not-audio", "empty", "truncated", "too-large", "language", "task",
+                              "missing-field", "bad-int"])
+def test_recognition_bad_input_gets_a_sentence(tiny_server, files, fields, status, expected):
+    response = requests.post(f"{tiny_server.url}/recognition", headers=AUTH, files=files,
+                             data=fields, timeout=30)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == status and set(body) == {"code", "msg"}
+    for part in expected:
+        assert part in body["msg"], body["msg"]
+    assert "Traceback" not in response.text
+
+
+def test_openai_bad_input_uses_openai_error_format(tiny_server):
+    url = f"{tiny_server.url}/v1/audio/transcriptions"
+    cases = [
+        ({"file": ("a.flac", CLIP)}, {"response_format": "xml"}, 400, "response_format"),
+        ({"model": (None, "whisper-1")}, {}, 400, "missing form field 'file'"),
+        ({"file": ("a.flac", CLIP)}, {"timestamp_granularities[]": "word"}, 400,
+         "verbose_json"),
+        ({"file": ("a.flac", CLIP)}, {"temperature": "7"}, 400, "temperature"),
+        ({"file": ("big.wav", b"\0" * (3 * 1024 * 1024))}, {}, 413, "--max_upload_mb"),
+    ]
+    for files, fields, status, expected in cases:
+        response = requests.post(url, headers=AUTH, files=files, data=fields, timeout=30)
+        assert response.status_code == status, response.text
+        assert expected in response.json()["error"]["message"], response.text
+    # A body streamed without Content-Length is cut off at the limit as well.
+    def chunks():
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        for _ in range(40):
+            yield b"\0" * 100_000
+    response = requests.post(url, headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
+                             data=chunks(), timeout=30)
+    assert response.status_code == 413, response.text
+
+
+def test_server_keeps_serving_and_leaves_no_temporary_files(tiny_server, tmp_path):
+    before = sorted(p.name for p in tiny_server.spool.iterdir())
+    # Over Starlette's 1 MB in-memory threshold, so the upload is spooled to a temporary file;
+    # the name tries to escape into tmp_path.
+    escape = tmp_path / "escaped.wav"
+    response = requests.post(f"{tiny_server.url}/recognition", headers=AUTH, timeout=30,
+                             files={"audio": (f"../../../../../..{escape}", b"x" * 1_500_000)})
+    assert response.status_code == 400 and "not a readable audio file" in response.json()["msg"]
+    assert not escape.exists()
+    buffer = io.BytesIO()   # the clip at 48 kHz stereo float: 1.4 MB
+    audio = load_audio(ENGLISH, sample_rate=48000)
+    soundfile.write(buffer, np.stack([audio, audio], axis=1), 48000, format="WAV", subtype="FLOAT")
+    assert 1024 * 1024 < len(buffer.getvalue()) < 2 * 1024 * 1024
+    response = requests.post(f"{tiny_server.url}/recognition", headers=AUTH, timeout=120,
+                             files={"audio": ("long.wav", buffer.getvalue())}, data={"language": "en"})
+    assert response.status_code == 200 and abs(response.json()["duration"] - 3.64) < 0.05
+    assert sorted(p.name for p in tiny_server.spool.iterdir()) == before
+    assert requests.get(f"{tiny_server.url}/health", timeout=5).status_code == 200
+
+
+def test_api_key_guards_every_endpoint_but_health(tiny_server):
+    url = tiny_server.url
+    with open(ENGLISH, "rb") as audio:
+        clip = audio.read()
+    missing = requests.post(f"{url}/recognition", files={"audio": ("a.flac", clip)}, timeout=10)
+    assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["msg"]
+    wrong = requests.post(f"{url}/recognition", files={"audio": ("a.flac", clip)}, timeout=10,
+                          headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "wrong" in wrong.json()["msg"]
+    openai_style = requests.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.flac", clip)}, timeout=10)
+    assert openai_style.status_code == 401 and openai_style.json()["error"]["type"] == "authentication_error"
+    assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
+    assert requests.get(f"{url}/v1/models", headers=AUTH, timeout=10).json()["data"][0]["object"] == "model"
+    assert requests.get(f"{url}/health", timeout=10).json()["model_loaded"] is True
+    page = requests.get(f"{url}/", timeout=10)
+    assert page.status_code == 200 and 'id="api_key"' in page.text
+    assert "/v1/audio/transcriptions" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+
+
+# --- a backend failure stays inside its request -----------------------------------------
+
+def test_backend_exception_fails_only_that_request(tmp_path):
+    """Fault injection: a real tiny.en model that raises for clips under a second, served by
+    the real app in uvicorn, with other requests in flight."""
+    import uvicorn
+
+    from utils.server_app import ServerSettings, create_app
+
+    from utils.backend_ct2 import CT2Transcriber
+
+    class FailsOnShortClips(CT2Transcriber):
+        def _transcribe(self, audio, options):
+            if len(audio) < 16000:
+                raise RuntimeError("engine crashed on a short clip")
+            return super()._transcribe(audio, options)
+
+    model = require_model(REPO / "models" / "whisper-tiny.en-ct2")
+    app = create_app(FailsOnShortClips(str(model), num_workers=2), ServerSettings(backend="ct2", model_name="tiny.en", num_workers=2, max_queue=4))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        audio, rate = soundfile.read(ENGLISH, dtype="float32")
+        short = io.BytesIO()
+        soundfile.write(short, audio[: rate // 2], rate, format="WAV")
+
+        def post(payload):
+            return requests.post(f"{url}/recognition", files={"audio": ("a.wav", payload)}, timeout=60)
+
+        with ThreadPoolExecutor(3) as pool:
+            good1, bad, good2 = pool.map(post, [ENGLISH.read_bytes(), short.getvalue(), ENGLISH.read_bytes()])
+        assert bad.status_code == 500
+        assert bad.json() == {"code": 500, "msg": "recognition failed: RuntimeError: engine crashed on a short clip"}
+        for good in (good1, good2):
+            assert good.status_code == 200
+            assert "train" in words(good.json()["results"][0]["text"])
+        workers = requests.get(f"{url}/health", timeout=5).json()["workers"]
+        assert workers["busy"] == 0 and workers["waiting"] == 0 and workers["served"] == 3
+        assert post(ENGLISH.read_bytes()).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# --- command line ------------------------------------------------------------------------
+
+def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "infer_server.py", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    helped = run("--help")
+    assert helped.returncode == 0
+    for flag in ["--host", "--port", "--model_path", "--backend", "--use_gpu", "--compute_type",
+                 "--num_beams", "--beam_size", "--batch_size", "--vad_filter", "--num_workers",
+                 "--max_queue", "--max_upload_mb", "--api_key", "--language"]:
+        assert flag in helped.stdout
+    missing = run(f"--model_path={tmp_path / 'nope'}")
+    assert missing.returncode == 2 and "model folder not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    wrong_language = run("--model_path=models/whisper-base-ct2", "--language=klingon")
+    assert wrong_language.returncode == 2 and "unknown language 'klingon'" in wrong_language.stderr
+    mixed = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=int8")
+    assert mixed.returncode == 2 and "--compute_type applies to --backend=ct2" in mixed.stderr
