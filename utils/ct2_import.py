@@ -495,6 +495,11 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         if not overwrite:
             raise FileExistsError(f"{output_dir}: already exists and is not empty; choose another "
                                   f"output folder or pass --overwrite")
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
+        hint = (" it looks like a transformers folder already" if
+                os.path.isfile(os.path.join(model_dir, "model.safetensors")) else "")
+        raise Ct2FormatError(f"{model_dir}: has no {MODEL_FILE}, so it is not a CTranslate2 "
+                             f"model folder{';' + hint if hint else ''}")
     model = read_model_bin(os.path.join(model_dir, MODEL_FILE))
     dims = whisper_dimensions(model)
     vocabulary = read_vocabulary(model_dir)
