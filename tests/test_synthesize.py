@@ -148,6 +148,17 @@ def test_bad_line_is_named_and_nothing_is_written(tmp_path):
 
 
 @needs_espeak
+def test_unknown_variant_is_rejected(tmp_path):
+    text = tmp_path / "lines.txt"
+    text.write_text("Hello there.\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, SCRIPT, "clips", f"--text_file={text}",
+                             "--language=English", "--variants=f2,nosuchvoice",
+                             f"--output_dir={tmp_path}", f"--manifest={tmp_path / 'm.jsonl'}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "unknown espeak-ng variant(s) nosuchvoice" in result.stderr
+
+
+@needs_espeak
 def test_long_command_writes_audio_and_reference(tmp_path):
     text = tmp_path / "lines.txt"
     text.write_text("The first speaker reads this line.\nThe second one reads this.\n",

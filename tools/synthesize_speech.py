@@ -300,6 +300,14 @@ def parse_settings(variants: str, rates: str, pitches: str) -> List[VoiceSetting
         return values
 
     names = [v.strip() for v in variants.split(",")]
+    # espeak-ng silently ignores an unknown variant, so a typo would go unnoticed.
+    listing = subprocess.run([require_espeak(), "--voices=variant"], capture_output=True,
+                             text=True).stdout.splitlines()[1:]
+    known = {line.split()[-1].split("/")[-1] for line in listing if line.split()}
+    unknown = [v for v in names if v not in ("", "default") and v not in known]
+    if unknown:
+        raise SynthesisError(f"--variants: unknown espeak-ng variant(s) {', '.join(unknown)}; "
+                             "`espeak-ng --voices=variant` lists them (File column, after !v/)")
     return [VoiceSetting("" if v in ("", "default") else v, r, p)
             for v, r, p in itertools.product(names, ints(rates, "rates", 80, 450),
                                              ints(pitches, "pitches", 0, 99))]
@@ -334,6 +342,7 @@ def split_corpus(lines: Sequence[str], num_test: int, num_long: int, rng: random
 
 
 def build_sample_corpus(args) -> None:
+    check_counts(args, "num_test", "num_long", "no_speech_train", "no_speech_test")
     rng = random.Random(args.seed)
     zh = read_lines(args.sentences_zh, "Chinese")
     en = read_lines(args.sentences_en, "English")
@@ -375,7 +384,14 @@ def build_sample_corpus(args) -> None:
                                   for name, s in summary.items()))
 
 
+def check_counts(args, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 0:
+            raise SynthesisError(f"--{name}={getattr(args, name)}: must not be negative")
+
+
 def run_clips(args) -> None:
+    check_counts(args, "no_speech")
     lines = read_lines(args.text_file, args.language)
     settings = parse_settings(args.variants, args.rates, args.pitches)
     result = synthesize_clips(lines, settings, args.language, args.output_dir, args.manifest,
