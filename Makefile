@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # CPU build of PyTorch; GPU users install their own torch before `make setup` (see README).
 TORCH_SPEC ?= torch==2.13.0
-SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium
+SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2
 
 .PHONY: setup system-deps models demo test clean
 

@@ -2,7 +2,7 @@
 
     python infer_gui.py --model_path=models/whisper-base
     python infer_gui.py --backend=ct2 --model_path=models/whisper-base-ct2 --language=zh
-    python infer_gui.py --backend=ggml --model_path=models/ggml-whisper-base.bin
+    python infer_gui.py --backend=ggml --model_path=models/ggml-model.bin
 """
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +15,7 @@ from utils.recorder import RECORD_DIR
 from utils.transcriber import print_config
 
 DEFAULT_MODELS = {"transformers": "models/whisper-base", "ct2": "models/whisper-base-ct2",
-                  "ggml": "models/ggml-whisper-base.bin"}
+                  "ggml": "models/ggml-model.bin"}
 
 
 @dataclass
