@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # CPU build of PyTorch; GPU users install their own torch before `make setup` (see README).
 TORCH_SPEC ?= torch==2.13.0
-SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2
+# fonts-wqy-zenhei: Chinese glyphs in the web-page screenshots taken by headless Chromium.
+SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2 fonts-wqy-zenhei
 
 .PHONY: setup system-deps models demo test clean
 
