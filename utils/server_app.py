@@ -171,6 +171,8 @@ def to_simplified(text: str) -> str:
 
 
 def remove_punctuation(text: str) -> str:
+    """The original API's remove_pun: delete the marks. (utils.metrics turns them into spaces,
+    which suits word counting but would split Chinese text.)"""
     import unicodedata
 
     # Unicode categories cover Chinese full-width marks as well as ASCII ones.
@@ -273,12 +275,12 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
             raise RequestError(413, f"the upload is larger than this server's limit of "
                                     f"{settings.max_upload_mb:g} MB (--max_upload_mb)")
         # Validate fields before queueing so that a bad request never waits for a worker.
-        try:
-            options.language = to_language_code(options.language)
-            check_task(options.task)
-        except ValueError as exc:
-            field = "task" if "task" in str(exc).split(";")[0] else "language"
-            raise RequestError(400, f"form field '{field}': {str(exc).split(';')[0]}", field)
+        for field, check in (("language", to_language_code), ("task", check_task)):
+            try:
+                setattr(options, field, check(getattr(options, field)))
+            except ValueError as exc:
+                # The full list of valid values is in /docs; the first clause is the sentence.
+                raise RequestError(400, f"form field '{field}': {str(exc).split(';')[0]}", field)
         if not pool.try_admit():
             retry = pool.retry_after_s()
             raise RequestError(503, f"all {settings.num_workers} workers are busy and "
