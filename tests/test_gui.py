@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -184,7 +185,10 @@ def test_file_recognition_shows_segments_saves_srt_and_copies(tmp_path, display,
         # The loop kept turning while the model worked: the window never froze.
         assert max(gaps) < 1.5, f"event loop stalled for {max(gaps):.2f} s"
 
-        ImageGrab.grab(xdisplay=display).save(artifacts_dir / "gui_window.png")
+        app.window.refresh()   # draw the final state before the picture is taken
+        shot = ImageGrab.grab(xdisplay=display)
+        shot.save(artifacts_dir / "gui_window.png")
+        assert len(shot.convert("L").getcolors(maxcolors=1 << 16) or ()) > 10   # a drawn window, not a blank screen
 
         app.window.write_event_value(gui_app.K_SAVE_PATH, str(tmp_path / "result.srt"))
         pump(app, lambda: (tmp_path / "result.srt").exists())
@@ -204,6 +208,23 @@ def test_file_recognition_shows_segments_saves_srt_and_copies(tmp_path, display,
         assert dialogs.seen == []
     finally:
         app.close()
+
+
+def test_infer_gui_script_opens_the_window(display):
+    """`python infer_gui.py ...` prints its configuration and shows the window (closed by SIGTERM)."""
+    process = subprocess.Popen([sys.executable, str(REPO / "infer_gui.py"), "--backend=ct2",
+                                f"--model_path={CT2_MODEL}", "--compute_type=int8", "--language=en"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        found = subprocess.run(["xdotool", "search", "--sync", "--name", "^Whisper$"],
+                               capture_output=True, text=True, timeout=120)
+        assert found.stdout.split(), "the window did not appear"
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "infer_gui.py configuration:" in output and "backend = 'ct2'" in output
+    assert "Traceback" not in output
 
 
 def test_second_request_while_busy_is_refused(tmp_path, display, dialogs, ct2_transcriber):
@@ -384,6 +405,23 @@ def test_errors_are_dialogs_not_tracebacks(tmp_path, display, dialogs, ct2_trans
         assert app.segments == []
     finally:
         app.close()
+
+    # Play on a machine without speakers: a dialog, and the window carries on.
+    import sounddevice
+    try:
+        sounddevice.query_devices(kind="output")
+        has_output = True
+    except Exception:
+        has_output = False
+    if not has_output:
+        app = make_app(tmp_path, ct2_transcriber)
+        try:
+            app.window[gui_app.K_FILE].update(str(REPO / en_samples(1)[0]["audio"]["path"]))
+            app.window.write_event_value(gui_app.K_PLAY, None)
+            pump(app, lambda: dialogs.seen[-1:] == ["Whisper: cannot play the audio"], timeout=60)
+            assert app.dialogs[-1][1].startswith("no audio output device found")
+        finally:
+            app.close()
 
     missing = tmp_path / "no-such-model"
     app = make_app(tmp_path, model_path=str(missing))

@@ -77,7 +77,7 @@ def build_layout(settings: GuiSettings) -> list:
          sg.Button("Play", key=K_PLAY), sg.Button("Stop", key=K_STOP_PLAY)],
         [sg.Text("Microphone", size=(10, 1)), sg.Button("Record", key=K_RECORD, size=(14, 1)),
          sg.Text(_clock(0), key=K_ELAPSED, size=(8, 1)),
-         sg.Text(f"recordings are saved under {settings.record_dir}/", text_color="grey")],
+         sg.Text(f"recordings are saved under {settings.record_dir}/")],
         [sg.Text("Task", size=(10, 1)),
          sg.Combo(tasks, default_value=settings.task, key=K_TASK, readonly=True, size=(11, 1)),
          sg.Text("Language"), sg.Input(settings.language or "", key=K_LANGUAGE, size=(10, 1),
@@ -85,7 +85,8 @@ def build_layout(settings: GuiSettings) -> list:
          sg.Checkbox("One paragraph (no timestamps)", key=K_JOIN, enable_events=True),
          sg.Checkbox("Traditional → Simplified Chinese", key=K_SIMPLIFY, enable_events=True)],
         [sg.Button("Recognise", key=K_RECOGNISE, size=(12, 1)),
-         sg.ProgressBar(PROGRESS_STEPS, orientation="h", key=K_PROGRESS, size=(30, 16), expand_x=True),
+         sg.ProgressBar(PROGRESS_STEPS, orientation="h", key=K_PROGRESS, size=(30, 16), expand_x=True,
+                        bar_color=("#3a9d5d", "#d9dee6")),
          sg.Text("", key=K_STATUS, size=(48, 1))],
         [sg.Multiline(key=K_OUTPUT, size=(100, 22), disabled=True, autoscroll=True,
                       expand_x=True, expand_y=True, font=("Courier", 11))],
@@ -94,7 +95,7 @@ def build_layout(settings: GuiSettings) -> list:
          sg.FileSaveAs("Save as…", target=K_SAVE_PATH, default_extension=".srt",
                        file_types=(("SubRip subtitles", "*.srt"), ("WebVTT subtitles", "*.vtt"),
                                    ("Plain text", "*.txt"))),
-         sg.Text(f"model: {settings.model_path} ({settings.backend})", text_color="grey")],
+         sg.Text(f"model: {settings.model_path} ({settings.backend})")],
     ]
 
 
