@@ -1,12 +1,17 @@
 """Label sequences token by token (real whisper-base / tiny.en tokenizers) and the collator."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from utils.collator import SpeechSeq2SeqCollator
 from utils.labels import build_labels, decode_labels, language_code
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def test_plain_labels_token_by_token(tok):
     labels = build_labels(tok, sentence="The train leaves", sentences=None, language="English",
                           task="transcribe", timestamps=False)
     assert labels == ids(tok, ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>",
-                               "The", "Ġtrain", "Ġleaves", "<|endoftext|>"])
+                               "ĠThe", "Ġtrain", "Ġleaves", "<|endoftext|>"])
     # Language names, codes and token spellings all mean the same language.
     for spelling in ("Chinese", "chinese", "zh", "<|zh|>"):
         zh = build_labels(tok, sentence="你好", sentences=None, language=spelling, task="translate",
@@ -54,7 +59,7 @@ def test_no_language_means_no_language_token(tok):
     labels = build_labels(tok, sentence="hello", sentences=None, language=None, task="transcribe",
                           timestamps=False)
     assert decode_labels(tok, labels) == ["<|startoftranscript|>", "<|transcribe|>", "<|notimestamps|>",
-                                          "he", "llo", "<|endoftext|>"]
+                                          "Ġhello", "<|endoftext|>"]
 
 
 def test_timestamp_labels_on_the_grid(tok):
@@ -65,20 +70,61 @@ def test_timestamp_labels_on_the_grid(tok):
                           task="transcribe", timestamps=True)
     # 1.011 s is 50.55 grid steps: it rounds to the nearest step, 1.02 s.
     expected = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>",
-                "<|0.38|>", "The", "Ġtrain", "<|1.02|>",
+                "<|0.38|>", "ĠThe", "Ġtrain", "<|1.02|>",
                 "<|1.02|>", "Ġleaves", "<|2.50|>",
                 "<|29.00|>", "Ġnow", "<|30.00|>", "<|endoftext|>"]
     assert labels == ids(tok, expected)
     assert labels[-2] == 50364 + 1500
 
 
+def test_leading_space_where_whisper_writes_one(tok):
+    assert decode_labels(tok, build_labels(tok, sentence="Guten Tag", sentences=None, language="de",
+                                           task="transcribe", timestamps=False))[4] == "ĠGuten"
+    # Chinese, Japanese, Thai: no space; a space the user wrote is kept, not doubled.
+    zh = build_labels(tok, sentence="你好", sentences=None, language="zh", task="transcribe", timestamps=False)
+    assert zh[4:-1] == tok.encode("你好", add_special_tokens=False)
+    ja = build_labels(tok, sentence="こんにちは", sentences=None, language=None, task="transcribe",
+                      timestamps=False)
+    assert ja[3:-1] == tok.encode("こんにちは", add_special_tokens=False)
+    spaced = build_labels(tok, sentence=" Hello", sentences=None, language="en", task="transcribe",
+                          timestamps=False)
+    assert decode_labels(tok, spaced)[4:-1] == ["ĠHello"]
+    # Without a language the script decides.
+    assert decode_labels(tok, build_labels(tok, sentence="Hello", sentences=None, language=None,
+                                           task="transcribe", timestamps=False))[3] == "ĠHello"
+
+
+def test_english_labels_match_what_whisper_base_expects(whisper_base_dir, processor, tok):
+    """Teacher-forced on a shipped English clip, whisper-base finds the labels likely (the leading
+    space and the timestamp layout are the pre-training format)."""
+    from transformers import WhisperForConditionalGeneration
+
+    from utils.audio import load_audio
+
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_base_dir).eval()
+    row = json.loads((REPO / "dataset" / "en_test.jsonl").read_text().splitlines()[1])
+    audio = load_audio(REPO / row["audio"]["path"])
+    features = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    for timestamps in (False, True):
+        labels = build_labels(tok, sentence=row["sentence"], sentences=row["sentences"], language="en",
+                              task="transcribe", timestamps=timestamps)
+        with torch.no_grad():
+            logits = model(input_features=features, decoder_input_ids=torch.tensor([labels[:-1]])).logits[0]
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(labels[1:]), reduction="none")
+        # nll[3] is the first word's (after <|notimestamps|> or the first timestamp): about 0.2
+        # nats with the leading space, about 8 without. The means were 0.13 and 0.67 (0.84 and
+        # 1.30 without the space).
+        assert nll[3] < 2.0, decode_labels(tok, labels)
+        assert nll[2:].mean() < (0.5 if not timestamps else 1.0)
+
+
 def test_segment_shorter_than_a_grid_step_keeps_one_step(tok):
     labels = build_labels(tok, sentence="a", sentences=[{"start": 1.0, "end": 1.005, "text": "a"}],
                           language="en", task="transcribe", timestamps=True)
-    assert decode_labels(tok, labels)[3:6] == ["<|1.00|>", "a", "<|1.02|>"]
+    assert decode_labels(tok, labels)[3:6] == ["<|1.00|>", "Ġa", "<|1.02|>"]
     labels = build_labels(tok, sentence="a", sentences=[{"start": 29.995, "end": 30.0, "text": "a"}],
                           language="en", task="transcribe", timestamps=True)
-    assert decode_labels(tok, labels)[3:6] == ["<|29.98|>", "a", "<|30.00|>"]
+    assert decode_labels(tok, labels)[3:6] == ["<|29.98|>", "Ġa", "<|30.00|>"]
 
 
 @pytest.mark.parametrize("timestamps", [False, True])
@@ -113,12 +159,12 @@ def test_no_speech_label_matches_what_whisper_base_predicts(whisper_base_dir, pr
 def test_english_only_model(tok_en):
     plain = build_labels(tok_en, sentence="Hello world", sentences=None, language=None, task="transcribe",
                          timestamps=False)
-    assert plain == ids(tok_en, ["<|startoftranscript|>", "<|notimestamps|>", "Hello", "Ġworld",
+    assert plain == ids(tok_en, ["<|startoftranscript|>", "<|notimestamps|>", "ĠHello", "Ġworld",
                                  "<|endoftext|>"])
     # tiny.en's tokenizer.json lists no timestamp tokens; they follow <|notimestamps|> (50362).
     stamped = build_labels(tok_en, sentence="Hello", sentences=[{"start": 0.5, "end": 1.24, "text": "Hello"}],
                            language="English", task="transcribe", timestamps=True)
-    assert stamped == [50257, 50363 + 25, tok_en.convert_tokens_to_ids("Hello"), 50363 + 62, 50256]
+    assert stamped == [50257, 50363 + 25, tok_en.convert_tokens_to_ids("ĠHello"), 50363 + 62, 50256]
     with pytest.raises(ValueError, match="English-only"):
         build_labels(tok_en, sentence="你好", sentences=None, language="zh", task="transcribe", timestamps=False)
     with pytest.raises(ValueError, match="translate"):
