@@ -10,8 +10,9 @@ OpenAI trained them. <|nospeech|> stands where the language token would: Whisper
 pre-trained that way (whisper-base gives it p=0.93 right after <|startoftranscript|> on
 silence, p<0.001 after <|zh|><|transcribe|>), and decoders read the no-speech
 probability at that position (transformers' and faster-whisper's no_speech_threshold)
-while suppressing the token everywhere else. The ids are read from the tokenizer, not hard-coded, so both
-multilingual and English-only vocabularies work.
+while suppressing the token everywhere else. Text gets the leading space Whisper writes
+in spaced languages (see `leading_space`). The ids are read from the tokenizer, not
+hard-coded, so both multilingual and English-only vocabularies work.
 """
 from __future__ import annotations
 
