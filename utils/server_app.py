@@ -113,12 +113,16 @@ class RecognitionPool:
                     self.running -= 1
                     self._durations = self._durations[-19:] + [time.monotonic() - started]
 
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
-        finally:
+        def release(_future):
+            # On the job's end, not the caller's: a client that hangs up does not stop a running
+            # recognition, so its slot stays taken until the worker is really free.
             with self._lock:
                 self.admitted -= 1
                 self.served += 1
+
+        job = self._executor.submit(timed)
+        job.add_done_callback(release)
+        return await asyncio.wrap_future(job)
 
     def status(self) -> dict:
         with self._lock:
