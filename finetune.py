@@ -149,7 +149,7 @@ def train(args: FinetuneArguments) -> int:
     from utils.data import SpeechDataset
     from utils.model import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
                              load_whisper, model_name, prepare_for_finetuning)
-    from utils.training import (FINAL_DIR, AdaLoraCallback, BestCheckpointCallback, make_compute_metrics,
+    from utils.training import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, make_compute_metrics,
                                 optimizer_steps, print_config, save_adapter_atomic)
 
     print_config("Configuration", args)
@@ -210,7 +210,8 @@ def train(args: FinetuneArguments) -> int:
         eval_steps=args.eval_steps,
         save_strategy="steps",
         save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
+        # CheckpointCallback rotates instead: Trainer's rotation would delete checkpoint-best/-final.
+        save_total_limit=None,
         metric_for_best_model=f"eval_{args.metric}" if decode else "eval_loss",
         greater_is_better=False,
         predict_with_generate=decode,
@@ -234,7 +235,7 @@ def train(args: FinetuneArguments) -> int:
         seed=args.seed,
         disable_tqdm=False,
     )
-    callbacks = [BestCheckpointCallback(run_dir)]
+    callbacks = [CheckpointCallback(run_dir, args.save_total_limit)]
     if args.use_adalora:
         callbacks.append(AdaLoraCallback())
     trainer = Seq2SeqTrainer(

@@ -101,9 +101,15 @@ def test_adalora_reallocates_ranks_every_optimizer_step(tiny_whisper_dir, corpus
     train, test = corpus
     res = run_script([python(), "finetune.py", *finetune_args(
         tiny_whisper_dir, train, test, tmp_path, use_adalora=True, freeze_encoder=True, max_steps=8,
-        eval_steps=8, save_steps=8, metric="none", target_modules="q_proj,v_proj")])
+        eval_steps=4, save_steps=4, save_total_limit=1, metric="none", target_modules="q_proj,v_proj")])
     assert res.returncode == 0, res.stderr[-3000:]
-    folder = tmp_path / tiny_whisper_dir.name / "checkpoint-final"
+    run_dir = tmp_path / tiny_whisper_dir.name
+    # save_total_limit=1 keeps the newest step checkpoint (and the best one) but never checkpoint-best/-final.
+    state = json.loads((run_dir / "checkpoint-8" / "trainer_state.json").read_text())
+    step_dirs = sorted(p.name for p in run_dir.glob("checkpoint-[0-9]*"))
+    assert step_dirs == sorted({"checkpoint-8", f"checkpoint-{state['best_global_step']}"})
+    assert (run_dir / "checkpoint-best" / "adapter_model.safetensors").is_file()
+    folder = run_dir / "checkpoint-final"
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "ADALORA" and config["total_step"] == 8
     pattern = config["rank_pattern"]
@@ -114,6 +120,18 @@ def test_adalora_reallocates_ranks_every_optimizer_step(tiny_whisper_dir, corpus
     # The budget shrinks from init_r to target_r per module on average, and unevenly.
     assert sum(kept) == config["target_r"] * len(kept)
     assert min(kept) < init_r
+
+
+def test_rotation_keeps_best_newest_and_named_folders(tmp_path):
+    from utils.training import rotate_checkpoints
+
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8", "checkpoint-10",
+                 "checkpoint-best", "checkpoint-final"):
+        (tmp_path / name).mkdir()
+    deleted = rotate_checkpoints(str(tmp_path), 2, keep=[str(tmp_path / "checkpoint-4")])
+    assert deleted == ["checkpoint-2", "checkpoint-6", "checkpoint-8"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-4", "checkpoint-best",
+                                                          "checkpoint-final"]
 
 
 def _main_error(capsys, *argv):

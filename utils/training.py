@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from transformers import TrainerCallback
@@ -65,18 +66,47 @@ def save_adapter_atomic(model, dst: str) -> None:
         raise
 
 
-class BestCheckpointCallback(TrainerCallback):
-    """After each save, mirror the best checkpoint so far (by metric_for_best_model) into checkpoint-best."""
+_STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
 
-    def __init__(self, run_dir: str):
+
+def rotate_checkpoints(run_dir: str, save_total_limit: Optional[int], keep: Sequence[Optional[str]] = ()) -> list:
+    """Delete the oldest checkpoint-<step> folders beyond `save_total_limit`, never one named in `keep`.
+
+    Our own because Trainer's rotation globs checkpoint-* and sorts by mtime, so it counts (and deletes)
+    checkpoint-best and checkpoint-final as if they were old step checkpoints."""
+    if not save_total_limit or save_total_limit <= 0 or not os.path.isdir(run_dir):
+        return []
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(run_dir)
+                   if (m := _STEP_DIR.match(name)) and os.path.isdir(os.path.join(run_dir, name)))
+    protected = {os.path.basename(os.path.normpath(k)) for k in keep if k}
+    if steps:
+        protected.add(steps[-1][1])  # the newest one is what a resume needs
+    removable = [name for _, name in steps if name not in protected]
+    excess = len(steps) - save_total_limit
+    deleted = removable[:max(0, excess)]
+    for name in deleted:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+    return deleted
+
+
+class CheckpointCallback(TrainerCallback):
+    """After each save, mirror the best checkpoint so far (by metric_for_best_model) into checkpoint-best,
+    then keep at most `save_total_limit` checkpoint-<step> folders (the best and the newest always stay)."""
+
+    def __init__(self, run_dir: str, save_total_limit: Optional[int]):
+        self.run_dir = run_dir
         self.best_dir = os.path.join(run_dir, BEST_DIR)
+        self.save_total_limit = save_total_limit
         self.copied_from: Optional[str] = None
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control
         best = state.best_model_checkpoint
-        if state.is_world_process_zero and best and os.path.isdir(best) and best != self.copied_from:
+        if best and os.path.isdir(best) and best != self.copied_from:
             copy_adapter_atomic(best, self.best_dir)
             self.copied_from = best
+        rotate_checkpoints(self.run_dir, self.save_total_limit, keep=[best])
         return control
 
 
