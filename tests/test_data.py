@@ -167,6 +167,8 @@ def test_skip_bad_skips_and_counts(tmp_path, clips, caplog):
     rows.insert(1, "{broken")
     rows.insert(3, {"audio": {"path": "audio/missing.wav"}, "sentence": "x"})
     manifest = write_manifest(tmp_path / "train.jsonl", rows)
+    with pytest.raises(DataError, match=f"^{manifest}:2: not valid JSON"):
+        load_manifest(manifest, cache_dir=str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="utils.data"):
         data = load_manifest(manifest, skip_bad=True, cache_dir=str(tmp_path / "cache"))
     assert data["line"] == [1, 3, 5, 6]
