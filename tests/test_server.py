@@ -237,7 +237,9 @@ def test_fifty_concurrent_requests_get_answers_or_clean_503(base_server):
     assert any(workers["busy"] == 2 for _, _, workers in health), "never saw both workers busy"
     assert all(workers["busy"] <= 2 and workers["waiting"] <= 2 for _, _, workers in health)
     assert rss_growth < 300, f"server memory grew by {rss_growth:.0f} MB under load"
-    assert requests.get(f"{base_server.url}/health", timeout=5).json()["workers"]["busy"] == 0
+    workers = requests.get(f"{base_server.url}/health", timeout=5).json()["workers"]
+    assert workers["busy"] == 0 and workers["waiting"] == 0
+    assert workers["rejected_busy"] == len(busy)
 
 
 def test_transformers_backend_answers_concurrent_requests_identically(tiny_server):
@@ -349,6 +351,7 @@ def test_api_key_guards_every_endpoint_but_health(tiny_server):
     page = requests.get(f"{url}/", timeout=10)
     assert page.status_code == 200 and 'id="api_key"' in page.text
     assert "/v1/audio/transcriptions" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+    assert "swagger" in requests.get(f"{url}/docs", timeout=10).text.lower()
 
 
 # --- a backend failure stays inside its request -----------------------------------------

@@ -87,10 +87,17 @@ class RecognitionPool:
     def try_admit(self) -> bool:
         with self._lock:
             if self.admitted >= self.num_workers + self.max_queue:
-                self.rejected += 1
                 return False
             self.admitted += 1
             return True
+
+    def count_rejection(self) -> None:
+        with self._lock:
+            self.rejected += 1
+
+    def full(self) -> bool:
+        with self._lock:
+            return self.admitted >= self.num_workers + self.max_queue
 
     def retry_after_s(self) -> int:
         """Seconds until a slot is likely free: the queue ahead times a recent recognition's time."""
@@ -135,26 +142,30 @@ class RecognitionPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class UploadLimit:
-    """Refuse request bodies above `max_bytes` while they stream in, before they fill a disk.
+class UploadGate:
+    """Refuse an upload before its body is read: 503 when every worker and queue slot is taken,
+    413 when the body is over `max_bytes` (by Content-Length, or counted as a chunked body
+    streams in), so an overloaded or abused server does not spool bodies it will refuse.
 
-    Starlette's own limiter answers with its own plain-text 413; raising HTTPException from
+    Starlette's own body limiter answers with its own plain-text 413; raising HTTPException from
     `receive` instead lets FastAPI pass it to this app's handler, which answers in the format of
     the API the client speaks.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, pool: "RecognitionPool"):
+        self.app, self.max_bytes, self.pool = app, max_bytes, pool
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"")
         too_large = declared.isdigit() and int(declared) > self.max_bytes
         received = 0
 
-        async def limited_receive():
+        async def gated_receive():
             nonlocal received
+            if received == 0 and self.pool.full():
+                raise StarletteHTTPException(503, headers={"Retry-After": str(self.pool.retry_after_s())})
             if too_large:
                 raise StarletteHTTPException(413)
             message = await receive()
@@ -163,7 +174,7 @@ class UploadLimit:
                 raise StarletteHTTPException(413)
             return message
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, gated_receive, send)
 
 
 # --- text post-processing of the original API --------------------------------------------
@@ -210,7 +221,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                     "`{\"code\": <HTTP status>, \"msg\": ...}`, `/v1/...` answers OpenAI's "
                     "`{\"error\": {\"message\": ...}}`.",
         version="1.0")
-    app.add_middleware(UploadLimit, max_bytes=max_body)
+    app.add_middleware(UploadGate, max_bytes=max_body, pool=pool)
     app.state.pool = pool
     app.state.settings = settings
     app.mount("/static", StaticFiles(directory=str(REPO_ROOT / "static")), name="static")
@@ -227,6 +238,11 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                                headers={"WWW-Authenticate": "Bearer"})
 
     # ---- errors: one sentence, in the format of the API the client speaks ----
+
+    def refuse_busy(retry: int) -> str:
+        pool.count_rejection()
+        return (f"all {settings.num_workers} workers are busy and {settings.max_queue} requests "
+                f"are waiting; retry in {retry} s")
 
     def error_response(request: Request, status: int, message: str, param: Optional[str] = None,
                        headers: Optional[dict] = None) -> JSONResponse:
@@ -257,6 +273,8 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
         if exc.status_code == 413:
             message = (f"the upload is larger than this server's limit of "
                        f"{settings.max_upload_mb:g} MB (--max_upload_mb)")
+        elif exc.status_code == 503:
+            message = refuse_busy(int(exc.headers["Retry-After"]))
         elif exc.status_code == 404:
             message = f"no such endpoint: {request.url.path}"
         elif exc.status_code == 405:
@@ -287,9 +305,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                 raise RequestError(400, f"form field '{field}': {str(exc).split(';')[0]}", field)
         if not pool.try_admit():
             retry = pool.retry_after_s()
-            raise RequestError(503, f"all {settings.num_workers} workers are busy and "
-                                    f"{settings.max_queue} requests are waiting; retry in {retry} s",
-                               headers={"Retry-After": str(retry)})
+            raise RequestError(503, refuse_busy(retry), headers={"Retry-After": str(retry)})
         # The upload's name is only ever shown in messages, never used as a path.
         shown_name = repr((upload.filename or "upload")[:80])
 
