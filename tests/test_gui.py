@@ -249,6 +249,20 @@ def test_second_request_while_busy_is_refused(tmp_path, display, dialogs, ct2_tr
         app.close()
 
 
+def test_closing_while_recognising_is_quiet(tmp_path, display, dialogs, ct2_transcriber, capfd):
+    from utils import gui_app
+
+    app = make_app(tmp_path, ct2_transcriber)
+    app.window[gui_app.K_FILE].update(str(REPO / en_samples(1)[0]["audio"]["path"]))
+    app.window.write_event_value(gui_app.K_RECOGNISE, None)
+    pump(app, lambda: app.busy is not None)
+    app.close()
+    for worker in [t for t in threading.enumerate() if t.name == "whisper-recognition"]:
+        worker.join(60)
+        assert not worker.is_alive()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_traditional_to_simplified_toggle(tmp_path, display, dialogs):
     import zhconv
 

@@ -119,7 +119,7 @@ class WhisperWindow:
         self._dialog = dialog
         self._transcriber: Optional[Transcriber] = None
         self._recorder: Optional[Recorder] = None
-        self._cancel = threading.Event()
+        self._closing = threading.Event()
         self.busy: Optional[str] = None      # what the worker is doing, None when idle
         self.segments: list[Segment] = []
         self.info: Optional[TranscriptionInfo] = None
@@ -166,7 +166,7 @@ class WhisperWindow:
         }
 
     def close(self) -> None:
-        self._cancel.set()
+        self._closing.set()
         if self._recorder is not None:
             self._recorder.stop()
             self._recorder = None
@@ -203,18 +203,22 @@ class WhisperWindow:
         if self.busy:
             return False
         self.busy = job.label
-        self._cancel.clear()
         self._started_at = time.perf_counter()
         if job.audio is not None:
             self.segments, self.info = [], None
             self.render()
         self.window[K_PROGRESS].update(0)
         self.set_status(job.label[0].upper() + job.label[1:] + "…")
-        threading.Thread(target=self._work, args=(job,), daemon=True).start()
+        threading.Thread(target=self._work, args=(job,), name="whisper-recognition", daemon=True).start()
         return True
 
+    def _post(self, event: str, value) -> None:
+        # A worker may finish after the window closed; its news then has nowhere to go.
+        if not self._closing.is_set():
+            self.window.write_event_value(event, value)
+
     def _work(self, job: Job) -> None:
-        post = self.window.write_event_value
+        post = self._post
         stage = "audio"
         try:
             # Decode first: an unreadable file should not wait for a slow model load to be reported.
@@ -231,7 +235,7 @@ class WhisperWindow:
             post(E_INFO, info)
             stage = "recognition"
             for segment in segments:
-                if self._cancel.is_set():
+                if self._closing.is_set():
                     return
                 post(E_SEGMENT, segment)
             post(E_DONE, time.perf_counter() - self._started_at)
@@ -362,7 +366,7 @@ class WhisperWindow:
             try:
                 play(load_audio(path))
             except (AudioError, PlaybackError) as exc:
-                self.window.write_event_value(E_PLAY_FAILED, _sentence(str(exc)))
+                self._post(E_PLAY_FAILED, _sentence(str(exc)))
 
         threading.Thread(target=decode_and_play, daemon=True).start()
         self.set_status(f"Playing {os.path.basename(path)}")
