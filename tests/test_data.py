@@ -308,9 +308,11 @@ def test_dataloader_with_two_workers_and_augmentation(tmp_path, clips, processor
     assert not torch.equal(first[0]["input_features"], other[0]["input_features"])
 
 
-def test_shipped_sample_corpus_loads(tmp_path, processor):
+def test_shipped_sample_corpus_loads(tmp_path, processor, monkeypatch):
+    monkeypatch.chdir(tmp_path)     # its paths are relative to the repository, found from anywhere
     ds = SpeechDataset(REPO / "dataset" / "en_test.jsonl", processor, timestamps=True,
                        cache_dir=str(tmp_path / "cache"))
     assert len(ds) == 20
     labels = decode_labels(processor.tokenizer, ds[0]["labels"])
-    assert labels[:4] == ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|0.38|>"]
+    assert labels[:5] == ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|0.38|>", "ĠThe"]
+    assert ds.data[0]["path"] == str(REPO / "dataset" / "audio" / "en_test_0001.flac")

@@ -104,16 +104,21 @@ def header_duration(path: str) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
 
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _resolve_audio(path: str, manifest_dir: str) -> str:
     # The original project writes paths relative to the working directory; a manifest
-    # moved together with its audio has them relative to itself. Accept both.
+    # moved together with its audio has them relative to itself; the shipped manifests
+    # (dataset/*.jsonl) are relative to the repository. Accept all three, in that order.
     if os.path.isabs(path):
         return path
     if os.path.exists(path):
         return os.path.abspath(path)
-    beside = os.path.join(manifest_dir, path)
-    if os.path.exists(beside):
-        return os.path.abspath(beside)
+    for base in (manifest_dir, _REPO_ROOT):
+        candidate = os.path.join(base, path)
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
     return path
 
 
