@@ -122,7 +122,8 @@ def parse_config(entries: Any, source: str = "<config>") -> list[AugmentStep]:
         if kind == "speed" and params["min_speed_rate"] <= 0:
             raise AugmentationConfigError(f"{where}: speed rates must be positive")
         if kind == "shift" and max(abs(params["min_shift_ms"]), abs(params["max_shift_ms"])) > 1000:
-            raise AugmentationConfigError(f"{where}: shifts beyond 1000 ms would cut speech")
+            raise AugmentationConfigError(f"{where}: shifts are limited to ±1000 ms (a larger advance "
+                                          f"cuts speech off the start)")
         step = AugmentStep(kind, dict(params), float(prob))
         if kind == "noise" and prob > 0:
             directory = _resolve_dir(params["noise_dir"])
@@ -197,7 +198,8 @@ class Augmenter:
         applied = []
         segments = list(segments)
         for step in self.steps:
-            # Draw even when prob is 0 or 1, so adding an entry never reshuffles the others' choices.
+            # One draw per step even when prob is 0 or 1: the random stream then does not
+            # depend on the probabilities, so changing one does not reshuffle the others.
             if rng.random() >= step.prob:
                 continue
             result = getattr(self, f"_{step.type}")(audio, segments, step, rng)

@@ -431,6 +431,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             raise DataError(str(exc)) from None
         self.language = language_code(language)
         self.augmenter = Augmenter.from_file(augment_config_path) if augment_config_path else None
+        if self.augmenter is not None:
+            logger.info("%s: augmentation %s", self.manifest_path, self.augmenter.describe())
 
         data, stats = _load(self.manifest_path, min_audio_len=min_audio_len, max_audio_len=max_audio_len,
                             skip_bad=skip_bad, check_audio=True, cache_dir=cache_dir)
