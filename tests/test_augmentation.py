@@ -53,6 +53,8 @@ def test_shipped_config_is_valid():
     ([{"type": "volume", "params": {"min_gain_dBFS": "loud", "max_gain_dBFS": 2}, "prob": 1}],
      "'min_gain_dBFS' must be a number"),
     ([{"type": "resample", "params": {"new_sample_rates": []}, "prob": 1}], "non-empty list"),
+    ([{"type": "speed", "params": {"min_speed_rate": 0, "max_speed_rate": 1}, "prob": 1}], "must be positive"),
+    ([{"type": "shift", "params": {"min_shift_ms": -2000, "max_shift_ms": 5}, "prob": 1}], "limited to ±1000 ms"),
     ([{"type": "noise", "params": {"min_snr_dB": 10, "max_snr_dB": 20, "noise_dir": "no/such/dir"}, "prob": 1}],
      "noise_dir 'no/such/dir' is not a directory"),
     ([{"type": "volume", "params": {"min_gain_dBFS": 1, "max_gain_dBFS": 2}, "prob": 1, "when": "always"}],
