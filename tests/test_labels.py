@@ -22,6 +22,13 @@ def processor(whisper_base_dir):
 
 
 @pytest.fixture(scope="module")
+def whisper_base(whisper_base_dir):
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(whisper_base_dir).eval()
+
+
+@pytest.fixture(scope="module")
 def tok(processor):
     return processor.tokenizer
 
@@ -94,14 +101,12 @@ def test_leading_space_where_whisper_writes_one(tok):
                                            task="transcribe", timestamps=False))[3] == "ĠHello"
 
 
-def test_english_labels_match_what_whisper_base_expects(whisper_base_dir, processor, tok):
+def test_english_labels_match_what_whisper_base_expects(whisper_base, processor, tok):
     """Teacher-forced on a shipped English clip, whisper-base finds the labels likely (the leading
     space and the timestamp layout are the pre-training format)."""
-    from transformers import WhisperForConditionalGeneration
-
     from utils.audio import load_audio
 
-    model = WhisperForConditionalGeneration.from_pretrained(whisper_base_dir).eval()
+    model = whisper_base
     row = json.loads((REPO / "dataset" / "en_test.jsonl").read_text().splitlines()[1])
     audio = load_audio(REPO / row["audio"]["path"])
     features = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
@@ -143,11 +148,9 @@ def test_no_speech_labels(tok, tok_en, timestamps):
     assert labels == [50257, 50361, 50256]
 
 
-def test_no_speech_label_matches_what_whisper_base_predicts(whisper_base_dir, processor, tok):
+def test_no_speech_label_matches_what_whisper_base_predicts(whisper_base, processor, tok):
     """The pre-trained model already puts <|nospeech|> right after <|startoftranscript|> on silence."""
-    from transformers import WhisperForConditionalGeneration
-
-    model = WhisperForConditionalGeneration.from_pretrained(whisper_base_dir).eval()
+    model = whisper_base
     labels = build_labels(tok, sentence="", sentences=[], language="zh", task="transcribe", timestamps=False)
     features = processor.feature_extractor(np.zeros(3 * 16000, dtype=np.float32), sampling_rate=16000,
                                            return_tensors="pt").input_features

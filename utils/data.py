@@ -515,7 +515,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                           language, task, timestamps, max_label_length, _FORMAT_VERSION])
         before = len(data)
         data = data.filter(short_enough, batched=True, batch_size=1000,
-                           input_columns=None, desc="Checking label lengths",
+                           desc="Checking label lengths",
                            new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
         dropped = before - len(data)
         self.stats["too_many_tokens"] = dropped
