@@ -117,6 +117,12 @@ def check_arguments(args: FinetuneArguments) -> None:
                          f"folder written by finetune.py (no trainer_state.json)")
     if args.augment_config_path and not os.path.isfile(args.augment_config_path):
         raise UsageError(f"--augment_config_path: {args.augment_config_path} not found")
+    from utils.labels import language_code
+
+    try:
+        language_code(args.language)
+    except ValueError as exc:
+        raise UsageError(f"--language: {exc}") from None
     if args.max_eval_samples is not None and args.max_eval_samples < 1:
         raise UsageError(f"--max_eval_samples must be at least 1, got {args.max_eval_samples}")
 
@@ -224,6 +230,7 @@ def train(args: FinetuneArguments) -> int:
         activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         torch_compile=args.use_compile,
         dataloader_num_workers=args.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         # A PeftModel's forward takes **kwargs, so Trainer cannot see that it accepts labels.
         label_names=["labels"],
         remove_unused_columns=False,

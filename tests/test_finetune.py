@@ -160,6 +160,9 @@ def test_bad_input_is_one_sentence(tiny_whisper_dir, corpus, capsys, tmp_path):
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path, save_steps=3))
     assert code == 2 and "--save_steps (3) must be a multiple of --eval_steps (2)" in err
 
+    code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path, language="Klingon"))
+    assert code == 2 and err.startswith("error: --language: unknown language 'Klingon'"), err
+
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, tmp_path / "nope.jsonl", test, tmp_path))
     assert code == 2 and err == f"error: --train_data: {tmp_path / 'nope.jsonl'} not found"
 
