@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.test_gui import dialogs, display  # noqa: F401  (fixtures: Xvfb and the dialog closer)
 
 ENTRY = REPO / "WhisperDesktop" / "whisper_desktop.py"
 BUILT_APP = REPO / "WhisperDesktop" / "dist" / "WhisperDesktop" / "WhisperDesktop"
@@ -72,6 +73,27 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
     assert word_error_rate(sample["sentence"], text) <= 0.5, text
     srt_text = (tmp_path / (Path(sample["audio"]["path"]).stem + ".srt")).read_text(encoding="utf-8")
     assert text.strip() in " ".join(srt_text.split("\n"))
+
+
+def test_desktop_window_on_ggml(ggml_model, tmp_path, display, dialogs):
+    """WhisperDesktop's configuration of the window: GGML backend, its results shown line by line."""
+    from tests.test_gui import make_app, recognise
+    from utils.transcriber import TranscribeOptions, load_transcriber
+
+    sample = english_sample()
+    path = str(REPO / sample["audio"]["path"])
+    transcriber = load_transcriber("ggml", str(ggml_model))
+    segments, _ = transcriber.transcribe(path, TranscribeOptions(language="en"))
+    expected = [segment.text for segment in segments]
+    app = make_app(tmp_path, transcriber, model_path=str(ggml_model), backend="ggml",
+                   backend_options={}, settings={"language": "en", "title": "WhisperDesktop"})
+    try:
+        recognise(app, path)
+        assert [line.split("] ", 1)[1] for line in app.output_text().splitlines()] == expected
+        assert word_error_rate(sample["sentence"], " ".join(expected)) <= 0.5
+        assert app.window.Title == "WhisperDesktop" and dialogs.seen == []
+    finally:
+        app.close()
 
 
 def test_desktop_cli_errors_are_one_sentence(tmp_path):

@@ -227,6 +227,32 @@ def test_infer_gui_script_opens_the_window(display):
     assert "Traceback" not in output
 
 
+def test_segments_appear_one_by_one(tmp_path, display, dialogs, ct2_transcriber):
+    from utils import gui_app
+    from utils.audio import SAMPLE_RATE, load_audio, save_wav
+
+    samples = en_samples(3)
+    pause = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([part for s in samples for part in (load_audio(REPO / s["audio"]["path"]), pause)])
+    path = tmp_path / "three_sentences.wav"
+    save_wav(path, audio)
+    app = make_app(tmp_path, ct2_transcriber)
+    try:
+        app.window[gui_app.K_FILE].update(str(path))
+        app.window.write_event_value(gui_app.K_RECOGNISE, None)
+        pump(app, lambda: app.busy is not None)
+        line_counts = []
+        pump(app, lambda: line_counts.append(len(app.output_text().splitlines())) or app.busy is None)
+        final = app.output_text().splitlines()
+        assert len(final) >= 2, final
+        # Every intermediate count was seen: the text grew one segment at a time.
+        assert sorted(set(line_counts)) == list(range(len(final) + 1))
+        text = " ".join(line.split("] ", 1)[1] for line in final)
+        assert word_error_rate(" ".join(s["sentence"] for s in samples), text) <= MAX_WER, text
+    finally:
+        app.close()
+
+
 def test_second_request_while_busy_is_refused(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
 
