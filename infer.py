@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from transformers import HfArgumentParser
 
 from utils.audio import load_audio
+from utils.languages import to_language_code
 from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
@@ -46,7 +47,8 @@ class InferArguments:
 def main():
     (args,) = HfArgumentParser(InferArguments).parse_args_into_dataclasses()
     print_config("infer.py configuration", args)
-    # Read the audio before the (slow) model load, so a bad file fails at once.
+    # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
+    to_language_code(args.language)
     audio = load_audio(args.audio_path)
     transcriber = load_transcriber(
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,

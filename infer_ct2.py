@@ -12,6 +12,7 @@ from transformers import HfArgumentParser
 
 from utils.backend_ct2 import COMPUTE_TYPES
 from utils.audio import load_audio
+from utils.languages import to_language_code
 from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
@@ -57,7 +58,8 @@ def main():
                              f"give one of them")
         args.compute_type = "int8_float16" if args.use_gpu else "int8"
     print_config("infer_ct2.py configuration", args)
-    # Read the audio before the (slow) model load, so a bad file fails at once.
+    # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
+    to_language_code(args.language)
     audio = load_audio(args.audio_path)
     transcriber = load_transcriber(
         "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from utils.audio import CHUNK_LENGTH
+from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
 from utils.transcriber import (ResolvedOptions, Segment, Transcriber, TranscriptionInfo, Word,
                                check_model_dir, duration_of, split_at_quiet_points)
 
@@ -59,8 +59,8 @@ class CT2Transcriber(Transcriber):
             segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
         else:
             if not opts.vad_filter:
-                # The batched pipeline needs window bounds; without VAD cut at quiet points.
-                kwargs["clip_timestamps"] = [{"start": s, "end": e}
+                # The batched pipeline needs window bounds (in seconds); without VAD cut at quiet points.
+                kwargs["clip_timestamps"] = [{"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE}
                                              for s, e in split_at_quiet_points(audio, CHUNK_LENGTH)]
             segments, fw_info = self.pipeline.transcribe(audio, batch_size=self.batch_size, **kwargs)
         info = TranscriptionInfo(language=fw_info.language,

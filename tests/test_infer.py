@@ -1,0 +1,98 @@
+"""infer.py end to end: real whisper-base, outputs, long audio, and bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import srt
+
+from transcription_audio import REPO, english_clip, long_english, normalize, wer
+from utils.audio import SAMPLE_RATE, save_wav
+
+
+def run(script, *args, timeout=600):
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture(scope="module")
+def long_audio(tmp_path_factory):
+    """About 70 s of English speech: three Whisper windows."""
+    return long_english(tmp_path_factory.mktemp("long") / "long_en.wav", 70.0)
+
+
+@pytest.mark.parametrize("script", ["infer.py", "infer_ct2.py"])
+def test_bad_input_is_one_clear_line(script, tmp_path):
+    cases = {"missing": (str(tmp_path / "nope.wav"), "audio file not found")}
+    (tmp_path / "notes.wav").write_text("these are not samples\n" * 20)
+    cases["not audio"] = (str(tmp_path / "notes.wav"), "not a readable audio file")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    cases["empty"] = (str(tmp_path / "empty.wav"), "audio file is empty")
+    save_wav(tmp_path / "zero.wav", __import__("numpy").zeros(0, dtype="float32"))
+    cases["zero length"] = (str(tmp_path / "zero.wav"), "no samples")
+    for name, (path, message) in cases.items():
+        assert_one_line_error(run(script, f"--audio_path={path}"), path, message)
+
+
+def test_unknown_language_lists_valid_ones():
+    path, _ = english_clip(0)
+    result = run("infer.py", f"--audio_path={path}", "--language=elvish")
+    assert_one_line_error(result, "unknown language 'elvish'", "zh (chinese)", "en (english)")
+
+
+def test_missing_model_folder_is_one_line(tmp_path):
+    path, _ = english_clip(0)
+    result = run("infer.py", f"--audio_path={path}", f"--model_path={tmp_path / 'no-model'}")
+    assert_one_line_error(result, "model folder not found")
+
+
+def test_silence_gives_empty_transcript_and_exit_0(tmp_path, whisper_base_dir):
+    save_wav(tmp_path / "silence.wav", __import__("numpy").zeros(5 * SAMPLE_RATE, dtype="float32"))
+    result = run("infer.py", f"--audio_path={tmp_path / 'silence.wav'}", "--language=en",
+                 "--output_format=txt", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    assert "no speech found" in result.stdout
+    assert (tmp_path / "out" / "silence.txt").read_text() == ""
+
+
+def test_short_clip_all_formats(tmp_path, whisper_base_dir):
+    path, sentence = english_clip(2)
+    result = run("infer.py", f"--audio_path={path}", "--output_format=all", f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "language: en (detected" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[0.00 - ")]
+    assert lines and wer(sentence, lines[0].split("] ", 1)[1]) <= 0.2
+    stem = path.rsplit("/", 1)[1].rsplit(".", 1)[0]
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert data["language"] == "en" and data["segments"]
+    cues = list(srt.parse((tmp_path / f"{stem}.srt").read_text()))
+    assert normalize(" ".join(c.content for c in cues)) == normalize(data["text"])
+
+
+def test_long_audio_transformers_and_ct2_agree(tmp_path, long_audio, whisper_base_dir):
+    """The acceptance check on ~70 s (the 3-minute run is in docs/inference.md)."""
+    path, duration = long_audio
+    outputs = {}
+    for script, model in [("infer.py", whisper_base_dir), ("infer_ct2.py", REPO / "models" / "whisper-base-ct2")]:
+        out = tmp_path / script
+        result = run(script, f"--audio_path={path}", f"--model_path={model}", "--language=en",
+                     "--output_format=json", f"--output_dir={out}")
+        assert result.returncode == 0, result.stderr
+        outputs[script] = json.loads((out / "long_en.json").read_text())
+    for data in outputs.values():
+        segments = data["segments"]
+        starts = [s["start"] for s in segments]
+        ends = [s["end"] for s in segments]
+        assert starts == sorted(starts) and all(s <= e for s, e in zip(starts, ends))
+        assert all(a <= b for a, b in zip(ends, starts[1:])), "timestamps go backwards"
+        assert starts[0] < 2.0 and ends[-1] > duration - 5.0, "segments do not cover the audio"
+    assert wer(outputs["infer.py"]["text"], outputs["infer_ct2.py"]["text"]) <= 0.1

@@ -1,0 +1,116 @@
+"""infer_ct2.py and tools/hf_to_ct2.py with the real faster-whisper."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transcription_audio import REPO, english_clip, long_english, wer
+from utils.transcriber import TranscribeOptions, load_transcriber
+
+WHISPER_BASE_CT2 = REPO / "models" / "whisper-base-ct2"
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ct2_base():
+    if not (WHISPER_BASE_CT2 / "model.bin").exists():
+        pytest.fail(f"{WHISPER_BASE_CT2} is missing: run `make models`")
+    return load_transcriber("ct2", str(WHISPER_BASE_CT2), compute_type="int8")
+
+
+def test_word_timestamps_and_json(tmp_path):
+    path, sentence = english_clip(3)
+    result = run("infer_ct2.py", f"--audio_path={path}", f"--model_path={WHISPER_BASE_CT2}", "--use_int8",
+                 "--word_timestamps", "--output_format=json", f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "compute_type = 'int8'" in result.stdout   # the effective configuration is printed
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert data["language"] == "en" and data["language_probability"] > 0.5
+    assert wer(sentence, data["text"]) <= 0.2
+    words = [w for s in data["segments"] for w in s["words"]]
+    assert len(words) >= len(sentence.split()) - 2
+    assert all(w["start"] <= w["end"] for w in words)
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+
+
+def test_contradicting_flags_are_rejected():
+    path, _ = english_clip(0)
+    result = run("infer_ct2.py", f"--audio_path={path}", "--use_int8", "--compute_type=float32")
+    assert result.returncode == 1 and "contradict" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_transformers_folder_is_refused_with_a_hint(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    path, _ = english_clip(0)
+    result = run("infer_ct2.py", f"--audio_path={path}", f"--model_path={tmp_path}")
+    assert result.returncode == 1 and "tools/hf_to_ct2.py" in result.stderr
+
+
+def test_batched_pipeline_matches_sequential(tmp_path, ct2_base):
+    path, duration = long_english(tmp_path / "long.wav", 45.0)
+    options = TranscribeOptions(language="en")
+    sequential = list(ct2_base.transcribe(path, options)[0])
+    batched_model = load_transcriber("ct2", str(WHISPER_BASE_CT2), compute_type="int8", batch_size=4)
+    batched = list(batched_model.transcribe(path, options)[0])
+    text = lambda segments: " ".join(s.text for s in segments)
+    assert wer(text(sequential), text(batched)) <= 0.1
+    assert all(a.end <= b.start for a, b in zip(batched, batched[1:]))
+    assert batched[-1].end > duration - 5
+
+
+def test_vad_filter_skips_silence(ct2_base):
+    path, sentence = english_clip(4)
+    from utils.audio import SAMPLE_RATE, load_audio
+
+    speech = load_audio(path)
+    audio = np.concatenate([np.zeros(20 * SAMPLE_RATE, np.float32), speech])
+    segments, info = ct2_base.transcribe(audio, TranscribeOptions(language="en", vad_filter=True))
+    segments = list(segments)
+    assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35   # espeak speech, base model
+    assert segments[0].start >= 19.0   # times stay on the original clock after VAD
+
+
+def test_hf_to_ct2_conversion_keeps_language_detection(tmp_path, whisper_base_dir, ct2_base):
+    """Convert the transformers whisper-base; faster-whisper must load it offline, detect the
+    language and read as the shipped CTranslate2 model does."""
+    out = tmp_path / "converted-ct2"
+    result = run("tools/hf_to_ct2.py", f"--model_dir={whisper_base_dir}", f"--output_dir={out}",
+                 "--quantization=int8")
+    assert result.returncode == 0, result.stderr
+    assert {"model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"} <= {
+        p.name for p in out.iterdir()}
+    assert json.loads((out / "preprocessor_config.json").read_text())["feature_size"] == 80
+    assert len(json.loads((out / "config.json").read_text())["lang_ids"]) == 99
+    path, sentence = english_clip(5)
+    converted = load_transcriber("ct2", str(out))
+    segments, info = converted.transcribe(path)
+    assert info.language == "en" and info.language_probability > 0.5
+    shipped = " ".join(s.text for s in ct2_base.transcribe(path)[0])
+    assert wer(shipped, " ".join(s.text for s in segments)) <= 0.1
+    again = run("tools/hf_to_ct2.py", f"--model_dir={whisper_base_dir}", f"--output_dir={out}")
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_hf_to_ct2_repairs_missing_language_ids(tmp_path, tiny_whisper_dir):
+    """A fine-tune whose generation config lost lang_to_id still converts with language ids."""
+    import shutil
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_whisper_dir, model)
+    generation = json.loads((model / "generation_config.json").read_text())
+    generation.pop("lang_to_id", None)
+    (model / "generation_config.json").write_text(json.dumps(generation))
+    (model / "preprocessor_config.json").unlink()
+    out = tmp_path / "tiny-ct2"
+    result = run("tools/hf_to_ct2.py", f"--model_dir={model}", f"--output_dir={out}", "--quantization=float32")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((out / "config.json").read_text())["lang_ids"]) == 99
+    assert (out / "preprocessor_config.json").exists()
+    info = load_transcriber("ct2", str(out)).transcribe(np.zeros(16000, np.float32))[1]
+    assert info.language in json.loads((out / "config.json").read_text()) or len(info.language) <= 3

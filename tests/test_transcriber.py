@@ -1,0 +1,99 @@
+"""The one transcription interface: options, languages, audio errors, lazy typed segments."""
+import types
+
+import numpy as np
+import pytest
+
+from transcription_audio import english_clip, wer
+from utils.audio import SAMPLE_RATE, AudioError
+from utils.languages import to_language_code
+from utils.transcriber import (Segment, TranscribeOptions, load_transcriber, split_at_quiet_points)
+
+
+def test_language_names_aliases_and_codes():
+    assert to_language_code("Chinese") == "zh"
+    assert to_language_code("mandarin") == "zh"
+    assert to_language_code("<|en|>") == "en"
+    assert to_language_code("yue") == "yue"
+    assert to_language_code(None) is None and to_language_code("auto") is None
+
+
+def test_unknown_language_lists_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        to_language_code("klingon")
+    message = str(error.value)
+    assert "unknown language 'klingon'" in message
+    assert "zh (chinese)" in message and "en (english)" in message
+
+
+def test_split_at_quiet_points_cuts_in_pauses():
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-0.5, 0.5, 100 * SAMPLE_RATE).astype(np.float32)
+    pauses = [(24.0, 24.6), (51.0, 51.5), (77.2, 77.8)]
+    for start, end in pauses:
+        audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)] = 0.0
+    pieces = split_at_quiet_points(audio, 30.0)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert all(0 < end - start <= 30 * SAMPLE_RATE for start, end in pieces)
+    cuts = [end / SAMPLE_RATE for _, end in pieces[:-1]]
+    assert len(cuts) == 3
+    for cut, (start, end) in zip(cuts, pauses):
+        assert start <= cut <= end
+
+
+def test_unknown_backend_and_bad_audio(tiny_whisper_dir):
+    with pytest.raises(ValueError, match="valid backends: transformers, ct2, ggml"):
+        load_transcriber("onnx", str(tiny_whisper_dir))
+    transcriber = load_transcriber("transformers", str(tiny_whisper_dir))
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        transcriber.transcribe(b"this is not audio")
+    with pytest.raises(AudioError, match="no samples"):
+        transcriber.transcribe(np.zeros(0, dtype=np.float32))
+    with pytest.raises(ValueError, match="valid tasks"):
+        transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions(task="summarize"))
+    with pytest.raises(ValueError, match="does not support word_timestamps"):
+        transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions(word_timestamps=True))
+
+
+def test_tiny_model_batches_windows_and_streams_segments(tiny_whisper_dir):
+    """A random model says nonsense, but two 30 s windows decoded as one batch must come back as
+    well-formed segments, one per window, in order."""
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)
+    audio[28 * SAMPLE_RATE:29 * SAMPLE_RATE] = 0.0   # the quiet point where the windows meet
+    transcriber = load_transcriber("transformers", str(tiny_whisper_dir), batch_size=2)
+    # Random weights never say end-of-text; stop early so the test stays fast.
+    transcriber.model.generation_config.max_length = 16
+    segments, info = transcriber.transcribe(audio, TranscribeOptions(language="de", timestamps=False))
+    assert isinstance(segments, types.GeneratorType)
+    assert info.language == "de" and info.language_probability is None
+    assert info.duration == pytest.approx(40.0)
+    segments = list(segments)
+    assert all(isinstance(s, Segment) for s in segments)
+    assert [s.start for s in segments] == [0.0, pytest.approx(28.5, abs=0.5)][:len(segments)]
+    assert all(a.end == b.start for a, b in zip(segments, segments[1:]))
+    assert segments[-1].end == pytest.approx(40.0)
+
+
+def test_whisper_base_detects_english_and_transcribes(whisper_base_dir):
+    path, sentence = english_clip(0)
+    transcriber = load_transcriber("transformers", str(whisper_base_dir))
+    segments, info = transcriber.transcribe(path)
+    segments = list(segments)
+    assert info.language == "en" and info.language_probability > 0.5
+    assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35   # espeak speech, "20" vs "twenty"
+    assert 0 <= segments[0].start < segments[-1].end <= info.duration
+
+
+def test_english_only_model_rejects_other_languages_and_translation(whisper_tiny_en_dir):
+    path, sentence = english_clip(1)
+    transcriber = load_transcriber("transformers", str(whisper_tiny_en_dir))
+    assert transcriber.multilingual is False
+    with pytest.raises(ValueError, match="English-only"):
+        transcriber.transcribe(path, TranscribeOptions(language="zh"))
+    with pytest.raises(ValueError, match="English-only"):
+        transcriber.transcribe(path, TranscribeOptions(task="translate"))
+    segments, info = transcriber.transcribe(path, TranscribeOptions(language="english"))
+    assert info.language == "en"
+    assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35
