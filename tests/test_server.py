@@ -3,6 +3,7 @@ original README does), OpenAI's client against /v1/audio/*, bad input, API key, 
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def test_recognition_decodes_common_formats_at_any_rate(base_server, english_for
 
 # --- OpenAI's audio API through the official client ----------------------------------------
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the client marks translations so
 def test_openai_client_every_response_format(base_server):
     import openai
     import srt
@@ -347,7 +349,9 @@ def test_api_key_guards_every_endpoint_but_health(tiny_server):
     assert openai_style.status_code == 401 and openai_style.json()["error"]["type"] == "authentication_error"
     assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
     assert requests.get(f"{url}/v1/models", headers=AUTH, timeout=10).json()["data"][0]["object"] == "model"
-    assert requests.get(f"{url}/health", timeout=10).json()["model_loaded"] is True
+    health = requests.get(f"{url}/health", timeout=10).json()
+    assert health["model_loaded"] is True and health["settings"]["api_key"] == "(set)"
+    assert API_KEY not in json.dumps(health)
     page = requests.get(f"{url}/", timeout=10)
     assert page.status_code == 200 and 'id="api_key"' in page.text
     assert "/v1/audio/transcriptions" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]

@@ -52,7 +52,7 @@ class ServerSettings:
     vad_filter: bool = False
 
     def public(self) -> dict:
-        """The settings as shown at start and on /health: the key itself never leaves the server."""
+        """The settings as /health shows them: the key itself never leaves the server."""
         shown = asdict(self)
         shown["api_key"] = "(set)" if self.api_key else None
         return shown
@@ -301,7 +301,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
             try:
                 setattr(options, field, check(getattr(options, field)))
             except ValueError as exc:
-                # The full list of valid values is in /docs; the first clause is the sentence.
+                # The first clause says what is wrong; the list of 100 languages would drown it.
                 raise RequestError(400, f"form field '{field}': {str(exc).split(';')[0]}", field)
         if not pool.try_admit():
             retry = pool.retry_after_s()
@@ -446,7 +446,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
     @app.get("/health", summary="Model loaded, backend, workers busy/free")
     async def health():
         return {"status": "ok", "model_loaded": True, "backend": settings.backend,
-                "model": settings.model_name, "workers": pool.status()}
+                "model": settings.model_name, "workers": pool.status(), "settings": settings.public()}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request):
