@@ -83,7 +83,9 @@ def load_audio(source: AudioSource, start_time: Optional[float] = None,
     else:
         raw = source
 
-    errors = []
+    # The decoders' own messages ("[Errno 1094995529] Invalid data ...") mean nothing to a
+    # user, so they are replaced by one plain reason.
+    reason = "unknown format, or the file is damaged or truncated"
     audio = rate = None
     for decode in (_decode_soundfile, _decode_av):
         try:
@@ -92,11 +94,11 @@ def load_audio(source: AudioSource, start_time: Optional[float] = None,
             audio, rate = decode(raw)
             break
         except AudioError as exc:
-            errors.append(str(exc))
-        except Exception as exc:  # decoder libraries raise many types for "not audio"
-            errors.append(f"{type(exc).__name__}: {exc}")
+            reason = str(exc)
+        except Exception:  # decoder libraries raise many types for "not audio"
+            pass
     if audio is None:
-        raise AudioError(f"{name}: not a readable audio file ({errors[-1]})")
+        raise AudioError(f"{name}: not a readable audio file ({reason})")
 
     if start_time is not None or end_time is not None:
         duration = len(audio) / rate
