@@ -87,3 +87,23 @@ def test_adapter_whose_base_model_is_gone_names_the_base(adapter_dir, tmp_path, 
     assert err.startswith(f"error: {tmp_path / 'gone' / 'whisper-base'}: model folder not found") and \
         "tools/download_model.py" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_merged_folder_converts_for_faster_whisper(adapter_dir, tmp_path, capsys):
+    import faster_whisper
+    import numpy as np
+    from ctranslate2.converters import TransformersConverter
+
+    assert merge_lora.main([f"--lora_model={adapter_dir}", f"--output_dir={tmp_path}"]) == 0
+    merged = next(tmp_path.glob("*-finetune"))
+    ct2 = tmp_path / "ct2"
+    TransformersConverter(str(merged), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
+        str(ct2), quantization="float32")
+    # The converter takes the language ids from generation_config.lang_to_id, which the merge must keep.
+    assert len(json.loads((ct2 / "config.json").read_text())["lang_ids"]) == 99
+    model = faster_whisper.WhisperModel(str(ct2), device="cpu", compute_type="float32")
+    assert model.feat_kwargs.get("feature_size") == 80, "preprocessor_config.json was not read"
+    segments, info = model.transcribe(np.zeros(16000, dtype=np.float32), language="zh", max_new_tokens=2,
+                                      without_timestamps=True)
+    list(segments)
+    assert info.duration == pytest.approx(1.0)
