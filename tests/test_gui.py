@@ -4,6 +4,7 @@ Dialogs are closed the way a user closes them: xdotool finds the window by its t
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -53,26 +54,32 @@ def direct_texts(transcriber, path, **options) -> list[str]:
     return [segment.text.strip() for segment in segments]
 
 
-@pytest.fixture(scope="module")
+_XVFB: list = []
+
+
+def start_xvfb() -> str:
+    """One private X server for the whole test process (-displayfd picks a free number).
+
+    Tk (through PySimpleGUI's hidden root window) stays connected to the first display it
+    opened; stopping that server before the process ends would kill the process."""
+    if not _XVFB:
+        read_fd, write_fd = os.pipe()
+        server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
+                                   "-nolisten", "tcp"], pass_fds=(write_fd,),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            number = pipe.readline().strip()
+        assert number, "Xvfb did not start"
+        atexit.register(server.terminate)
+        _XVFB.append(f":{number}")
+    os.environ["DISPLAY"] = _XVFB[0]
+    return _XVFB[0]
+
+
+@pytest.fixture
 def display():
-    """A private X server; -displayfd lets Xvfb pick a free display number."""
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
-                               "-nolisten", "tcp"], pass_fds=(write_fd,),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        number = pipe.readline().strip()
-    assert number, "Xvfb did not start"
-    previous = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    yield os.environ["DISPLAY"]
-    if previous is None:
-        del os.environ["DISPLAY"]
-    else:
-        os.environ["DISPLAY"] = previous
-    server.terminate()
-    server.wait(10)
+    return start_xvfb()
 
 
 class DialogCloser:

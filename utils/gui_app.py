@@ -110,13 +110,11 @@ class WhisperWindow:
 
     def __init__(self, settings: GuiSettings,
                  transcriber_factory: Callable[[], Transcriber] = None,
-                 recorder_factory: Callable[[], Recorder] = Recorder,
-                 dialog: Callable[[str, str], None] = show_dialog):
+                 recorder_factory: Callable[[], Recorder] = Recorder):
         self.settings = settings
         self._transcriber_factory = transcriber_factory or (
             lambda: load_transcriber(settings.backend, settings.model_path, **settings.backend_options))
         self._recorder_factory = recorder_factory
-        self._dialog = dialog
         self._transcriber: Optional[Transcriber] = None
         self._recorder: Optional[Recorder] = None
         self._closing = threading.Event()
@@ -177,7 +175,7 @@ class WhisperWindow:
     def tell(self, title: str, message: str) -> None:
         self.dialogs.append((title, message))
         self.set_status(message)
-        self._dialog(f"{self.settings.title}: {title}", message)
+        show_dialog(f"{self.settings.title}: {title}", message)
 
     def set_status(self, text: str) -> None:
         self.window[K_STATUS].update(text)
@@ -249,9 +247,9 @@ class WhisperWindow:
         self.info = info
 
     def _on_segment(self, segment: Segment) -> None:
-        previous = self.shown_segments()[-1:]
+        previous = [self._shown(self.segments[-1])] if self.segments else []
         self.segments.append(segment)
-        shown = self.shown_segments()[-1]
+        shown = self._shown(segment)
         if self.window[K_JOIN].get():
             piece = transcript_text(previous + [shown])[len(transcript_text(previous)):]
         else:
@@ -284,10 +282,14 @@ class WhisperWindow:
         self.tell(titles.get(stage, "error"), message)
 
     # ---- display --------------------------------------------------------------------------
-    def shown_segments(self) -> list[Segment]:
+    def _shown(self, segment: Segment) -> Segment:
         if not self.window[K_SIMPLIFY].get():
-            return list(self.segments)
-        return [Segment(s.start, s.end, _simplified(s.text), s.words) for s in self.segments]
+            return segment
+        return Segment(segment.start, segment.end, _simplified(segment.text), segment.words)
+
+    def shown_segments(self) -> list[Segment]:
+        """The result as displayed, copied and saved (after the Simplified Chinese option)."""
+        return [self._shown(segment) for segment in self.segments]
 
     def shown_text(self) -> str:
         segments = self.shown_segments()
