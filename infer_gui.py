@@ -10,7 +10,13 @@ from typing import Literal, Optional
 
 from transformers import HfArgumentParser
 
-from utils.gui_app import GuiSettings, WhisperWindow
+try:
+    from utils.gui_app import DisplayError, GuiSettings, WhisperWindow
+except ModuleNotFoundError as missing:
+    if missing.name not in ("tkinter", "_tkinter"):
+        raise
+    sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
+             "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
 from utils.recorder import RECORD_DIR
 from utils.transcriber import print_config
 
@@ -80,8 +86,13 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     print_config("infer_gui.py configuration", settings)
+    try:
+        window = WhisperWindow(settings)
+    except DisplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     # The model loads on a worker thread once the window is up; problems appear as dialogs.
-    WhisperWindow(settings).run()
+    window.run()
 
 
 if __name__ == "__main__":

@@ -94,13 +94,18 @@ def main(argv=None) -> int:
     if args.transcribe is not None:
         return transcribe_file(args)
 
-    from utils.gui_app import GuiSettings, WhisperWindow
+    from utils.gui_app import DisplayError, GuiSettings, WhisperWindow
 
     settings = GuiSettings(model_path=args.model_path, backend="ggml",
                            backend_options={"cpu_threads": args.cpu_threads}, language=args.language,
                            task=args.task, beam_size=args.num_beams, record_dir=args.record_dir,
                            title="WhisperDesktop")
-    WhisperWindow(settings).run()
+    try:
+        window = WhisperWindow(settings)
+    except DisplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    window.run()
     return 0
 
 

@@ -260,6 +260,27 @@ def test_segments_appear_one_by_one(tmp_path, display, dialogs, ct2_transcriber)
         app.close()
 
 
+def test_without_a_display_infer_gui_says_so():
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    result = subprocess.run([sys.executable, str(REPO / "infer_gui.py"), "--backend=ct2",
+                             f"--model_path={CT2_MODEL}"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: cannot open a window (no display name")
+    assert "Traceback" not in result.stderr
+
+
+def test_without_tk_infer_gui_says_so(tmp_path):
+    # A Python built without Tk: its _tkinter import fails like this one.
+    (tmp_path / "_tkinter.py").write_text(
+        'raise ModuleNotFoundError("No module named \'_tkinter\'", name="_tkinter")\n')
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    result = subprocess.run([sys.executable, str(REPO / "infer_gui.py")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: this Python has no Tk support (tkinter)")
+
+
 def test_second_request_while_busy_is_refused(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
 

@@ -40,6 +40,10 @@ AUDIO_FILE_TYPES = (
 MIN_RECORDING_SECONDS = 0.3
 
 
+class DisplayError(RuntimeError):
+    """The window cannot be shown: no graphical display (e.g. over ssh without X forwarding)."""
+
+
 @dataclass
 class GuiSettings:
     model_path: str
@@ -124,7 +128,15 @@ class WhisperWindow:
         self.dialogs: list[tuple[str, str]] = []   # every (title, message) shown, newest last
         self.last_recording: Optional[str] = None
         self._started_at = 0.0
-        self.window = sg.Window(settings.title, build_layout(settings), resizable=True, finalize=True)
+        try:
+            self.window = sg.Window(settings.title, build_layout(settings), resizable=True, finalize=True)
+        except Exception as exc:
+            # Tk's TclError is the only sign of a missing display; matched by name so that
+            # our code needs no tkinter import.
+            if type(exc).__name__ != "TclError":
+                raise
+            raise DisplayError(f"cannot open a window ({exc}); run it on a desktop, or set DISPLAY "
+                               "(e.g. ssh -X), or use infer.py / --transcribe without a window") from exc
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
