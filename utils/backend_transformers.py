@@ -15,6 +15,10 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 # windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
 # with batch_size > 1 pieces are single 30 s windows decoded side by side.
 SEQUENTIAL_PIECE_SECONDS = 120.0
+# Below -60 dBFS a piece is digital silence. Whisper tends to hallucinate " you" there and
+# transformers' no-speech rule keeps it (confident text, avg log-prob above -1), so such pieces
+# are not decoded at all.
+SILENCE_PEAK = 1e-3
 class TransformersTranscriber(Transcriber):
     backend = "transformers"
     unsupported = ("word_timestamps", "vad_filter")
@@ -118,10 +122,12 @@ class TransformersTranscriber(Transcriber):
     def _generate_kwargs(self, resolved: ResolvedOptions, language: str) -> dict:
         opts = resolved.options
         kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False)
-        if opts.temperature > 0:
-            kwargs.update(do_sample=True, temperature=opts.temperature)
-        else:
-            kwargs.update(do_sample=False)
+        if opts.timestamps:
+            # OpenAI's (and faster-whisper's) no-speech rule: a window whose no-speech probability
+            # is high and whose text is unlikely is silence, not a hallucinated " you".
+            kwargs.update(no_speech_threshold=0.6, logprob_threshold=-1.0)
+        # Whisper's generate derives do_sample from the temperature (0 = greedy or beam search).
+        kwargs.update(temperature=opts.temperature)
         if self.multilingual:
             kwargs.update(language=language, task=resolved.task)
         if opts.initial_prompt:
@@ -140,6 +146,7 @@ class TransformersTranscriber(Transcriber):
         kwargs = self._generate_kwargs(resolved, language)
         tokenizer = self.processor.tokenizer
         last_end = 0.0
+        bounds = [(s, e) for s, e in bounds if np.abs(audio[s:e]).max() >= SILENCE_PEAK]
         for first in range(0, len(bounds), self.batch_size):
             batch = bounds[first:first + self.batch_size]
             features, mask = self._features([audio[s:e] for s, e in batch])
