@@ -42,6 +42,17 @@ class FinetuneArguments:
     bf16: bool = field(default=False, metadata={"help": "Mixed precision bfloat16 (CUDA with bf16 support only)."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Put adapters only in the decoder; the encoder "
                                                                   "stays as it is and gets no backward pass."})
+    cache_encoder_outputs: Optional[bool] = field(
+        default=None, metadata={"help": "With --freeze_encoder: run the encoder once per clip, store its outputs "
+                                        "and train only the decoder on them in every epoch. Default: on when "
+                                        "the encoder is frozen and deterministic and no augmentation is used."})
+    encoder_cache_dir: Optional[str] = field(default=None,
+                                             metadata={"help": "Where encoder outputs are stored (default "
+                                                               "<output_dir>/encoder_cache); runs on the same data "
+                                                               "and model share them."})
+    encoder_cache_dtype: str = field(default="float32",
+                                     metadata={"help": "float32 (training identical to no cache) or float16 "
+                                                       "(half the disk space, tiny rounding differences)."})
     gradient_checkpointing: bool = field(default=False,
                                          metadata={"help": "Recompute activations in backward to save memory."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank (AdaLoRA: target average rank)."})
@@ -123,8 +134,37 @@ def check_arguments(args: FinetuneArguments) -> None:
         language_code(args.language)
     except ValueError as exc:
         raise UsageError(f"--language: {exc}") from None
+    if args.cache_encoder_outputs and not args.freeze_encoder:
+        raise UsageError("--cache_encoder_outputs=True needs --freeze_encoder=True: a trained encoder gives "
+                         "different outputs every step, so there is nothing to reuse")
+    if args.cache_encoder_outputs and args.augment_config_path:
+        raise UsageError("--cache_encoder_outputs=True cannot be combined with --augment_config_path: augmentation "
+                         "changes the audio every epoch, so stored encoder outputs would be stale; drop one of them")
+    if args.encoder_cache_dtype not in ("float32", "float16"):
+        raise UsageError(f"--encoder_cache_dtype must be float32 or float16, got {args.encoder_cache_dtype!r}")
+    if (args.encoder_cache_dir or args.encoder_cache_dtype != "float32") and args.cache_encoder_outputs is False:
+        raise UsageError("--encoder_cache_dir/--encoder_cache_dtype do nothing with --cache_encoder_outputs=False")
     if args.max_eval_samples is not None and args.max_eval_samples < 1:
         raise UsageError(f"--max_eval_samples must be at least 1, got {args.max_eval_samples}")
+
+
+def decide_encoder_cache(args: FinetuneArguments, config) -> bool:
+    """Whether this run stores encoder outputs once (--cache_encoder_outputs, default: when it is safe)."""
+    from utils.encoder_cache import stochastic_encoder_reason
+    from utils.training import is_main_process
+
+    if not args.freeze_encoder:
+        return False
+    reason = stochastic_encoder_reason(config)
+    if args.cache_encoder_outputs is None:
+        reason = reason or ("augmentation changes the audio every epoch" if args.augment_config_path else None)
+        if reason and is_main_process():
+            print(f"encoder cache off: {reason}; the frozen encoder runs on every batch", flush=True)
+        return reason is None
+    if args.cache_encoder_outputs and reason:
+        raise UsageError(f"--cache_encoder_outputs=True: {reason}, so stored outputs would change training; "
+                         f"use --cache_encoder_outputs=False")
+    return bool(args.cache_encoder_outputs)
 
 
 def main(argv=None) -> int:
@@ -141,7 +181,9 @@ def main(argv=None) -> int:
         from utils.data import DataError
         from utils.model import ModelLoadError
 
-        if not isinstance(exc, (UsageError, DataError, ModelLoadError)):
+        from utils.encoder_cache import EncoderCacheError
+
+        if not isinstance(exc, (UsageError, DataError, ModelLoadError, EncoderCacheError)):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +198,7 @@ def train(args: FinetuneArguments) -> int:
     from utils.model import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
                              load_whisper, model_name, prepare_for_finetuning)
     from utils.training import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, make_compute_metrics,
-                                optimizer_steps, print_config, save_adapter_atomic)
+                                optimizer_steps, print_config, save_adapter_atomic, write_json_atomic)
 
     print_config("Configuration", args)
     check_precision(fp16=args.fp16, bf16=args.bf16, use_8bit=args.use_8bit)
@@ -190,6 +232,8 @@ def train(args: FinetuneArguments) -> int:
     prepare_for_finetuning(model, language=language, task=task, use_8bit=args.use_8bit,
                            gradient_checkpointing=args.gradient_checkpointing)
     model.generation_config.return_timestamps = args.timestamps
+    use_cache = decide_encoder_cache(args, model.config)
+    encoder = model.get_encoder()
     total_steps = optimizer_steps(len(train_dataset), batch_size=args.per_device_train_batch_size,
                                   gradient_accumulation_steps=args.gradient_accumulation_steps,
                                   world_size=world_size, num_train_epochs=args.num_train_epochs,
@@ -242,6 +286,24 @@ def train(args: FinetuneArguments) -> int:
         seed=args.seed,
         disable_tqdm=False,
     )
+    cache_seconds = 0.0
+    if use_cache:
+        from utils.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
+
+        cache_root = args.encoder_cache_dir or os.path.join(args.output_dir, "encoder_cache")
+        key = cache_key(train_dataset, args.base_model, model.get_base_model().config, processor.feature_extractor,
+                        args.encoder_cache_dtype)
+        # Rank 0 builds the cache while the other processes wait, then they all read the same file.
+        with training_args.main_process_first(desc="encoder cache"):
+            folder, cache_seconds = build_encoder_cache(
+                encoder, train_dataset, cache_root, key, dtype=args.encoder_cache_dtype,
+                batch_size=args.per_device_eval_batch_size, num_workers=args.num_workers,
+                show_progress=int(os.environ.get("RANK", "0")) == 0)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"encoder cache: {folder} ({'built in %.1f s' % cache_seconds if cache_seconds else 'reused'}); "
+                  f"training runs the decoder only", flush=True)
+        train_dataset = CachedEncoderDataset(train_dataset, folder)
+
     callbacks = [CheckpointCallback(run_dir, args.save_total_limit)]
     if args.use_adalora:
         callbacks.append(AdaLoraCallback())
@@ -256,11 +318,16 @@ def train(args: FinetuneArguments) -> int:
         callbacks=callbacks,
     )
     model.config.use_cache = False
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
 
     final_dir = os.path.join(run_dir, FINAL_DIR)
     if trainer.is_world_process_zero():
         save_adapter_atomic(model, final_dir)
+        # The loss curve and speed of the run, for plots and benchmarks (tools/accuracy_experiment.py).
+        trainer.state.save_to_json(os.path.join(final_dir, "trainer_state.json"))
+        write_json_atomic(os.path.join(run_dir, "train_results.json"), {
+            **result.metrics, "encoder_cache": use_cache, "encoder_cache_seconds": cache_seconds,
+            "train_clips": len(train_dataset), "global_step": trainer.state.global_step})
         state = trainer.state
         best = (f"best {training_args.metric_for_best_model}={state.best_metric:.4f} at step "
                 f"{state.best_global_step}" if state.best_metric is not None else "no evaluation ran")

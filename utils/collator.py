@@ -10,7 +10,8 @@ IGNORE_INDEX = -100   # positions the loss skips (transformers' convention)
 
 
 class SpeechSeq2SeqCollator:
-    """{"input_features": FloatTensor[B, n_mels, 3000], "labels": LongTensor[B, T]}.
+    """{"input_features": FloatTensor[B, n_mels, 3000], "labels": LongTensor[B, T]}, or with items from
+    the encoder cache {"encoder_outputs": (FloatTensor[B, frames, d_model],), "labels": ...}.
 
     Labels are padded with -100. A leading decoder-start token (<|startoftranscript|>) is
     removed, because WhisperForConditionalGeneration prepends `decoder_start_token_id` when it
@@ -24,7 +25,6 @@ class SpeechSeq2SeqCollator:
     def __call__(self, features: Sequence[dict]) -> dict:
         if not features:
             raise ValueError("cannot collate an empty batch")
-        inputs = np.stack([np.asarray(f["input_features"], dtype=np.float32) for f in features])
         labels = []
         for f in features:
             ids = [int(t) for t in f["labels"]]
@@ -35,4 +35,9 @@ class SpeechSeq2SeqCollator:
         padded = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
         for row, ids in enumerate(labels):
             padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if "encoder_hidden_states" in features[0]:
+            # Items from utils.encoder_cache: the model skips its encoder and reads these instead.
+            hidden = np.stack([np.asarray(f["encoder_hidden_states"], dtype=np.float32) for f in features])
+            return {"encoder_outputs": (torch.from_numpy(hidden),), "labels": padded}
+        inputs = np.stack([np.asarray(f["input_features"], dtype=np.float32) for f in features])
         return {"input_features": torch.from_numpy(inputs), "labels": padded}

@@ -557,15 +557,32 @@ class SpeechDataset(torch.utils.data.Dataset):
                 "has_segments": row["sentences"] is not None, "language": row["language"] or self.language,
                 "line": row["line"]}
 
+    def _build_labels(self, sentence: str, sentences: Optional[list], language: Optional[str], line: int) -> list:
+        try:
+            return build_labels(self.tokenizer, sentence=sentence, sentences=sentences, language=language,
+                                task=self.task, timestamps=self.timestamps)
+        except ValueError as exc:
+            raise DataError(f"{self.manifest_path}:{line}: {exc}") from None
+
+    def _spectrogram(self, audio: np.ndarray) -> np.ndarray:
+        features = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+        return features.astype(np.float32, copy=False)
+
+    def features(self, index: int) -> np.ndarray:
+        """Log-mel spectrogram of one sample (after augmentation, when configured)."""
+        return self._spectrogram(self.load_item(index)["audio"])
+
+    def labels(self, index: int) -> list:
+        """Label ids of one sample from the manifest alone, without decoding its audio; only valid
+        without augmentation (which may shift the segments)."""
+        if self.augmenter is not None:
+            raise RuntimeError("labels() without audio is wrong under augmentation; use dataset[index]")
+        row = self.data[int(index)]
+        return self._build_labels(row["sentence"], row["sentences"], row["language"] or self.language, row["line"])
+
     def __getitem__(self, index: int) -> dict:
         item = self.load_item(index)
-        features = self.feature_extractor(item["audio"], sampling_rate=SAMPLE_RATE,
-                                          return_tensors="np").input_features[0]
         sentences = ([{"start": s.start, "end": s.end, "text": s.text} for s in item["segments"]]
                      if item["has_segments"] else None)
-        try:
-            labels = build_labels(self.tokenizer, sentence=item["sentence"], sentences=sentences,
-                                  language=item["language"], task=self.task, timestamps=self.timestamps)
-        except ValueError as exc:
-            raise DataError(f"{self.manifest_path}:{item['line']}: {exc}") from None
-        return {"input_features": features.astype(np.float32, copy=False), "labels": labels}
+        labels = self._build_labels(item["sentence"], sentences, item["language"], item["line"])
+        return {"input_features": self._spectrogram(item["audio"]), "labels": labels}

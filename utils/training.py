@@ -39,6 +39,16 @@ def print_config(title: str, *configs) -> None:
     print("-" * (24 + len(title)), flush=True)
 
 
+def write_json_atomic(path: str, data: dict) -> None:
+    """A JSON file written beside its target and renamed into place."""
+    import json
+
+    tmp = f"{path}.part{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
 def copy_adapter_atomic(src: str, dst: str) -> None:
     """Copy an adapter checkpoint to `dst` via a temporary folder beside it and a rename."""
     parent = os.path.dirname(os.path.abspath(dst))

@@ -1,0 +1,130 @@
+"""Frozen-encoder training with stored encoder outputs: same losses as without, the encoder runs once per
+clip instead of once per step, and the cases where stored outputs would be wrong are refused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training_fixtures import finetune_args, make_corpus
+
+import finetune
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), n_train=6, n_test=2)
+
+
+def _three_epochs(model_dir, corpus, out, **overrides):
+    # 6 clips, batch 2: 3 steps per epoch, 9 in all; eval_steps beyond the run so only training is timed.
+    flags = dict(max_steps=-1, num_train_epochs=3, eval_steps=100, save_steps=100, freeze_encoder=True,
+                 lora_dropout=0.1)
+    return finetune_args(model_dir, *corpus, out, **{**flags, **overrides})
+
+
+def _losses(out):
+    state = json.loads(next(out.glob("*/checkpoint-final/trainer_state.json")).read_text())
+    return [row["loss"] for row in state["log_history"] if "loss" in row]
+
+
+@pytest.fixture(scope="module")
+def encoder_calls():
+    """Clips passed through WhisperEncoder.forward while a run is in this process: in training steps
+    (gradients on) and elsewhere (the cache's pass, evaluation)."""
+    import torch
+    from transformers.models.whisper import modeling_whisper
+
+    original = modeling_whisper.WhisperEncoder.forward
+    counts = {"train": 0, "other": 0}
+
+    def counted(self, input_features, *args, **kwargs):
+        counts["train" if torch.is_grad_enabled() else "other"] += len(input_features)
+        return original(self, input_features, *args, **kwargs)
+
+    modeling_whisper.WhisperEncoder.forward = counted
+    yield counts
+    modeling_whisper.WhisperEncoder.forward = original
+
+
+def _run(encoder_calls, argv):
+    encoder_calls.update(train=0, other=0)
+    assert finetune.main(argv) == 0
+    return dict(encoder_calls)
+
+
+def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
+        tiny_whisper_dir, corpus, tmp_path, encoder_calls, capsys):
+    plain = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "plain",
+                                              cache_encoder_outputs=False))
+    cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached",
+                                               encoder_cache_dir=tmp_path / "cache"))
+    out = capsys.readouterr().out
+    assert "training runs the decoder only" in out and "built in" in out
+
+    # Without the cache the encoder sees every clip in every epoch; with it, once.
+    assert plain["train"] == 18 and cached["train"] == 0, (plain, cached)
+    assert cached["other"] - plain["other"] == 6, (plain, cached)     # both evaluate once at the end
+    reference, losses = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
+    assert len(reference) == len(losses) == 9
+    assert reference[0] > reference[-1]        # it learns, so equal curves are a real comparison
+    assert losses == pytest.approx(reference, rel=1e-4, abs=1e-5)
+    results = json.loads(next((tmp_path / "cached").glob("*/train_results.json")).read_text())
+    assert results["encoder_cache"] is True and results["encoder_cache_seconds"] > 0
+    assert results["train_clips"] == 6 and results["global_step"] == 9
+
+    # A second run on the same data and model reuses the stored outputs: the encoder does not run at all.
+    again = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "again",
+                                              encoder_cache_dir=tmp_path / "cache"))
+    assert again["train"] == 0 and again["other"] == plain["other"] and "(reused)" in capsys.readouterr().out
+    assert _losses(tmp_path / "again") == pytest.approx(reference, rel=1e-4, abs=1e-5)
+    assert len(list((tmp_path / "cache").iterdir())) == 1     # no leftover temporary folders
+
+    # float16 storage halves the disk space at the price of rounding: close, not equal.
+    _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "half", encoder_cache_dtype="float16"))
+    assert _losses(tmp_path / "half") == pytest.approx(reference, rel=2e-3)
+    stored = np.load(next((tmp_path / "half" / "encoder_cache").glob("*/hidden_states.npy")), mmap_mode="r")
+    assert stored.dtype == np.float16 and stored.shape == (6, 1500, 64)
+
+
+def _error(capsys, argv):
+    code = finetune.main(argv)
+    return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_cache_is_refused_where_stored_outputs_would_be_wrong(tiny_whisper_dir, corpus, tmp_path, capsys):
+    from conftest import REPO
+
+    augment = REPO / "configs" / "augmentation.json"
+    code, err = _error(capsys, _three_epochs(tiny_whisper_dir, corpus, tmp_path, cache_encoder_outputs=True,
+                                             augment_config_path=augment))
+    assert code == 2 and "augmentation changes the audio every epoch" in err, err
+
+    argv = [a for a in _three_epochs(tiny_whisper_dir, corpus, tmp_path, cache_encoder_outputs=True)
+            if not a.startswith("--freeze_encoder")]
+    code, err = _error(capsys, argv)
+    assert code == 2 and "needs --freeze_encoder=True" in err, err
+
+    code, err = _error(capsys, _three_epochs(tiny_whisper_dir, corpus, tmp_path, encoder_cache_dtype="int8"))
+    assert code == 2 and "--encoder_cache_dtype must be float32 or float16" in err, err
+
+
+def test_random_encoder_turns_the_automatic_cache_off(tiny_whisper_dir, corpus, tmp_path, capsys, encoder_calls):
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    noisy = tmp_path / "noisy-model"
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_dir)
+    model.config.apply_spec_augment = True
+    model.save_pretrained(noisy)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                 "generation_config.json"):
+        if (tiny_whisper_dir / name).exists():
+            (noisy / name).write_bytes((tiny_whisper_dir / name).read_bytes())
+    assert WhisperConfig.from_pretrained(noisy).apply_spec_augment
+
+    code, err = _error(capsys, _three_epochs(noisy, corpus, tmp_path / "a", cache_encoder_outputs=True))
+    assert code == 2 and "apply_spec_augment=True" in err, err
+    calls = _run(encoder_calls, _three_epochs(noisy, corpus, tmp_path / "b", num_train_epochs=1))
+    assert "encoder cache off: the model config has apply_spec_augment=True" in capsys.readouterr().out
+    assert calls["train"] == 6          # one epoch, the encoder ran on every batch
