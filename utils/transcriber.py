@@ -223,7 +223,8 @@ def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: Tr
             if print_segments:
                 line = f"[{segment.start:.2f} - {segment.end:.2f}] {segment.text}"
                 tqdm.write(line) if not bar.disable else print(line, flush=True)
-            bar.update(round(min(segment.end, info.duration) - bar.n, 2))
+            bar.n = round(min(segment.end, info.duration), 2)
+            bar.refresh()
     elapsed = time.perf_counter() - began
     if not segments:
         print("no speech found: the transcript is empty")
