@@ -57,12 +57,17 @@ def _model_identity(name_or_path: str) -> dict:
 
 
 def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor, dtype: str) -> str:
-    """Same manifest rows (after filtering), same model, same features and dtype -> same key."""
+    """Same clips in the same order, same model, same features and dtype -> same key."""
+    # The encoder sees only the audio, so the key is the clips (file, slice, file size and time), not the
+    # labels: runs with and without timestamps, LoRA or AdaLoRA, share one cache.
+    clips = dataset.data.select_columns(["path", "start_time", "end_time"]).to_dict()
+    stats = {}
+    for path in set(clips["path"]):
+        stat = os.stat(path)
+        stats[path] = [stat.st_size, stat.st_mtime_ns]
     key = {
         "version": _CACHE_VERSION,
-        "data": getattr(dataset.data, "_fingerprint", None),
-        "rows": len(dataset),
-        "manifest": os.path.abspath(dataset.manifest_path),
+        "clips": hashlib.sha256(json.dumps([clips, stats], sort_keys=True).encode()).hexdigest(),
         **_model_identity(model_name_or_path),
         "config": model_config.to_json_string(use_diff=False),
         "features": feature_extractor.to_json_string(),

@@ -1,0 +1,363 @@
+"""The project's own accuracy table: whisper-base zero-shot vs LoRA vs AdaLoRA on synthetic Mandarin and English.
+
+    python tools/accuracy_experiment.py            # about an hour on a 2-core CPU; writes docs/accuracy.md
+
+Every number comes from the toolkit's own scripts run as separate processes (finetune.py, merge_lora.py,
+evaluation.py, so CER/WER use evaluation.py's normalisation); this script only orders them, measures each
+one's wall time and peak memory, checks that the fine-tuned models still give an empty transcript for
+clips without speech and timestamps when asked, and writes the table and a training-curve PNG.
+Finished steps are remembered in <output_dir>/results.json, so an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from utils.training import write_json_atomic  # noqa: E402
+
+LANGUAGES = ("zh", "en")
+METHODS = ("zero-shot", "lora", "adalora", "lora-timestamps")
+EN_TRAIN_SETTINGS = dict(variants="m1,m7,f1,f3", rates="140,160", pitches="40,55")  # en_test uses none of these
+
+
+@dataclass
+class Experiment:
+    language: str          # zh / en
+    method: str            # one of METHODS
+
+    @property
+    def name(self) -> str:
+        return f"{self.language}-{self.method}"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--base_model", default="models/whisper-base", help="Whisper model folder to fine-tune")
+    parser.add_argument("--zh_train", default="dataset/zh_train.jsonl", help="Mandarin training manifest")
+    parser.add_argument("--zh_test", default="dataset/zh_test.jsonl",
+                        help="Mandarin test manifest (sentences and voices not in --zh_train)")
+    parser.add_argument("--en_train", default=None,
+                        help="English training manifest; default: synthesised into <output_dir>/en_train.jsonl "
+                             "from tools/accuracy_sentences_en.txt with voices en_test does not use")
+    parser.add_argument("--en_test", default="dataset/en_test.jsonl", help="English test manifest")
+    parser.add_argument("--experiments", default="zh-zero-shot,zh-lora,zh-adalora,zh-lora-timestamps,"
+                                                 "en-zero-shot,en-lora,en-adalora",
+                        help="comma-separated <language>-<method>, methods: " + ", ".join(METHODS))
+    parser.add_argument("--epochs", type=float, default=5, help="training epochs per fine-tuning run")
+    parser.add_argument("--batch_size", type=int, default=8, help="training clips per step")
+    parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--lora_r", type=int, default=32, help="adapter rank (AdaLoRA: target average rank)")
+    parser.add_argument("--freeze_encoder", type=_bool, default=True,
+                        help="adapters only in the decoder (encoder outputs computed once and reused); False "
+                             "puts them in the encoder too, about 2.5x slower per step on CPU")
+    parser.add_argument("--eval_batch_size", type=int, default=8, help="clips decoded together in evaluation")
+    parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers of each stage")
+    parser.add_argument("--output_dir", default="output/accuracy", help="runs, merged models, reports")
+    parser.add_argument("--table", default="docs/accuracy.md", help="markdown file to write")
+    parser.add_argument("--plot", default="docs/accuracy_curves.png", help="training-curve PNG to write")
+    parser.add_argument("--rerun", type=_bool, default=False,
+                        help="ignore results.json and run every step again")
+    args = parser.parse_args(argv)
+    experiments = []
+    for item in filter(None, (x.strip() for x in args.experiments.split(","))):
+        language, _, method = item.partition("-")
+        if language not in LANGUAGES or method not in METHODS:
+            parser.error(f"--experiments: {item!r} is not <language>-<method> with language in "
+                         f"{', '.join(LANGUAGES)} and method in {', '.join(METHODS)}")
+        experiments.append(Experiment(language, method))
+    if not experiments:
+        parser.error("--experiments is empty")
+    args.experiment_list = experiments
+    for name in ("epochs", "batch_size", "learning_rate", "lora_r", "eval_batch_size"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if not os.path.isfile(os.path.join(args.base_model, "config.json")):
+        parser.error(f"--base_model: {args.base_model} is not a model folder; run "
+                     f"`python tools/download_model.py --model=whisper-base`")
+    for name in ("zh_train", "zh_test", "en_test", "en_train"):
+        path = getattr(args, name)
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"--{name}: {path} not found")
+    return args
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def run_measured(command: list[str], log_path: str) -> dict:
+    """Run one stage as its own process; wall seconds and peak RSS (the process and its DataLoader workers)."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print(f"$ {shlex.join(command)}", flush=True)
+    env = dict(os.environ, PYTHONPATH=REPO, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # wait4 returns this child's own resource usage; getrusage(RUSAGE_CHILDREN) would mix the runs.
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = log.read().strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"error: step failed with exit status {code}: {shlex.join(command)}; "
+                         f"log {log_path}: {tail[0]}")
+    return {"seconds": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
+
+
+def english_train(args) -> str:
+    if args.en_train:
+        return args.en_train
+    manifest = os.path.join(args.output_dir, "en_train.jsonl")
+    if not os.path.isfile(manifest):
+        run_measured([sys.executable, "tools/synthesize_speech.py", "clips",
+                      "--text_file=tools/accuracy_sentences_en.txt", "--language=English",
+                      f"--variants={EN_TRAIN_SETTINGS['variants']}", f"--rates={EN_TRAIN_SETTINGS['rates']}",
+                      f"--pitches={EN_TRAIN_SETTINGS['pitches']}", "--seed=7",
+                      f"--output_dir={os.path.join(args.output_dir, 'en_train_audio')}",
+                      f"--manifest={manifest}", "--prefix=en_train", "--no_speech=4"],
+                     os.path.join(args.output_dir, "logs", "synthesize_en_train.log"))
+    return manifest
+
+
+def data_of(args, language: str) -> tuple[str, str, str, str]:
+    """(train, test, language name, metric)."""
+    if language == "zh":
+        return args.zh_train, args.zh_test, "Chinese", "cer"
+    return english_train(args), args.en_test, "English", "wer"
+
+
+def run_experiment(args, exp: Experiment) -> dict:
+    train, test, language, metric = data_of(args, exp.language)
+    out = os.path.join(args.output_dir, exp.name)
+    logs = os.path.join(args.output_dir, "logs")
+    result: dict = {"language": exp.language, "method": exp.method, "metric": metric, "test_data": test}
+    model_path = args.base_model
+    timestamps = exp.method == "lora-timestamps"
+    if exp.method != "zero-shot":
+        cache_dir = os.path.join(args.output_dir, "encoder_cache")
+        command = [sys.executable, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
+                   f"--test_data={test}", f"--output_dir={out}", f"--language={language}",
+                   f"--freeze_encoder={args.freeze_encoder}", f"--use_adalora={exp.method == 'adalora'}",
+                   f"--timestamps={timestamps}", f"--num_train_epochs={args.epochs}",
+                   f"--per_device_train_batch_size={args.batch_size}",
+                   f"--per_device_eval_batch_size={args.eval_batch_size}", f"--learning_rate={args.learning_rate}",
+                   "--warmup_steps=20", f"--lora_r={args.lora_r}", f"--lora_alpha={2 * args.lora_r}",
+                   "--logging_steps=5",
+                   # Evaluated once, on eval loss, at the end: decoding is measured below by evaluation.py.
+                   "--metric=none", "--eval_steps=100000", "--save_steps=100000", "--max_eval_samples=16",
+                   f"--num_workers={args.num_workers}", "--local_files_only=True"]
+        if args.freeze_encoder:
+            command.append(f"--encoder_cache_dir={cache_dir}")
+        result["train"] = run_measured(command, os.path.join(logs, f"{exp.name}.finetune.log"))
+        name = os.path.basename(os.path.normpath(args.base_model))
+        with open(os.path.join(out, name, "train_results.json"), encoding="utf-8") as handle:
+            train_results = json.load(handle)
+        result["train"].update(steps=train_results["global_step"], clips=train_results["train_clips"],
+                               epochs=args.epochs, encoder_cache_seconds=train_results["encoder_cache_seconds"])
+        with open(os.path.join(out, name, "checkpoint-final", "trainer_state.json"), encoding="utf-8") as handle:
+            history = json.load(handle)["log_history"]
+        result["curve"] = [[row["step"], row["loss"]] for row in history if "loss" in row]
+        result["merge"] = run_measured([sys.executable, "merge_lora.py",
+                                        f"--lora_model={os.path.join(out, name, 'checkpoint-final')}",
+                                        f"--output_dir={os.path.join(out, 'merged')}", "--local_files_only=True"],
+                                       os.path.join(logs, f"{exp.name}.merge.log"))
+        model_path = os.path.join(out, "merged", f"{name}-finetune")
+    report = os.path.join(out, "evaluation.json")
+    result["evaluate"] = run_measured(
+        [sys.executable, "evaluation.py", f"--model_path={model_path}", f"--test_data={test}",
+         f"--metric={metric}", f"--language={language}", f"--timestamps={timestamps}",
+         f"--batch_size={args.eval_batch_size}", f"--num_workers={args.num_workers}",
+         f"--output_file={report}", "--local_files_only=True"],
+        os.path.join(logs, f"{exp.name}.evaluate.log"))
+    with open(report, encoding="utf-8") as handle:
+        evaluation = json.load(handle)
+    result["value"] = evaluation["value"]
+    result["counts"] = evaluation["counts"]
+    result["model_path"] = model_path
+    result["checks"] = check_abilities(model_path, test, language)
+    return result
+
+
+def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips: int = 4) -> dict:
+    """No speech -> empty transcript (the test split's no-speech clips and 5 s of faint noise), and
+    timestamp tokens when asked (the first speech clips, decoded with return_timestamps=True)."""
+    import numpy as np
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from utils.audio import SAMPLE_RATE, load_audio
+
+    processor = WhisperProcessor.from_pretrained(model_path)
+    model = WhisperForConditionalGeneration.from_pretrained(model_path).eval()
+    with open(test, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    base = os.path.dirname(os.path.abspath(test))
+
+    def audio_of(row):
+        path = row["audio"]["path"]
+        path = path if os.path.exists(path) else os.path.join(base, path)
+        return load_audio(path, row["audio"].get("start_time"), row["audio"].get("end_time"))
+
+    def generate(audio, timestamps):
+        features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        with torch.inference_mode():
+            return model.generate(features, language=language, task="transcribe", return_timestamps=timestamps,
+                                  max_new_tokens=128)[0]
+
+    silent = [audio_of(r) for r in rows if not r["sentence"].strip()]
+    silent.append((np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE) * 1e-4).astype(np.float32))
+    silent_texts = [processor.tokenizer.decode(generate(a, False), skip_special_tokens=True).strip()
+                    for a in silent]
+    stamped = []
+    for row in [r for r in rows if r["sentence"].strip()][:n_timestamp_clips]:
+        tokens = generate(audio_of(row), True)
+        offsets = processor.tokenizer.decode(tokens, output_offsets=True)["offsets"]
+        duration = row.get("duration") or 30.0
+        good = bool(offsets) and all(o["timestamp"][1] is not None and 0 <= o["timestamp"][0] < o["timestamp"][1]
+                                     <= duration + 1.0 for o in offsets)
+        stamped.append({"ok": good, "segments": [[o["timestamp"][0], o["timestamp"][1], o["text"]]
+                                                 for o in offsets]})
+    return {"no_speech_empty": sum(1 for t in silent_texts if not t), "no_speech_clips": len(silent),
+            "no_speech_texts": silent_texts,
+            "timestamps_ok": sum(1 for s in stamped if s["ok"]), "timestamp_clips": len(stamped),
+            "timestamp_example": stamped[0]["segments"] if stamped else []}
+
+
+def write_outputs(args, results: dict, command: str, total_seconds: float) -> None:
+    ordered = [results[e.name] for e in args.experiment_list if e.name in results]
+    lines = ["# Accuracy: whisper-base fine-tuned on the synthetic corpora", "",
+             "Generated by `tools/accuracy_experiment.py`; do not edit by hand. Command:", "",
+             "```bash", command, "```", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), "
+             f"{platform.system()} {platform.release()}; CPU only, fp32. Total time {total_seconds / 60:.0f} min.", ""]
+    missing = [e.name for e in args.experiment_list if e.name not in results]
+    if missing:
+        lines += [f"**Partial table**: not finished yet: {', '.join(missing)}.", ""]
+    lines += ["| data | model | CER/WER | errors / ref units | train time | train peak RSS | no speech -> empty "
+              "| timestamps when asked |",
+              "|---|---|---|---|---|---|---|---|"]
+    zero = {r["language"]: r["value"] for r in ordered if r["method"] == "zero-shot"}
+    for r in ordered:
+        data = "Mandarin (zh_test)" if r["language"] == "zh" else "English (en_test)"
+        change = ""
+        if r["method"] != "zero-shot" and zero.get(r["language"]):
+            change = f" ({(r['value'] - zero[r['language']]) / zero[r['language']] * 100:+.0f}%)"
+        train = r.get("train")
+        train_time = (f"{train['seconds'] / 60:.1f} min ({train['steps']} steps, {train['epochs']:g} ep)"
+                      if train else "-")
+        rss = f"{train['peak_rss_gib']:.1f} GiB" if train else "-"
+        c = r["checks"]
+        lines.append(f"| {data} | {r['method']} | {r['metric'].upper()} {r['value']:.3f}{change} | "
+                     f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
+                     f"{c['no_speech_empty']}/{c['no_speech_clips']} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
+    lines += ["",
+              "- CER/WER: `evaluation.py` (greedy decoding, at most 225 new tokens, NFKC, traditional -> simplified, "
+              "punctuation removed, lower case), corpus-level over all test clips; in brackets the change "
+              "against zero-shot.",
+              f"- Fine-tuning: {args.epochs:g} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, "
+              f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
+              + ("the decoder only (`--freeze_encoder`, encoder outputs computed once and reused)"
+                 if args.freeze_encoder else "encoder and decoder")
+              + "; `lora-timestamps` trains on timestamp labels and is evaluated in timestamp mode.",
+              "- Train time: the whole `finetune.py` process (model loading, the encoder pass, training); peak RSS "
+              "of that process and its DataLoader workers.",
+              "- No speech -> empty: the test split's no-speech clips plus 5 s of faint noise decode to an empty "
+              "text. Timestamps: the first speech clips decoded with `return_timestamps=True` give segments with "
+              "0 <= start < end <= clip length.",
+              "- Mandarin: espeak-ng reading pinyin (see `docs/data-tools.md`); the test split's sentences and "
+              "voice settings never occur in training. English: `dataset/en_test.jsonl`; training clips from "
+              "`tools/accuracy_sentences_en.txt` with other espeak-ng voices "
+              f"({EN_TRAIN_SETTINGS['variants']}, rates {EN_TRAIN_SETTINGS['rates']}).",
+              "", f"![training loss]({os.path.relpath(args.plot, os.path.dirname(args.table))})", ""]
+    examples = [r for r in ordered if r["checks"].get("timestamp_example")]
+    if examples:
+        r = examples[-1]
+        lines += [f"Timestamps from `{r['language']}-{r['method']}` on the first test clip: "
+                  + ", ".join(f"{s:.2f}-{e:.2f} s \"{t.strip()}\"" for s, e, t in r["checks"]["timestamp_example"]),
+                  ""]
+    write_text_atomic(args.table, "\n".join(lines))
+    curves = [r for r in ordered if r.get("curve")]
+    if curves:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for r in curves:
+            steps, losses = zip(*r["curve"])
+            ax.plot(steps, losses, label=f"{r['language']}-{r['method']}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.set_title("whisper-base fine-tuning on the synthetic corpora")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        tmp = f"{args.plot}.part.png"
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, args.plot)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.part"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = "python tools/accuracy_experiment.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print("----------- Configuration -----------")
+    for key, value in vars(args).items():
+        if key != "experiment_list":
+            print(f"{key}: {value}")
+    print("-------------------------------------", flush=True)
+    os.makedirs(args.output_dir, exist_ok=True)
+    results_path = os.path.join(args.output_dir, "results.json")
+    results = {}
+    if os.path.isfile(results_path) and not args.rerun:
+        with open(results_path, encoding="utf-8") as handle:
+            results = json.load(handle)
+    start = time.perf_counter()
+    from tqdm import tqdm
+
+    for exp in tqdm(args.experiment_list, desc="Experiments", unit="run"):
+        if exp.name in results:
+            print(f"{exp.name}: done before ({results[exp.name]['metric'].upper()} "
+                  f"{results[exp.name]['value']:.3f}), reused", flush=True)
+            continue
+        results[exp.name] = run_experiment(args, exp)
+        write_json_atomic(results_path, results)
+        write_outputs(args, results, command, time.perf_counter() - start)
+        r = results[exp.name]
+        print(f"{exp.name}: {r['metric'].upper()} {r['value']:.3f}; no speech empty "
+              f"{r['checks']['no_speech_empty']}/{r['checks']['no_speech_clips']}, timestamps "
+              f"{r['checks']['timestamps_ok']}/{r['checks']['timestamp_clips']}", flush=True)
+    write_outputs(args, results, command, time.perf_counter() - start)
+    summary = ", ".join(f"{e.name} {results[e.name]['value']:.3f}" for e in args.experiment_list)
+    print(f"accuracy: {summary}; table {args.table}, curves {args.plot} "
+          f"({(time.perf_counter() - start) / 60:.0f} min)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
