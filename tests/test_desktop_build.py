@@ -1,22 +1,19 @@
 """WhisperDesktop: runs on whisper.cpp without PyTorch, and its PyInstaller build works.
 
-The build takes minutes on a small machine (measured: about 80 s of CPU, 4.5 min wall time on two
-busy cores), so it runs only with WHISPER_DESKTOP_BUILD=1; the rest runs in every `make test`.
+The PyInstaller build takes minutes on a small machine (measured: about 80 s of CPU, 4.5 min wall
+time on two busy cores), so it is proven by the script WhisperDesktop/verify_build.py, not here.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_gui import dialogs, display  # noqa: F401  (fixtures: Xvfb and the dialog closer)
+from conftest import REPO
+from test_gui import dialogs, display  # noqa: F401  (fixtures: Xvfb and the dialog closer)
 
 ENTRY = REPO / "WhisperDesktop" / "whisper_desktop.py"
 BUILT_APP = REPO / "WhisperDesktop" / "dist" / "WhisperDesktop" / "WhisperDesktop"
@@ -77,7 +74,7 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
 
 def test_desktop_window_on_ggml(ggml_model, tmp_path, display, dialogs):
     """WhisperDesktop's configuration of the window: GGML backend, its results shown line by line."""
-    from tests.test_gui import make_app, recognise
+    from test_gui import make_app, recognise
     from utils.transcriber import TranscribeOptions, load_transcriber
 
     sample = english_sample()
@@ -114,49 +111,3 @@ def test_spec_keeps_the_other_engines_out():
     spec = (REPO / "WhisperDesktop" / "WhisperDesktop.spec").read_text(encoding="utf-8")
     for module in ("torch", "ctranslate2", "faster_whisper", "utils.backend_transformers", "utils.backend_ct2"):
         assert f'"{module}"' in spec
-
-
-@pytest.mark.skipif(os.environ.get("WHISPER_DESKTOP_BUILD") != "1",
-                    reason="PyInstaller build takes minutes: run with WHISPER_DESKTOP_BUILD=1 "
-                           "(or bash WhisperDesktop/build.sh)")
-def test_built_app_transcribes_test_wav(ggml_model, tmp_path):
-    from utils.transcriber import TranscribeOptions, load_transcriber
-
-    started = time.monotonic()
-    build = subprocess.run(["bash", str(REPO / "WhisperDesktop" / "build.sh"), str(ggml_model)],
-                           cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    print(f"build: {time.monotonic() - started:.0f} s; {build.stdout.strip().splitlines()[-1]}")
-    bundled = BUILT_APP.parent / "_internal"
-    assert not list(bundled.glob("torch*")) and not (bundled / "ctranslate2").exists()
-
-    # Run from elsewhere: the app finds models/ggml-model.bin beside itself.
-    result = subprocess.run([str(BUILT_APP), f"--transcribe={REPO / 'dataset' / 'test.wav'}", "--language=zh"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    built_lines = transcript_lines(result.stdout)
-
-    segments, _ = load_transcriber("ggml", str(ggml_model)).transcribe(
-        str(REPO / "dataset" / "test.wav"), TranscribeOptions(language="zh"))
-    assert built_lines and built_lines == [segment.text for segment in segments]
-
-    # And the window opens under a virtual display.
-    if shutil.which("Xvfb") and shutil.which("xdotool"):
-        read_fd, write_fd = os.pipe()
-        server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24"],
-                                  pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            env = dict(os.environ, DISPLAY=f":{pipe.readline().strip()}")
-        app = subprocess.Popen([str(BUILT_APP)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            found = subprocess.run(["xdotool", "search", "--sync", "--name", "^WhisperDesktop$"],
-                                   env=env, capture_output=True, text=True, timeout=120)
-            assert found.stdout.split(), "the WhisperDesktop window did not appear"
-            assert app.poll() is None
-        finally:
-            app.terminate()
-            app.wait(30)
-            server.terminate()
-            server.wait(10)
