@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 BUILT_APP = REPO / "WhisperDesktop" / "dist" / "WhisperDesktop" / "WhisperDesktop"
-GGML_MODEL = REPO / "models" / "ggml-base.bin"
+GGML_MODEL = REPO / "models" / "ggml-model.bin"   # convert-ggml.py's default output
 TEST_WAV = REPO / "dataset" / "test.wav"
 
 
