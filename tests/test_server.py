@@ -355,7 +355,11 @@ def test_api_key_guards_every_endpoint_but_health(tiny_server):
     page = requests.get(f"{url}/", timeout=10)
     assert page.status_code == 200 and 'id="api_key"' in page.text
     assert "/v1/audio/transcriptions" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
-    assert "swagger" in requests.get(f"{url}/docs", timeout=10).text.lower()
+    docs = requests.get(f"{url}/docs", timeout=10).text
+    # The API page works offline: Swagger UI's files come from this server, not a CDN.
+    assert "/swagger-ui/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    script = requests.get(f"{url}/swagger-ui/swagger-ui-bundle.js", timeout=10)
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
 
 
 # --- a backend failure stays inside its request -----------------------------------------

@@ -22,7 +22,9 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -220,11 +222,22 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                     "audio API and a web page. Errors: `/recognition` answers "
                     "`{\"code\": <HTTP status>, \"msg\": ...}`, `/v1/...` answers OpenAI's "
                     "`{\"error\": {\"message\": ...}}`.",
-        version="1.0")
+        version="1.0",
+        docs_url=None)
     app.add_middleware(UploadGate, max_bytes=max_body, pool=pool)
     app.state.pool = pool
     app.state.settings = settings
     app.mount("/static", StaticFiles(directory=str(REPO_ROOT / "static")), name="static")
+    # FastAPI's default /docs page loads Swagger UI from a CDN, which servers on closed
+    # networks cannot reach; swagger-ui-bundle ships those files, so they are served locally.
+    app.mount("/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     def check_key(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if not settings.api_key:
