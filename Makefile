@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# When this make run began (expanded once, before any target runs): tools/demo.py reports the environment
+# and model as reused when they are older.
+MAKE_STARTED := $(shell date +%s)
 # CPU build of PyTorch; GPU users install their own torch before `make setup` (see README).
 TORCH_SPEC ?= torch==2.13.0
 # fonts-wqy-zenhei: Chinese glyphs in the web-page screenshots taken by headless Chromium.
@@ -31,7 +34,7 @@ models: setup
 	$(PY) tools/download_model.py --model=whisper-tiny.en
 
 demo: models
-	bash tools/demo.sh
+	$(PY) tools/demo.py --setup_started_at=$(MAKE_STARTED)
 
 test: models
 	$(PY) -m pytest -q tests
