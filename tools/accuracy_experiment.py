@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from utils.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training import write_json_atomic  # noqa: E402
 
 LANGUAGES = ("zh", "en")
@@ -99,26 +99,6 @@ def _bool(text: str) -> bool:
     if text.lower() in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
-def run_measured(command: list[str], log_path: str) -> dict:
-    """Run one stage as its own process; wall seconds and peak RSS (the process and its DataLoader workers)."""
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    print(f"$ {shlex.join(command)}", flush=True)
-    env = dict(os.environ, PYTHONPATH=REPO, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    start = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        # wait4 returns this child's own resource usage; getrusage(RUSAGE_CHILDREN) would mix the runs.
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as log:
-            tail = log.read().strip().splitlines()[-1:] or ["(no output)"]
-        raise SystemExit(f"error: step failed with exit status {code}: {shlex.join(command)}; "
-                         f"log {log_path}: {tail[0]}")
-    return {"seconds": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
 
 
 def english_train(args) -> str:
@@ -345,7 +325,11 @@ def main(argv=None) -> int:
             print(f"{exp.name}: done before ({results[exp.name]['metric'].upper()} "
                   f"{results[exp.name]['value']:.3f}), reused", flush=True)
             continue
-        results[exp.name] = run_experiment(args, exp)
+        try:
+            results[exp.name] = run_experiment(args, exp)
+        except StageFailed as exc:
+            print(f"error: {exp.name}: {exc}", file=sys.stderr)
+            return 1
         write_json_atomic(results_path, results)
         write_outputs(args, results, command, time.perf_counter() - start)
         r = results[exp.name]
