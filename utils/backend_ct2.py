@@ -7,8 +7,9 @@ from typing import Iterator
 import numpy as np
 
 from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
-from utils.transcriber import (ResolvedOptions, Segment, Transcriber, TranscriptionInfo, Word,
-                               check_model_dir, duration_of, split_at_quiet_points)
+from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
+                               TranscriptionInfo, Word, check_model_dir, duration_of,
+                               split_at_quiet_points, temperature_schedule)
 
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
@@ -49,8 +50,12 @@ class CT2Transcriber(Transcriber):
     def _transcribe(self, audio: np.ndarray, resolved: ResolvedOptions
                     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         opts = resolved.options
+        # faster-whisper's own loop defence (compression ratio 2.4, log-prob -1, no-speech 0.6 are
+        # its defaults) needs the list of fallback temperatures: a single float disables it.
+        # The batched pipeline decodes at the first temperature only.
         kwargs = dict(language=resolved.language, task=resolved.task, beam_size=opts.beam_size,
-                      temperature=opts.temperature, initial_prompt=opts.initial_prompt,
+                      temperature=list(temperature_schedule(opts)),
+                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW, initial_prompt=opts.initial_prompt,
                       word_timestamps=opts.word_timestamps, vad_filter=opts.vad_filter,
                       without_timestamps=not opts.timestamps)
         if self.pipeline is None:

@@ -61,6 +61,11 @@ class GGMLTranscriber(Transcriber):
                 raise ValueError(f"{self.model_path}: whisper.cpp could not load this model file")
         return self._models[strategy]
 
+    def preload(self, beam_size: int = 1) -> None:
+        """Load the whisper.cpp context now rather than on the first transcription."""
+        with self._lock:
+            self._model(beam_size)
+
     def close(self) -> None:
         import _pywhispercpp as pw
 

@@ -7,8 +7,9 @@ import numpy as np
 
 from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
 from utils.languages import LANGUAGES
-from utils.transcriber import (ResolvedOptions, Segment, Transcriber, TranscriptionInfo,
-                               check_model_dir, duration_of, split_at_quiet_points)
+from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
+                               TranscriptionInfo, check_model_dir, duration_of, split_at_quiet_points,
+                               temperature_schedule)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 # Audio is cut into pieces decoded as one batch. With batch_size 1 a piece spans several
@@ -26,12 +27,18 @@ class TransformersTranscriber(Transcriber):
     def __init__(self, model_path: str, use_gpu: bool = False, batch_size: int = 1,
                  attn_implementation: str = "sdpa", use_compile: bool = False,
                  assistant_model_path: Optional[str] = None, local_files_only: bool = True,
-                 dtype: Optional[str] = None):
+                 dtype: Optional[str] = None, cpu_threads: int = 0):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {cpu_threads}")
+        if cpu_threads:
+            # Process-wide: torch has one intra-op pool. On a CPU shared with other work, fewer
+            # threads than cores can be much faster (see docs/performance.md).
+            torch.set_num_threads(cpu_threads)
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"unknown attn_implementation {attn_implementation!r}; "
                              f"valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
@@ -121,13 +128,22 @@ class TransformersTranscriber(Transcriber):
 
     def _generate_kwargs(self, resolved: ResolvedOptions, language: str) -> dict:
         opts = resolved.options
-        kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False)
+        kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False,
+                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW)
+        temperatures = temperature_schedule(opts)
+        if len(temperatures) > 1:
+            # Whisper's fallback: a window whose tokens compress too well (a repetition loop) or
+            # whose average log-probability is below -1 is decoded again one temperature higher.
+            # transformers measures compression on token bytes, where 1.35 plays the role of
+            # OpenAI's 2.4 on text (its documented value).
+            kwargs.update(temperature=temperatures, compression_ratio_threshold=1.35, logprob_threshold=-1.0)
+        else:
+            # Whisper's generate derives do_sample from the temperature (0 = greedy or beam search).
+            kwargs.update(temperature=temperatures[0])
         if opts.timestamps:
             # OpenAI's (and faster-whisper's) no-speech rule: a window whose no-speech probability
             # is high and whose text is unlikely is silence, not a hallucinated " you".
             kwargs.update(no_speech_threshold=0.6, logprob_threshold=-1.0)
-        # Whisper's generate derives do_sample from the temperature (0 = greedy or beam search).
-        kwargs.update(temperature=opts.temperature)
         if self.multilingual:
             kwargs.update(language=language, task=resolved.task)
         if opts.initial_prompt:

@@ -46,6 +46,10 @@ class TranscribeOptions:
     vad_filter: bool = False
     initial_prompt: Optional[str] = None
     temperature: float = 0.0
+    # Whisper's defence against repetition loops: a window whose text compresses too well (it
+    # repeats) or is too unlikely is decoded again at a temperature this much higher, up to 1.0.
+    # 0 = decode once at `temperature`.
+    temperature_increment_on_fallback: float = 0.2
 
 
 @dataclass
@@ -100,11 +104,29 @@ class Transcriber:
             raise ValueError(f"beam_size must be at least 1, got {options.beam_size}")
         if options.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {options.temperature}")
+        if options.temperature_increment_on_fallback < 0:
+            raise ValueError("temperature_increment_on_fallback must be >= 0, "
+                             f"got {options.temperature_increment_on_fallback}")
         for name in self.unsupported:
             if getattr(options, name):
                 raise ValueError(f"the {self.backend} backend does not support {name}; "
                                  f"use the ct2 backend (infer_ct2.py) for it")
         return ResolvedOptions(language=language, task=task, options=options)
+
+
+# Whisper's sample_len: at most half of the decoder's 448 positions are new tokens per window.
+# A window caught in a repetition loop stops there instead of running to 448 tokens (each extra
+# token is a decoder step), and the temperature fallback then decodes it again.
+MAX_NEW_TOKENS_PER_WINDOW = 224
+
+
+def temperature_schedule(options: TranscribeOptions) -> tuple[float, ...]:
+    """The temperatures tried in turn on a window: `temperature`, then each fallback step up to 1.0."""
+    step = options.temperature_increment_on_fallback
+    if step <= 0 or options.temperature >= 1.0:
+        return (options.temperature,)
+    count = int((1.0 - options.temperature) / step + 1e-6)
+    return tuple(round(options.temperature + i * step, 4) for i in range(count + 1))
 
 
 def as_samples(audio: AudioInput) -> np.ndarray:
@@ -152,7 +174,7 @@ def load_transcriber(backend: str, model_path: str, **backend_options) -> Transc
 
     backend_options (each backend rejects ones it does not know):
       transformers: use_gpu, batch_size, attn_implementation, use_compile, assistant_model_path,
-                    local_files_only, dtype
+                    local_files_only, dtype, cpu_threads
       ct2:          use_gpu, compute_type, batch_size, num_workers, cpu_threads, local_files_only
       ggml:         cpu_threads
     """

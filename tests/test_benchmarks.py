@@ -1,0 +1,75 @@
+"""The benchmark scripts' plumbing with tiny settings: real runs, real server, real tables."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+CLIP = REPO / "dataset" / "audio" / "en_test_0001.flac"
+SENTENCE = "The train to the airport leaves every twenty minutes."
+
+
+def run(*args, timeout=600):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
+    reference = tmp_path / "reference.txt"
+    reference.write_text(SENTENCE)
+    prefix = tmp_path / "bench"
+    configs = "transformers-generate (baseline),transformers batched,ct2 int8 sequential"
+    # No --ct2_model_path: the CTranslate2 model is converted from the tiny one on the fly.
+    result = run("tools/benchmark_inference.py", f"--audio_path={CLIP}", f"--reference_path={reference}",
+                 f"--model_path={tiny_whisper_dir}", "--language=en", f"--configs={configs}",
+                 "--repeats=2", "--threads=1", "--batch_size=2", f"--output_prefix={prefix}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "benchmarked 3 configurations x 2 rounds" in result.stdout
+
+    rows = table_rows((tmp_path / "bench.md").read_text())
+    assert [row[0] for row in rows] == configs.split(",")
+    for name, seconds, spread, rtf, peak_mb, wer in rows:
+        low, high = (float(v) for v in spread.split("-"))
+        assert 0 < low <= float(seconds) <= high
+        assert abs(float(rtf) - float(seconds) / 3.64) < 0.02   # the clip is 3.64 s long
+        assert float(peak_mb) > 50 and wer.endswith("%")
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert f"{os.cpu_count()} cores" in data["header"] and "load average" in data["header"]
+    assert all(len(runs) == 2 for runs in data["runs"].values())
+    assert any("transformers-generate (baseline) (goal 2x)" in line for line in data["goals"])
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inference_benchmark_rejects_unknown_row():
+    result = run("tools/benchmark_inference.py", "--configs=ct2 int9", "--repeats=1")
+    assert result.returncode == 1
+    assert "--configs: unknown ct2 int9" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_server_benchmark_measures_both_worker_counts(tmp_path):
+    prefix = tmp_path / "server"
+    result = run("tools/benchmark_server.py", f"--audio_path={CLIP}", "--workers=1,2", "--requests=4",
+                 "--concurrency=2", "--repeats=1", f"--output_prefix={prefix}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows((tmp_path / "server.md").read_text())
+    assert [row[0] for row in rows] == ["1", "2"]
+    # workers x threads stays within the machine's threads (no oversubscription).
+    assert all(int(row[0]) * int(row[1]) <= max(2, os.cpu_count()) for row in rows)
+    data = json.loads((tmp_path / "server.json").read_text())
+    for row in data["rows"]:
+        assert row["requests_per_s"] > 0 and 0 < row["p50_s"] <= row["p95_s"]
+        # The real whisper-base answered every request with the clip's words.
+        assert "airport" in row["text"].lower()
+    assert data["rows"][1]["threads_per_worker"] <= data["rows"][0]["threads_per_worker"]
+    assert "the throughput of num_workers=1 (goal 1.5x)" in data["goals"][0]
+    assert (tmp_path / "server.png").stat().st_size > 1000
+
+
+def test_server_benchmark_rejects_bad_workers():
+    result = run("tools/benchmark_server.py", "--workers=0,2")
+    assert result.returncode == 2 and "--workers: every value must be at least 1" in result.stderr
