@@ -30,6 +30,9 @@ class InferArguments:
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per 30 s window"})
     use_compile: bool = field(default=False, metadata={"help": "torch.compile the model's forward pass"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "torch CPU threads; 0 = torch's default (one per core). On a CPU busy with other work, "
+                "fewer threads can be faster (docs/performance.md)"})
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
     assistant_model_path: Optional[str] = field(default=None, metadata={
@@ -53,7 +56,8 @@ def main():
     transcriber = load_transcriber(
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,
         attn_implementation=args.attn_implementation, use_compile=args.use_compile,
-        assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only)
+        assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only,
+        cpu_threads=args.cpu_threads)
     options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.num_beams,
                                 timestamps=args.timestamps, initial_prompt=args.initial_prompt,
                                 temperature=args.temperature)

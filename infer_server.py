@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="when set, every endpoint but /health, / and /docs needs 'Authorization: Bearer <key>' "
              "(default: the WHISPER_SERVER_API_KEY environment variable, else no key)")
     add("--cpu_threads", type=int, default=0,
-        help="CPU threads per recognition (0 = the backend's default)")
+        help="CPU threads per recognition (0 = the backend's default); with --backend=transformers "
+             "torch's threads, shared by all workers")
     add("--warmup", type=str2bool, default=True,
         help="run one second of silence through the model before opening the port, so the first "
              "request is as fast as the rest and a broken model fails at start")
@@ -77,8 +78,8 @@ def backend_options(args) -> dict:
         options["num_workers"] = args.num_workers
         if args.compute_type:
             options["compute_type"] = args.compute_type
-        if args.cpu_threads:
-            options["cpu_threads"] = args.cpu_threads
+    if args.cpu_threads:
+        options["cpu_threads"] = args.cpu_threads
     return options
 
 
@@ -88,8 +89,6 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
                      "runs float32 on CPU and float16 on GPU")
     if args.vad_filter and args.backend != "ct2":
         parser.error("--vad_filter needs --backend=ct2 (faster-whisper's Silero VAD)")
-    if args.cpu_threads and args.backend != "ct2":
-        parser.error("--cpu_threads applies to --backend=ct2; for transformers set OMP_NUM_THREADS")
     if args.cpu_threads < 0:
         parser.error(f"--cpu_threads must be 0 or more, got {args.cpu_threads}")
     if args.max_queue < 0:

@@ -20,6 +20,35 @@ SEQUENTIAL_PIECE_SECONDS = 120.0
 # transformers' no-speech rule keeps it (confident text, avg log-prob above -1), so such pieces
 # are not decoded at all.
 SILENCE_PEAK = 1e-3
+# A window's last LOOP_TOKENS tokens (or more, see below) repeating a unit of at most
+# LOOP_MAX_UNIT tokens is a repetition loop, not speech.
+LOOP_TOKENS = 24
+LOOP_MAX_UNIT = 8
+
+
+class RepetitionLoopStop:
+    """Stops decoding a window as soon as it is caught in a repetition loop.
+
+    Whisper's own defence (cap of 224 new tokens, then temperature fallback on the compression
+    ratio) lets a looping window run to the cap on every attempt: up to 224 wasted decoder steps
+    each. Stopping at the first LOOP_TOKENS repeated tokens leaves a sequence that still
+    compresses well, so the fallback still sees the loop and decodes the window again.
+    A transformers StoppingCriteria (duck-typed: generate only calls it).
+    """
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        looping = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for unit in range(1, LOOP_MAX_UNIT + 1):
+            span = unit * max(4, -(-LOOP_TOKENS // unit))
+            if input_ids.shape[1] < span + 3:   # leave the prompt (start, language, task) alone
+                break
+            tail = input_ids[:, -span:]
+            looping |= (tail[:, unit:] == tail[:, :-unit]).all(dim=1)
+        return looping
+
+
 class TransformersTranscriber(Transcriber):
     backend = "transformers"
     unsupported = ("word_timestamps", "vad_filter")
@@ -128,8 +157,11 @@ class TransformersTranscriber(Transcriber):
 
     def _generate_kwargs(self, resolved: ResolvedOptions, language: str) -> dict:
         opts = resolved.options
+        from transformers import StoppingCriteriaList
+
         kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False,
-                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW)
+                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW,
+                      stopping_criteria=StoppingCriteriaList([RepetitionLoopStop()]))
         temperatures = temperature_schedule(opts)
         if len(temperatures) > 1:
             # Whisper's fallback: a window whose tokens compress too well (a repetition loop) or
