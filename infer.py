@@ -35,6 +35,11 @@ class InferArguments:
                 "fewer threads can be faster (docs/performance.md)"})
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
+    use_flash_attention_2: bool = field(default=False, metadata={
+        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2"})
+    use_bettertransformer: bool = field(default=False, metadata={
+        "help": "the original project's flag, refused: BetterTransformer is gone from transformers; "
+                "the default sdpa attention gives its speed-up"})
     assistant_model_path: Optional[str] = field(default=None, metadata={
         "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
     local_files_only: bool = field(default=True, metadata={
@@ -49,6 +54,11 @@ class InferArguments:
 
 def main():
     (args,) = HfArgumentParser(InferArguments).parse_args_into_dataclasses()
+    if args.use_bettertransformer:
+        raise ValueError("--use_bettertransformer: BetterTransformer no longer exists in transformers; "
+                         "the default --attn_implementation=sdpa already gives its fused attention")
+    if args.use_flash_attention_2:
+        args.attn_implementation = "flash_attention_2"
     print_config("infer.py configuration", args)
     # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
     to_language_code(args.language)

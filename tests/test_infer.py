@@ -49,6 +49,15 @@ def test_unknown_language_lists_valid_ones():
     assert_one_line_error(result, "unknown language 'elvish'", "zh (chinese)", "en (english)")
 
 
+def test_original_project_flags(tmp_path):
+    path, _ = english_clip(0)
+    refused = run("infer.py", f"--audio_path={path}", "--use_bettertransformer=True")
+    assert_one_line_error(refused, "--use_bettertransformer", "sdpa")
+    # --use_flash_attention_2 maps onto the attention choice, which needs CUDA: refused on CPU.
+    mapped = run("infer.py", f"--audio_path={path}", "--use_flash_attention_2=True")
+    assert_one_line_error(mapped, "flash_attention_2 needs a CUDA GPU")
+
+
 def test_missing_model_folder_is_one_line(tmp_path):
     path, _ = english_clip(0)
     result = run("infer.py", f"--audio_path={path}", f"--model_path={tmp_path / 'no-model'}")
