@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--compute_type", default=None,
         help="ct2 only: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32 "
              "(default: the backend's choice for the device)")
+    add("--use_int8", type=str2bool, default=False,
+        help="ct2 only, the original project's flag: the same as --compute_type=int8")
+    add("--local_files_only", type=str2bool, default=True,
+        help="never contact the Hugging Face hub; False lets --model_path be a hub name")
     add("--beam_size", "--num_beams", dest="beam_size", type=positive_int, default=1,
         help="beam search width (1 = greedy); --num_beams is the same setting")
     add("--batch_size", type=positive_int, default=1,
@@ -72,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def backend_options(args) -> dict:
-    options = {"use_gpu": args.use_gpu, "batch_size": args.batch_size}
+    options = {"use_gpu": args.use_gpu, "batch_size": args.batch_size,
+               "local_files_only": args.local_files_only}
     if args.backend == "ct2":
         # faster-whisper runs this many transcriptions in parallel on one loaded model.
         options["num_workers"] = args.num_workers
@@ -84,6 +89,10 @@ def backend_options(args) -> dict:
 
 
 def check_args(parser: argparse.ArgumentParser, args) -> None:
+    if args.use_int8:
+        if args.compute_type not in (None, "int8"):
+            parser.error(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
+        args.compute_type = "int8"
     if args.compute_type and args.backend != "ct2":
         parser.error("--compute_type applies to --backend=ct2 only; the transformers backend "
                      "runs float32 on CPU and float16 on GPU")
@@ -97,7 +106,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"--max_upload_mb must be above 0, got {args.max_upload_mb}")
     if not 0 < args.port < 65536:
         parser.error(f"--port must be 1-65535, got {args.port}")
-    if not os.path.isdir(args.model_path):
+    if args.local_files_only and not os.path.isdir(args.model_path):
         parser.error(f"--model_path {args.model_path}: model folder not found "
                      f"(fetch one with `make models`, or point at your fine-tuned model)")
     if args.language:

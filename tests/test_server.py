@@ -424,7 +424,8 @@ def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
     assert helped.returncode == 0
     for flag in ["--host", "--port", "--model_path", "--backend", "--use_gpu", "--compute_type",
                  "--num_beams", "--beam_size", "--batch_size", "--vad_filter", "--num_workers",
-                 "--max_queue", "--max_upload_mb", "--api_key", "--language"]:
+                 "--max_queue", "--max_upload_mb", "--api_key", "--language", "--use_int8",
+                 "--local_files_only"]:
         assert flag in helped.stdout
     missing = run(f"--model_path={tmp_path / 'nope'}")
     assert missing.returncode == 2 and "model folder not found" in missing.stderr
@@ -433,3 +434,5 @@ def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
     assert wrong_language.returncode == 2 and "unknown language 'klingon'" in wrong_language.stderr
     mixed = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=int8")
     assert mixed.returncode == 2 and "--compute_type applies to --backend=ct2" in mixed.stderr
+    contradicting = run("--model_path=models/whisper-base-ct2", "--use_int8=True", "--compute_type=float32")
+    assert contradicting.returncode == 2 and "--use_int8 and --compute_type=float32" in contradicting.stderr
