@@ -36,6 +36,13 @@ class GuiArguments:
     task: Literal["transcribe", "translate"] = field(default="transcribe", metadata={
         "help": "task selected at start: transcribe, or translate to English"})
     num_beams: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
+    beam_size: Optional[int] = field(default=None, metadata={
+        "help": "the original project's name for --num_beams"})
+    use_int8: bool = field(default=False, metadata={
+        "help": "ct2 backend only, the original project's flag: the same as --compute_type=int8"})
+    num_workers: Optional[int] = field(default=None, metadata={
+        "help": "the original project's flag, refused: the window runs one recognition at a time "
+                "(parallel recognitions are infer_server.py --num_workers)"})
     use_gpu: bool = field(default=False, metadata={
         "help": "run on the first CUDA GPU (transformers and ct2 backends)"})
     compute_type: Optional[str] = field(default=None, metadata={
@@ -56,6 +63,16 @@ def settings_from(args: GuiArguments) -> GuiSettings:
             raise ValueError(f"--{flag} applies only to --backend={' or '.join(backends)}, "
                              f"not {args.backend}")
 
+    if args.num_workers is not None:
+        raise ValueError("--num_workers: the window runs one recognition at a time; parallel "
+                         "recognitions are what infer_server.py --num_workers offers")
+    if args.beam_size is not None:
+        args.num_beams = args.beam_size
+    if args.use_int8:
+        only_for("use_int8", ("ct2",))
+        if args.compute_type not in (None, "int8"):
+            raise ValueError(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
+        args.compute_type = "int8"
     if args.num_beams < 1:
         raise ValueError(f"--num_beams must be at least 1, got {args.num_beams}")
     options: dict = {}

@@ -234,6 +234,21 @@ def test_infer_gui_script_opens_the_window(display):
     assert "Traceback" not in output
 
 
+def test_original_project_flags_map_or_are_refused():
+    import infer_gui
+
+    def settings(**flags):
+        return infer_gui.settings_from(infer_gui.GuiArguments(**flags))
+
+    mapped = settings(backend="ct2", use_int8=True, beam_size=3)
+    assert mapped.backend_options["compute_type"] == "int8" and mapped.beam_size == 3
+    for flags, message in [(dict(backend="ct2", num_workers=2), "one recognition at a time"),
+                           (dict(backend="ggml", use_int8=True), "--use_int8 applies only to --backend=ct2"),
+                           (dict(backend="ct2", use_int8=True, compute_type="float32"), "contradict")]:
+        with pytest.raises(ValueError, match=message):
+            settings(**flags)
+
+
 def test_segments_appear_one_by_one(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
     from utils.audio import SAMPLE_RATE, load_audio, save_wav
