@@ -229,7 +229,8 @@ def write_outputs(args, results: dict, command: str, total_seconds: float) -> No
              f"{platform.system()} {platform.release()}; CPU only, fp32. Total time {total_seconds / 60:.0f} min.", ""]
     missing = [e.name for e in args.experiment_list if e.name not in results]
     if missing:
-        lines += [f"**Partial table**: not finished yet: {', '.join(missing)}.", ""]
+        lines += [f"**Partial table**: not finished yet: {', '.join(missing)}. Running the command again keeps "
+                  f"the finished rows (`<output_dir>/results.json`) and runs the rest.", ""]
     lines += ["| data | model | CER/WER | errors / ref units | train time | train peak RSS | no speech -> empty "
               "| timestamps when asked |",
               "|---|---|---|---|---|---|---|---|"]
@@ -265,7 +266,10 @@ def write_outputs(args, results: dict, command: str, total_seconds: float) -> No
               "voice settings never occur in training. English: `dataset/en_test.jsonl`; training clips from "
               "`tools/accuracy_sentences_en.txt` with other espeak-ng voices "
               f"({EN_TRAIN_SETTINGS['variants']}, rates {EN_TRAIN_SETTINGS['rates']}).",
-              "", f"![training loss]({os.path.relpath(args.plot, os.path.dirname(args.table))})", ""]
+              ""]
+    curves = [r for r in ordered if r.get("curve")]
+    if curves:
+        lines += [f"![training loss]({os.path.relpath(args.plot, os.path.dirname(args.table))})", ""]
     examples = [r for r in ordered if r["checks"].get("timestamp_example")]
     if examples:
         r = examples[-1]
@@ -273,7 +277,6 @@ def write_outputs(args, results: dict, command: str, total_seconds: float) -> No
                   + ", ".join(f"{s:.2f}-{e:.2f} s \"{t.strip()}\"" for s, e, t in r["checks"]["timestamp_example"]),
                   ""]
     write_text_atomic(args.table, "\n".join(lines))
-    curves = [r for r in ordered if r.get("curve")]
     if curves:
         import matplotlib
 

@@ -65,7 +65,9 @@ class Demo:
         script = "whisper_cpp" if command[1] == "-c" else os.path.basename(command[1])
         log_path = self.path("logs", f"{len(self.stages)}-{script}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        print(f"$ {shlex.join(command)}", flush=True)
+        shown = command if command[1] != "-c" else [command[0], "-c", "<whisper.cpp via utils.transcriber>",
+                                                     *command[3:]]
+        print(f"$ {shlex.join(shown)}", flush=True)
         env = dict(os.environ, PYTHONPATH=REPO, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
         start = time.perf_counter()
         with open(log_path, "w", encoding="utf-8") as log:
