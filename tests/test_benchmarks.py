@@ -23,7 +23,8 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     reference = tmp_path / "reference.txt"
     reference.write_text(SENTENCE)
     prefix = tmp_path / "bench"
-    configs = "transformers-generate (baseline),transformers batched,ct2 int8 sequential"
+    # Without fallback: a random model fails every fallback check, and this tests plumbing, not decoding.
+    configs = "transformers-generate (baseline),transformers sequential no-fallback,ct2 int8 sequential"
     # No --ct2_model_path: the CTranslate2 model is converted from the tiny one on the fly.
     result = run("tools/benchmark_inference.py", f"--audio_path={CLIP}", f"--reference_path={reference}",
                  f"--model_path={tiny_whisper_dir}", "--language=en", f"--configs={configs}",
@@ -43,6 +44,17 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     assert all(len(runs) == 2 for runs in data["runs"].values())
     assert any("transformers-generate (baseline) (goal 2x)" in line for line in data["goals"])
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inference_benchmark_reports_a_stopped_row_as_a_lower_bound(tmp_path):
+    # Half a second never covers a fresh process's start and model load, so the run is stopped.
+    result = run("tools/benchmark_inference.py", f"--audio_path={CLIP}", "--language=en",
+                 f"--ct2_model_path={REPO / 'models' / 'whisper-base-ct2'}", "--configs=ct2 int8 sequential",
+                 "--repeats=1", "--limit_s=0.5", f"--output_prefix={tmp_path / 'stopped'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(stopped at --limit_s)" in result.stderr
+    [row] = table_rows((tmp_path / "stopped.md").read_text())
+    assert row[0] == "ct2 int8 sequential" and row[1] == "> 0.5" and row[4] == "n/a"
 
 
 def test_inference_benchmark_rejects_unknown_row():

@@ -35,6 +35,9 @@ CONFIGS = {
     "transformers-generate (baseline)": ("hf-generate", {}),
     "transformers sequential": ("transformers", {"batch_size": 1}),
     "transformers batched": ("transformers", {"batch_size": "batch"}),
+    # Without Whisper's temperature fallback: what batching alone gains over generate's own loop.
+    "transformers sequential no-fallback": ("transformers", {"batch_size": 1, "fallback": False}),
+    "transformers batched no-fallback": ("transformers", {"batch_size": "batch", "fallback": False}),
     "faster-whisper default (baseline)": ("fw-default", {}),
     "ct2 float32 sequential": ("ct2", {"compute_type": "float32"}),
     "ct2 int8 sequential": ("ct2", {"compute_type": "int8"}),
@@ -69,6 +72,8 @@ class BenchmarkArguments:
         "help": "CPU threads of our rows and of the transformers baseline (faster-whisper's baseline "
                 "keeps its default of 4); 0 = each library's default"})
     repeats: int = field(default=3, metadata={"help": "rounds; the table shows each row's median"})
+    limit_s: float = field(default=0, metadata={
+        "help": "stop a run after this many seconds and report the row as '> limit' (0 = no limit)"})
     output_prefix: Optional[str] = field(default=None, metadata={
         "help": "write <prefix>.md (table), <prefix>.json (every run) and <prefix>.png (bar chart)"})
 
@@ -123,7 +128,8 @@ def transcribe_once(engine: str, settings: dict, paths: dict, audio_path: str, l
 
         settings = dict(settings)
         options = TranscribeOptions(language=language, beam_size=settings.pop("beam_size", 1),
-                                    vad_filter=settings.pop("vad_filter", False))
+                                    vad_filter=settings.pop("vad_filter", False),
+                                    temperature_increment_on_fallback=0.2 if settings.pop("fallback", True) else 0.0)
         if threads:
             settings["cpu_threads"] = threads
         transcriber = load_transcriber(engine, paths[engine], **settings)
@@ -153,12 +159,21 @@ def _child(queue, *args):
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_isolated(*args) -> dict:
+def run_isolated(*args, limit_s: float = 0) -> dict:
+    """transcribe_once in a fresh process; a run past `limit_s` (0 = none) is stopped and
+    recorded as taking at least that long, so one pathological row cannot stall the table."""
+    import queue as queue_module
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, *args))
     process.start()
-    result = queue.get()
+    try:
+        result = queue.get(timeout=limit_s or None)
+    except queue_module.Empty:
+        process.terminate()
+        process.join()
+        return {"seconds": float(limit_s), "text": "", "peak_mb": float("nan"), "stopped": True}
     process.join()
     if "error" in result:
         raise RuntimeError(result["error"])
@@ -169,11 +184,13 @@ def summarise(runs: dict, duration: float, reference: Optional[str], metric: str
     rows = []
     for name, results in runs.items():
         seconds = statistics.median(r["seconds"] for r in results)
+        finished = [r for r in results if not r.get("stopped")]
         row = {"name": name, "seconds": seconds, "rtf": seconds / duration,
-               "peak_mb": max(r["peak_mb"] for r in results), "runs": len(results),
+               "peak_mb": max((r["peak_mb"] for r in finished), default=float("nan")), "runs": len(results),
+               "stopped": len(results) - len(finished),
                "spread": (min(r["seconds"] for r in results), max(r["seconds"] for r in results))}
-        if reference is not None:
-            row["error_rate"] = statistics.median(error_rate_of(reference, r["text"], metric) for r in results)
+        if reference is not None and finished:
+            row["error_rate"] = statistics.median(error_rate_of(reference, r["text"], metric) for r in finished)
         rows.append(row)
     return rows
 
@@ -185,11 +202,13 @@ def goals(rows: list[dict]) -> list[str]:
     ours = [row for row in rows if "baseline" not in row["name"]]
     if BASELINE_FW in by_name and ours:
         base = by_name[BASELINE_FW]
-        at_least_as_good = [row for row in ours
-                            if row.get("error_rate", 0) <= base.get("error_rate", 0) + 1e-9]
+        # A stopped baseline has no transcript to score: every row counts as at least as good.
+        base_error = base.get("error_rate", float("inf"))
+        at_least_as_good = [row for row in ours if row.get("error_rate", 0) <= base_error + 1e-9]
         if at_least_as_good:
             best = min(at_least_as_good, key=lambda row: row["seconds"])
-            lines.append(f"fastest of our rows at equal or better error rate: {best['name']}, "
+            at_least = "at least " if base.get("stopped") else ""
+            lines.append(f"fastest of our rows at equal or better error rate: {best['name']}, {at_least}"
                          f"{base['seconds'] / best['seconds']:.2f}x faster than {BASELINE_FW} (goal 1.2x)")
         else:
             lines.append(f"none of our rows matched the error rate of {BASELINE_FW}")
@@ -208,10 +227,12 @@ def markdown(rows: list[dict], header: str, metric: str) -> str:
              + (f" | {metric.upper()} |" if has_error else " |"),
              "|---|---|---|---|---" + ("|---|" if has_error else "|")]
     for row in rows:
-        cells = [row["name"], f"{row['seconds']:.1f}", f"{row['spread'][0]:.1f}-{row['spread'][1]:.1f}",
-                 f"{row['rtf']:.3f}", f"{row['peak_mb']:.0f}"]
+        # A median over stopped runs is only a lower bound.
+        at_least = "> " if row.get("stopped", 0) * 2 >= row["runs"] else ""
+        cells = [row["name"], f"{at_least}{row['seconds']:.1f}", f"{row['spread'][0]:.1f}-{row['spread'][1]:.1f}",
+                 f"{at_least}{row['rtf']:.3f}", "n/a" if row["peak_mb"] != row["peak_mb"] else f"{row['peak_mb']:.0f}"]
         if has_error:
-            cells.append(f"{100 * row['error_rate']:.1f} %")
+            cells.append(f"{100 * row['error_rate']:.1f} %" if "error_rate" in row else "n/a (stopped)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -288,11 +309,14 @@ def main():
                 engine, settings = CONFIGS[name]
                 settings = {k: (args.batch_size if v == "batch" else v) for k, v in settings.items()}
                 try:
-                    result = run_isolated(engine, settings, paths, args.audio_path, language, args.threads)
+                    result = run_isolated(engine, settings, paths, args.audio_path, language, args.threads,
+                                          limit_s=args.limit_s)
                 except RuntimeError as exc:
                     raise RuntimeError(f"{name}: {exc}") from None
                 runs[name].append(result)
-                bar.write(f"round {round_index + 1} {name}: {result['seconds']:.1f} s, peak {result['peak_mb']:.0f} MB")
+                stopped = " (stopped at --limit_s)" if result.get("stopped") else ""
+                bar.write(f"round {round_index + 1} {name}: {result['seconds']:.1f} s{stopped}, "
+                          f"peak {result['peak_mb']:.0f} MB")
                 bar.update(1)
     load_after = os.getloadavg()
     workdir.cleanup()

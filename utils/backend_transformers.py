@@ -159,8 +159,11 @@ class TransformersTranscriber(Transcriber):
         opts = resolved.options
         from transformers import StoppingCriteriaList
 
+        # max_new_tokens overrides the generation config's max_length, so a smaller limit set
+        # there (a fine-tune's config, a test) is kept.
+        configured = self.model.generation_config.max_length or MAX_NEW_TOKENS_PER_WINDOW
         kwargs = dict(num_beams=opts.beam_size, condition_on_prev_tokens=False,
-                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW,
+                      max_new_tokens=min(MAX_NEW_TOKENS_PER_WINDOW, configured),
                       stopping_criteria=StoppingCriteriaList([RepetitionLoopStop()]))
         temperatures = temperature_schedule(opts)
         if len(temperatures) > 1:
