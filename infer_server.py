@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--compute_type", default=None,
         help="ct2 only: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32 "
              "(default: the backend's choice for the device)")
+    add("--temperature_increment_on_fallback", type=float, default=0.2,
+        help="Whisper's fallback: a window that loops or is unsure is decoded again at this much "
+             "higher temperature (sampling); 0 = greedy only, so answers are reproducible")
     add("--use_int8", type=str2bool, default=False,
         help="ct2 only, the original project's flag: the same as --compute_type=int8")
     add("--local_files_only", type=str2bool, default=True,
@@ -98,6 +101,9 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
                      "runs float32 on CPU and float16 on GPU")
     if args.vad_filter and args.backend != "ct2":
         parser.error("--vad_filter needs --backend=ct2 (faster-whisper's Silero VAD)")
+    if args.temperature_increment_on_fallback < 0:
+        parser.error("--temperature_increment_on_fallback must be 0 or more, "
+                     f"got {args.temperature_increment_on_fallback}")
     if args.cpu_threads < 0:
         parser.error(f"--cpu_threads must be 0 or more, got {args.cpu_threads}")
     if args.max_queue < 0:
@@ -155,7 +161,8 @@ def main(argv=None) -> int:
         backend=args.backend, model_name=os.path.basename(os.path.normpath(args.model_path)),
         num_workers=args.num_workers, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
         api_key=args.api_key, language=args.language, beam_size=args.beam_size,
-        vad_filter=args.vad_filter)
+        vad_filter=args.vad_filter,
+        temperature_increment_on_fallback=args.temperature_increment_on_fallback)
     app = create_app(transcriber, settings)
     print(f"serving on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
     # One uvicorn process: the worker pool inside the app gives concurrency without loading

@@ -44,6 +44,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 @dataclass
 class ServerSettings:
     backend: str = "transformers"
+    temperature_increment_on_fallback: float = 0.2
     model_name: str = "whisper"
     num_workers: int = 1
     max_queue: int = 16
@@ -357,7 +358,8 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                                                              "'None' or 'auto': detect; empty: server default")):
         options = TranscribeOptions(language=language if language not in (None, "") else settings.language,
                                     task=task, beam_size=settings.beam_size,
-                                    vad_filter=settings.vad_filter)
+                                    vad_filter=settings.vad_filter,
+                                    temperature_increment_on_fallback=settings.temperature_increment_on_fallback)
         segments, info = await recognise(audio, options)
         results = []
         for segment in segments:
@@ -398,7 +400,8 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
         options = TranscribeOptions(
             language=language if language else (settings.language if task == "transcribe" else None),
             task=task, beam_size=settings.beam_size, vad_filter=settings.vad_filter,
-            word_timestamps=words, initial_prompt=prompt or None, temperature=temperature)
+            word_timestamps=words, initial_prompt=prompt or None, temperature=temperature,
+            temperature_increment_on_fallback=settings.temperature_increment_on_fallback)
         segments, info = await recognise(file, options)
         text = transcript_text(segments)
         if response_format == "json":
