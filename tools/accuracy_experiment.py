@@ -23,6 +23,7 @@ from typing import Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from transformers.hf_argparser import string_to_bool
 from utils.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training import write_json_atomic  # noqa: E402
 
@@ -59,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8, help="training clips per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--lora_r", type=int, default=32, help="adapter rank (AdaLoRA: target average rank)")
-    parser.add_argument("--freeze_encoder", type=_bool, default=True,
+    parser.add_argument("--freeze_encoder", type=string_to_bool, default=True,
                         help="adapters only in the decoder (encoder outputs computed once and reused); False "
                              "puts them in the encoder too, about 2.5x slower per step on CPU")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="clips decoded together in evaluation")
@@ -67,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="output/accuracy", help="runs, merged models, reports")
     parser.add_argument("--table", default="docs/accuracy.md", help="markdown file to write")
     parser.add_argument("--plot", default="docs/accuracy_curves.png", help="training-curve PNG to write")
-    parser.add_argument("--rerun", type=_bool, default=False,
+    parser.add_argument("--rerun", type=string_to_bool, default=False,
                         help="ignore results.json and run every step again")
     args = parser.parse_args(argv)
     experiments = []
@@ -91,14 +92,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if path is not None and not os.path.isfile(path):
             parser.error(f"--{name}: {path} not found")
     return args
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def english_train(args) -> str:

@@ -24,6 +24,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from transformers.hf_argparser import string_to_bool
 from utils.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training import write_json_atomic  # noqa: E402
 
@@ -45,9 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--configs", default="frozen,frozen-cached",
                         help="comma-separated, from: " + ", ".join(CONFIGS))
     parser.add_argument("--language", default="Chinese", help="language of the clips")
-    parser.add_argument("--fp16", type=_bool, default=False, help="mixed precision float16 (CUDA only)")
-    parser.add_argument("--bf16", type=_bool, default=False, help="mixed precision bfloat16 (CUDA only)")
-    parser.add_argument("--use_8bit", type=_bool, default=False, help="8-bit base weights (CUDA + bitsandbytes)")
+    parser.add_argument("--fp16", type=string_to_bool, default=False, help="mixed precision float16 (CUDA only)")
+    parser.add_argument("--bf16", type=string_to_bool, default=False, help="mixed precision bfloat16 (CUDA only)")
+    parser.add_argument("--use_8bit", type=string_to_bool, default=False, help="8-bit base weights (CUDA + bitsandbytes)")
     parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers")
     parser.add_argument("--output_dir", default="output/benchmark_training", help="runs, logs, results.json")
     parser.add_argument("--table", default="docs/training_benchmark.md", help="markdown table to write")
@@ -65,14 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not os.path.isfile(args.train_data):
         parser.error(f"--train_data: {args.train_data} not found")
     return args
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def subset(args) -> str:
