@@ -61,25 +61,32 @@ class WriteTXT(ResultWriter):
             print(segment.text.strip(), file=file)
 
 
-class WriteSRT(ResultWriter):
-    extension = "srt"
+class WriteSubtitles(ResultWriter):
+    """Timed cues, `start --> end` then the text and a blank line; the formats differ only in
+    a header, cue numbers and the decimal marker of the timestamps."""
+    header: Optional[str] = None
+    numbered: bool = False
+    decimal_marker: str = "."
 
     def write(self, segments, info, file):
+        if self.header is not None:
+            print(f"{self.header}\n", file=file)
         for index, segment in enumerate(segments, start=1):
-            start = format_timestamp(segment.start, ",", always_hours=True)
-            end = format_timestamp(segment.end, ",", always_hours=True)
-            print(f"{index}\n{start} --> {end}\n{_one_line(segment.text)}\n", file=file)
+            number = f"{index}\n" if self.numbered else ""
+            start = format_timestamp(segment.start, self.decimal_marker, always_hours=True)
+            end = format_timestamp(segment.end, self.decimal_marker, always_hours=True)
+            print(f"{number}{start} --> {end}\n{_one_line(segment.text)}\n", file=file)
 
 
-class WriteVTT(ResultWriter):
+class WriteSRT(WriteSubtitles):
+    extension = "srt"
+    numbered = True
+    decimal_marker = ","
+
+
+class WriteVTT(WriteSubtitles):
     extension = "vtt"
-
-    def write(self, segments, info, file):
-        print("WEBVTT\n", file=file)
-        for segment in segments:
-            start = format_timestamp(segment.start, ".", always_hours=True)
-            end = format_timestamp(segment.end, ".", always_hours=True)
-            print(f"{start} --> {end}\n{_one_line(segment.text)}\n", file=file)
+    header = "WEBVTT"
 
 
 class WriteTSV(ResultWriter):
