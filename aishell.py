@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from utils.audio import CHUNK_LENGTH, AudioError, audio_duration
 from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time
+from utils.transcriber import report_errors
 
 DATA_URL = "https://openslr.elda.org/resources/33/data_aishell.tgz"
 DATA_MD5 = "2f494334227864a8a8fec932999db9d8"
@@ -277,12 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     print("configuration: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
-    try:
-        prepare(args)
-    except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(lambda: prepare(args), PrepareError)
 
 
 if __name__ == "__main__":

@@ -39,15 +39,11 @@ def main(argv=None) -> int:
     from transformers import HfArgumentParser
 
     from utils.model import ModelLoadError
+    from utils.transcriber import report_errors
 
     parser = HfArgumentParser(MergeArguments, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        merge(args)
-    except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors(lambda: merge(args), ModelLoadError, status=2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.audio import CHUNK_LENGTH, AudioError, audio_duration  # noqa: E402
 from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path  # noqa: E402
+from utils.transcriber import report_errors  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLIT_NAMES = ("train", "validation", "dev", "test")
@@ -208,12 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     print("configuration: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
-    try:
-        build(args)
-    except MetadataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(lambda: build(args), MetadataError)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio  # noqa: E402
 from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time  # noqa: E402,E501
+from utils.transcriber import report_errors  # noqa: E402
 
 TEST_SUBSETS = {"TEST_NET": "test_net", "TEST_MEETING": "test_meeting", "DEV": "dev"}
 BATCH_AUDIOS = 32   # audio entries handed to the workers at once; bounds memory
@@ -175,6 +176,10 @@ def window_record(window: Window, path: str, duration: float) -> dict:
 
 
 def build(args) -> None:
+    if not 0 < args.max_seconds <= CHUNK_LENGTH:
+        raise WenetError(f"--max_seconds={args.max_seconds}: must lie in (0, {CHUNK_LENGTH}]")
+    if args.num_workers < 1:
+        raise WenetError("--num_workers must be at least 1")
     if not os.path.isfile(args.wenetspeech_json):
         raise WenetError(f"--wenetspeech_json={args.wenetspeech_json}: file not found")
     audio_root = args.wenetspeech_dir or os.path.dirname(os.path.abspath(args.wenetspeech_json))
@@ -241,19 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     print("configuration: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
-    if not 0 < args.max_seconds <= CHUNK_LENGTH:
-        print(f"error: --max_seconds={args.max_seconds}: must lie in (0, {CHUNK_LENGTH}]",
-              file=sys.stderr)
-        return 1
-    if args.num_workers < 1:
-        print("error: --num_workers must be at least 1", file=sys.stderr)
-        return 1
-    try:
-        build(args)
-    except WenetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(lambda: build(args), WenetError)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -258,12 +258,26 @@ def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: Tr
     return segments, info
 
 
+def report_errors(run: Callable[[], object], errors: Union[type, tuple[type, ...]],
+                  status: int = 1) -> int:
+    """Run `run()` and return 0; one of `errors` (a user mistake: bad input, a missing file) ends
+    in one `error: <message>` line on stderr and `status` instead of a traceback.
+
+    For a script's `main(argv) -> int`: `return report_errors(lambda: build(args), MyError)`."""
+    import sys
+
+    try:
+        run()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return status
+    return 0
+
+
 def exit_on_user_error(main) -> None:
     """Run `main()`; a user mistake ends in one line on stderr and exit status 1, not a traceback."""
     import sys
 
-    try:
-        main()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    status = report_errors(main, USER_ERRORS)
+    if status:
+        sys.exit(status)
