@@ -10,19 +10,14 @@ from transformers import HfArgumentParser
 
 from utils.audio import load_audio
 from utils.languages import to_language_code
-from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
+from utils.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
 
 @dataclass
-class InferArguments:
-    audio_path: str = field(metadata={"help": "audio or video file (anything soundfile or FFmpeg reads)"})
+class InferArguments(CommonInferArguments):
     model_path: str = field(default="models/whisper-base",
                             metadata={"help": "transformers model folder (merged fine-tune or base model)"})
-    language: Optional[str] = field(default=None, metadata={
-        "help": "spoken language, name or code (chinese, zh); unset = detect and report it"})
-    task: Literal["transcribe", "translate"] = field(default="transcribe",
-                                                     metadata={"help": "transcribe, or translate to English"})
     num_beams: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
     batch_size: int = field(default=1, metadata={
         "help": "30 s windows decoded side by side; 1 = sequential long-form decoding (most accurate)"})
@@ -42,14 +37,6 @@ class InferArguments:
                 "the default sdpa attention gives its speed-up"})
     assistant_model_path: Optional[str] = field(default=None, metadata={
         "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
-    local_files_only: bool = field(default=True, metadata={
-        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
-    initial_prompt: Optional[str] = field(default=None, metadata={
-        "help": "text that conditions the first window (spelling of names, punctuation style)"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"})
-    output_format: Optional[Literal["txt", "srt", "vtt", "tsv", "json", "all"]] = field(
-        default=None, metadata={"help": "also write the transcript in this format; unset = print only"})
-    output_dir: str = field(default="output", metadata={"help": "folder for --output_format files"})
 
 
 def main():
@@ -68,9 +55,7 @@ def main():
         attn_implementation=args.attn_implementation, use_compile=args.use_compile,
         assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only,
         cpu_threads=args.cpu_threads)
-    options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.num_beams,
-                                timestamps=args.timestamps, initial_prompt=args.initial_prompt,
-                                temperature=args.temperature)
+    options = args.transcribe_options(beam_size=args.num_beams, timestamps=args.timestamps)
     transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
 
 

@@ -6,26 +6,20 @@
 Convert a transformers model first with tools/hf_to_ct2.py.
 """
 from dataclasses import dataclass, field
-from typing import Literal, Optional
 
 from transformers import HfArgumentParser
 
 from utils.backend_ct2 import COMPUTE_TYPES
 from utils.audio import load_audio
 from utils.languages import to_language_code
-from utils.transcriber import (TranscribeOptions, exit_on_user_error, load_transcriber, print_config,
+from utils.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
 
 @dataclass
-class InferCT2Arguments:
-    audio_path: str = field(metadata={"help": "audio or video file (anything soundfile or FFmpeg reads)"})
+class InferCT2Arguments(CommonInferArguments):
     model_path: str = field(default="models/whisper-base-ct2",
                             metadata={"help": "CTranslate2 model folder (made by tools/hf_to_ct2.py)"})
-    language: Optional[str] = field(default=None, metadata={
-        "help": "spoken language, name or code (chinese, zh); unset = detect and report it"})
-    task: Literal["transcribe", "translate"] = field(default="transcribe",
-                                                     metadata={"help": "transcribe, or translate to English"})
     beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
     batch_size: int = field(default=1, metadata={
         "help": "> 1 uses faster-whisper's BatchedInferencePipeline (30 s windows side by side)"})
@@ -40,14 +34,6 @@ class InferCT2Arguments:
         "help": "predict segment timestamps; False gives one segment per window"})
     num_workers: int = field(default=1, metadata={"help": "CTranslate2 workers (parallel transcriptions)"})
     cpu_threads: int = field(default=0, metadata={"help": "threads per worker on CPU; 0 = CTranslate2's default"})
-    local_files_only: bool = field(default=True, metadata={
-        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
-    initial_prompt: Optional[str] = field(default=None, metadata={
-        "help": "text that conditions the first window (spelling of names, punctuation style)"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"})
-    output_format: Optional[Literal["txt", "srt", "vtt", "tsv", "json", "all"]] = field(
-        default=None, metadata={"help": "also write the transcript in this format; unset = print only"})
-    output_dir: str = field(default="output", metadata={"help": "folder for --output_format files"})
 
 
 def main():
@@ -65,10 +51,8 @@ def main():
         "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
         batch_size=args.batch_size, num_workers=args.num_workers, cpu_threads=args.cpu_threads,
         local_files_only=args.local_files_only)
-    options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.beam_size,
-                                timestamps=args.timestamps, word_timestamps=args.word_timestamps,
-                                vad_filter=args.vad_filter, initial_prompt=args.initial_prompt,
-                                temperature=args.temperature)
+    options = args.transcribe_options(beam_size=args.beam_size, timestamps=args.timestamps,
+                                      word_timestamps=args.word_timestamps, vad_filter=args.vad_filter)
     transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
 
 

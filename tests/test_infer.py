@@ -1,4 +1,5 @@
 """infer.py end to end: real whisper-base, outputs, long audio, and bad input."""
+import importlib
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import srt
 
 from transcription_audio import REPO, english_clip, long_english, normalize, wer
 from utils.audio import SAMPLE_RATE, save_wav
+from utils.transcriber import Segment, Transcriber, TranscriptionInfo, duration_of, temperature_schedule
 
 
 def run(script, *args, timeout=600):
@@ -41,6 +43,49 @@ def test_bad_input_is_one_clear_line(script, tmp_path):
     cases["zero length"] = (str(tmp_path / "zero.wav"), "no samples")
     for name, (path, message) in cases.items():
         assert_one_line_error(run(script, f"--audio_path={path}"), path, message)
+
+
+class RecordingTranscriber(Transcriber):
+    """Stands in for the model so that a script's main() runs in a moment: it keeps the
+    options it was asked to decode with and answers one segment."""
+    options = None
+
+    def _transcribe(self, audio, options):
+        self.options = options.options
+        return iter([Segment(0.0, 1.0, " hello")]), TranscriptionInfo("en", None, duration_of(audio))
+
+
+def run_main_with(monkeypatch, script, *args):
+    """`script`'s main() on a shipped clip with its model load replaced; the transcriber it used."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    transcriber = RecordingTranscriber()
+    monkeypatch.setattr(module, "load_transcriber", lambda *_, **__: transcriber)
+    monkeypatch.setattr(sys, "argv", [script, f"--audio_path={english_clip(0)[0]}", *args])
+    module.main()
+    return transcriber
+
+
+@pytest.mark.parametrize("script", ["infer.py", "infer_ct2.py"])
+@pytest.mark.parametrize("flags, increment, schedule", [
+    ([], 0.2, (0.4, 0.6, 0.8, 1.0)),
+    (["--temperature_increment_on_fallback=0"], 0.0, (0.4,)),
+])
+def test_fallback_flag_reaches_transcribe_options(script, flags, increment, schedule, monkeypatch, capsys):
+    transcriber = run_main_with(monkeypatch, script, "--language=en", "--temperature=0.4",
+                                "--initial_prompt=Hi.", *flags)
+    options = transcriber.options
+    assert options.temperature_increment_on_fallback == increment
+    assert temperature_schedule(options) == schedule
+    # The other shared flags travel the same way.
+    assert (options.language, options.temperature, options.initial_prompt) == ("en", 0.4, "Hi.")
+    out = capsys.readouterr().out
+    assert f"  temperature_increment_on_fallback = {increment!r}\n" in out
+    assert "[0.00 - 1.00]  hello\n" in out
+
+
+def test_negative_fallback_increment_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="temperature_increment_on_fallback must be >= 0, got -0.1"):
+        run_main_with(monkeypatch, "infer.py", "--temperature_increment_on_fallback=-0.1")
 
 
 def test_unknown_language_lists_valid_ones():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Literal, Optional, Union
 
 import numpy as np
 
@@ -204,6 +204,35 @@ def check_model_dir(model_path: str, required: tuple[str, ...], must_exist: bool
     missing = [name for name in required if not os.path.exists(os.path.join(model_path, name))]
     if missing:
         raise FileNotFoundError(f"{model_path}: not a usable model folder, missing {', '.join(missing)}")
+
+
+@dataclass
+class CommonInferArguments:
+    """The flags infer.py and infer_ct2.py share (HfArgumentParser fields); each script's
+    subclass adds its model path and engine flags after these."""
+    audio_path: str = field(metadata={"help": "audio or video file (anything soundfile or FFmpeg reads)"})
+    language: Optional[str] = field(default=None, metadata={
+        "help": "spoken language, name or code (chinese, zh); unset = detect and report it"})
+    task: Literal["transcribe", "translate"] = field(default="transcribe",
+                                                     metadata={"help": "transcribe, or translate to English"})
+    local_files_only: bool = field(default=True, metadata={
+        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
+    initial_prompt: Optional[str] = field(default=None, metadata={
+        "help": "text that conditions the first window (spelling of names, punctuation style)"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = deterministic"})
+    temperature_increment_on_fallback: float = field(default=0.2, metadata={
+        "help": "Whisper's fallback: a window whose text repeats or is unlikely is decoded again this "
+                "much hotter, up to 1.0; 0 = decode once (faster, reproducible)"})
+    output_format: Optional[Literal["txt", "srt", "vtt", "tsv", "json", "all"]] = field(
+        default=None, metadata={"help": "also write the transcript in this format; unset = print only"})
+    output_dir: str = field(default="output", metadata={"help": "folder for --output_format files"})
+
+    def transcribe_options(self, **engine_options) -> TranscribeOptions:
+        """TranscribeOptions from the shared flags plus the script's own (beam_size, timestamps, ...)."""
+        return TranscribeOptions(
+            language=self.language, task=self.task, initial_prompt=self.initial_prompt,
+            temperature=self.temperature,
+            temperature_increment_on_fallback=self.temperature_increment_on_fallback, **engine_options)
 
 
 USER_ERRORS = (AudioError, ValueError, FileNotFoundError)
