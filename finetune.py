@@ -39,7 +39,9 @@ class FinetuneArguments:
                                                                "instead of LoRA."})
     use_8bit: bool = field(default=False, metadata={"help": "Load the base model in 8 bit (bitsandbytes; CUDA only)."})
     fp16: bool = field(default=False, metadata={"help": "Mixed precision float16 (CUDA only)."})
-    bf16: bool = field(default=False, metadata={"help": "Mixed precision bfloat16 (CUDA with bf16 support only)."})
+    bf16: bool = field(default=False, metadata={
+        "help": "Mixed precision bfloat16: CUDA GPUs with bf16, or CPUs with AVX512-BF16/AMX (about 2x faster "
+                "training steps there, docs/training_benchmark.md)."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Put adapters only in the decoder; the encoder "
                                                                   "stays as it is and gets no backward pass."})
     cache_encoder_outputs: Optional[bool] = field(
@@ -268,6 +270,8 @@ def train(args: FinetuneArguments) -> int:
         generation_max_length=args.generation_max_length,
         fp16=args.fp16,
         bf16=args.bf16,
+        # bf16 without CUDA is CPU autocast, which Trainer only accepts when told to stay on the CPU.
+        use_cpu=bool(args.bf16 and not torch.cuda.is_available()),
         activation_checkpointing=args.gradient_checkpointing,
         # Non-reentrant checkpointing also works when the checkpointed block's inputs need no grad
         # (frozen embeddings, frozen encoder), which reentrant checkpointing silently breaks.

@@ -144,10 +144,34 @@ def _main_error(capsys, *argv):
 def test_gpu_only_flags_fail_on_cpu(tiny_whisper_dir, corpus, capsys, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("checks the CPU behaviour")
-    for flag in ("--fp16", "--use_8bit", "--bf16"):
+    for flag in ("--fp16", "--use_8bit"):
         code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, *corpus, tmp_path), flag)
         assert code == 2 and err.startswith(f"error: {flag} needs a CUDA GPU"), err
         assert "Traceback" not in err
+
+
+def test_bf16_on_cpu_trains_where_the_cpu_has_bf16_and_is_refused_elsewhere(tiny_whisper_dir, corpus, tmp_path,
+                                                                            capsys, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU behaviour")
+    import utils.model
+
+    monkeypatch.setattr(utils.model, "cpu_supports_bf16", lambda: False)
+    code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, *corpus, tmp_path), "--bf16")
+    assert code == 2 and err.startswith("error: --bf16 needs a CUDA GPU or a CPU with bfloat16"), err
+    monkeypatch.undo()
+    if not utils.model.cpu_supports_bf16():
+        return  # the refusal above is what this CPU gets
+    train, test = corpus
+    res = run_script([python(), "finetune.py", *finetune_args(
+        tiny_whisper_dir, train, test, tmp_path, bf16=True, freeze_encoder=True, max_steps=2, metric="none",
+        eval_steps=2, save_steps=2)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((tmp_path / tiny_whisper_dir.name / "checkpoint-2" / "trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert losses and all(0 < loss < 20 for loss in losses), losses
+    args = torch.load(tmp_path / tiny_whisper_dir.name / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert args.bf16 is True
 
 
 def test_bad_input_is_one_sentence(tiny_whisper_dir, corpus, capsys, tmp_path):

@@ -135,10 +135,22 @@ def check_precision(*, fp16: bool, bf16: bool, use_8bit: bool) -> None:
             except ImportError:
                 raise ModelLoadError("--use_8bit needs the bitsandbytes package: pip install bitsandbytes") from None
         return
-    for flag, on in (("--use_8bit", use_8bit), ("--fp16", fp16), ("--bf16", bf16)):
+    if bf16 and not cpu_supports_bf16():
+        raise ModelLoadError("--bf16 needs a CUDA GPU or a CPU with bfloat16 instructions (AVX512-BF16 or "
+                             "AMX) and this machine has neither; drop --bf16 (training on CPU runs in fp32)")
+    for flag, on in (("--use_8bit", use_8bit), ("--fp16", fp16)):
         if on:
             raise ModelLoadError(f"{flag} needs a CUDA GPU and this machine has none; drop {flag} "
                                  f"(training on CPU runs in fp32)")
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX). Elsewhere
+    bfloat16 autocast is emulated and slower than fp32, so --bf16 is refused there."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
 
 
 def load_whisper(name_or_path: str, *, local_files_only: bool = False, use_8bit: bool = False,
