@@ -97,3 +97,17 @@ def test_english_only_model_rejects_other_languages_and_translation(whisper_tiny
     segments, info = transcriber.transcribe(path, TranscribeOptions(language="english"))
     assert info.language == "en"
     assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35
+
+
+def test_int8_transformers_quantizes_every_linear_layer_and_still_transcribes(whisper_tiny_en_dir):
+    import torch
+
+    path, sentence = english_clip(2)
+    transcriber = load_transcriber("transformers", str(whisper_tiny_en_dir), use_int8=True)
+    modules = list(transcriber.model.modules())
+    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in modules) >= 20
+    assert not any(type(m) is torch.nn.Linear for m in modules)
+    segments, _ = transcriber.transcribe(path, TranscribeOptions(language="en"))
+    assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35
+    with pytest.raises(ValueError, match="dynamic int8 quantization for the CPU"):
+        load_transcriber("transformers", str(whisper_tiny_en_dir), use_int8=True, use_gpu=True)

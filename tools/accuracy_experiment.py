@@ -169,13 +169,19 @@ def run_experiment(args, exp: Experiment) -> dict:
 
 
 def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips: int = 4) -> dict:
-    """No speech -> empty transcript (the test split's no-speech clips and 5 s of faint noise), and
-    timestamp tokens when asked (the first speech clips, decoded with return_timestamps=True)."""
+    """No speech -> empty transcript, and timestamp tokens when asked.
+
+    The clips without speech (the test split's no-speech clips and 5 s of noise at about -50 dBFS, loud
+    enough that the silence guard does not skip it) go through the toolkit's own transcription path,
+    exactly as `infer.py` decodes them (timestamps on, so Whisper's no-speech rule applies); their
+    no-speech probability at the first decoding step is reported as well. The timestamp check decodes the
+    first speech clips with return_timestamps=True."""
     import numpy as np
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     from utils.audio import SAMPLE_RATE, load_audio
+    from utils.transcriber import TranscribeOptions, load_transcriber
 
     processor = WhisperProcessor.from_pretrained(model_path)
     model = WhisperForConditionalGeneration.from_pretrained(model_path).eval()
@@ -188,16 +194,27 @@ def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips
         path = path if os.path.exists(path) else os.path.join(base, path)
         return load_audio(path, row["audio"].get("start_time"), row["audio"].get("end_time"))
 
+    def features_of(audio):
+        return processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+
     def generate(audio, timestamps):
-        features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         with torch.inference_mode():
-            return model.generate(features, language=language, task="transcribe", return_timestamps=timestamps,
-                                  max_new_tokens=128)[0]
+            return model.generate(features_of(audio), language=language, task="transcribe",
+                                  return_timestamps=timestamps, max_new_tokens=128)[0]
+
+    def no_speech_probability(audio):
+        start = model.generation_config.decoder_start_token_id
+        no_speech = processor.tokenizer.convert_tokens_to_ids("<|nospeech|>")
+        with torch.inference_mode():
+            logits = model(input_features=features_of(audio), decoder_input_ids=torch.tensor([[start]])).logits
+        return float(torch.softmax(logits[0, -1].float(), dim=-1)[no_speech])
 
     silent = [audio_of(r) for r in rows if not r["sentence"].strip()]
-    silent.append((np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE) * 1e-4).astype(np.float32))
-    silent_texts = [processor.tokenizer.decode(generate(a, False), skip_special_tokens=True).strip()
-                    for a in silent]
+    silent.append((np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE) * 3e-3).astype(np.float32))
+    transcriber = load_transcriber("transformers", model_path)
+    options = TranscribeOptions(language=language, timestamps=True)
+    silent_texts = [" ".join(seg.text for seg in transcriber.transcribe(a, options)[0]).strip() for a in silent]
+    silent_probabilities = [round(no_speech_probability(a), 3) for a in silent]
     stamped = []
     for row in [r for r in rows if r["sentence"].strip()][:n_timestamp_clips]:
         tokens = generate(audio_of(row), True)
@@ -208,7 +225,7 @@ def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips
         stamped.append({"ok": good, "segments": [[o["timestamp"][0], o["timestamp"][1], o["text"]]
                                                  for o in offsets]})
     return {"no_speech_empty": sum(1 for t in silent_texts if not t), "no_speech_clips": len(silent),
-            "no_speech_texts": silent_texts,
+            "no_speech_texts": silent_texts, "no_speech_probabilities": silent_probabilities,
             "timestamps_ok": sum(1 for s in stamped if s["ok"]), "timestamp_clips": len(stamped),
             "timestamp_example": stamped[0]["segments"] if stamped else []}
 
@@ -238,9 +255,12 @@ def write_outputs(args, results: dict, command: str, total_seconds: float) -> No
                       if train else "-")
         rss = f"{train['peak_rss_gib']:.1f} GiB" if train else "-"
         c = r["checks"]
+        probabilities = c.get("no_speech_probabilities")
+        no_speech = f"{c['no_speech_empty']}/{c['no_speech_clips']}" + (
+            f" (P {min(probabilities):.2f}-{max(probabilities):.2f})" if probabilities else "")
         lines.append(f"| {data} | {r['method']} | {r['metric'].upper()} {r['value']:.3f}{change} | "
                      f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
-                     f"{c['no_speech_empty']}/{c['no_speech_clips']} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
+                     f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
     lines += ["",
               "- CER/WER: `evaluation.py` (greedy decoding, at most 225 new tokens, NFKC, traditional -> simplified, "
               "punctuation removed, lower case), corpus-level over all test clips; in brackets the change "
@@ -252,8 +272,10 @@ def write_outputs(args, results: dict, command: str, total_seconds: float) -> No
               + "; `lora-timestamps` trains on timestamp labels and is evaluated in timestamp mode.",
               "- Train time: the whole `finetune.py` process (model loading, the encoder pass, training); peak RSS "
               "of that process and its DataLoader workers.",
-              "- No speech -> empty: the test split's no-speech clips plus 5 s of faint noise decode to an empty "
-              "text. Timestamps: the first speech clips decoded with `return_timestamps=True` give segments with "
+              "- No speech -> empty: the test split's no-speech clips plus 5 s of noise at about -50 dBFS, "
+              "transcribed the way `infer.py` does it (timestamps on, so Whisper's no-speech rule applies), give "
+              "an empty text; in brackets the range of the model's no-speech probability at the first decoding "
+              "step over those clips (Whisper's threshold is 0.6). Timestamps: the first speech clips decoded with `return_timestamps=True` give segments with "
               "0 <= start < end <= clip length.",
               "- Mandarin: espeak-ng reading pinyin (see `docs/data-tools.md`); the test split's sentences and "
               "voice settings never occur in training. English: `dataset/en_test.jsonl`; training clips from "

@@ -38,6 +38,11 @@ CONFIGS = {
     # Without Whisper's temperature fallback: what batching alone gains over generate's own loop.
     "transformers sequential no-fallback": ("transformers", {"batch_size": 1, "fallback": False}),
     "transformers batched no-fallback": ("transformers", {"batch_size": "batch", "fallback": False}),
+    # infer.py --use_int8: every linear layer dynamic int8.
+    "transformers int8 sequential": ("transformers", {"batch_size": 1, "use_int8": True}),
+    "transformers int8 batched": ("transformers", {"batch_size": "batch", "use_int8": True}),
+    "transformers int8 batched no-fallback": ("transformers", {"batch_size": "batch", "fallback": False,
+                                                               "use_int8": True}),
     "faster-whisper default (baseline)": ("fw-default", {}),
     "ct2 float32 sequential": ("ct2", {"compute_type": "float32"}),
     "ct2 int8 sequential": ("ct2", {"compute_type": "int8"}),
