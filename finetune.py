@@ -295,14 +295,15 @@ def train(args: FinetuneArguments) -> int:
         from utils.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
 
         cache_root = args.encoder_cache_dir or os.path.join(args.output_dir, "encoder_cache")
+        autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
         key = cache_key(train_dataset, args.base_model, model.get_base_model().config, processor.feature_extractor,
-                        args.encoder_cache_dtype)
+                        args.encoder_cache_dtype, autocast=autocast)
         # Rank 0 builds the cache while the other processes wait, then they all read the same file.
         with training_args.main_process_first(desc="encoder cache"):
             folder, cache_seconds = build_encoder_cache(
                 encoder, train_dataset, cache_root, key, dtype=args.encoder_cache_dtype,
                 batch_size=args.per_device_eval_batch_size, num_workers=args.num_workers,
-                show_progress=int(os.environ.get("RANK", "0")) == 0)
+                show_progress=int(os.environ.get("RANK", "0")) == 0, autocast=autocast)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"encoder cache: {folder} ({'built in %.1f s' % cache_seconds if cache_seconds else 'reused'}); "
                   f"training runs the decoder only", flush=True)

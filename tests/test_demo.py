@@ -41,6 +41,7 @@ def test_demo_runs_every_stage_and_reports_them(whisper_tiny_en_dir, english_cli
     # Training used the stored encoder outputs (two steps of two clips, one epoch).
     results = json.loads((out / "runs" / "whisper-tiny.en" / "train_results.json").read_text())
     assert results["encoder_cache"] is True and results["global_step"] == 2
+    assert re.search(r"2 steps, 4 clips of .* x 1 epochs, (bf16|fp32), loss [0-9.]+", stdout), stdout
     # Every artefact the table names exists and is what it claims to be.
     merged = out / "models" / "whisper-tiny.en-finetune"
     assert (merged / "model.safetensors").is_file() and (merged / "preprocessor_config.json").is_file()

@@ -88,6 +88,25 @@ def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
     assert stored.dtype == np.float16 and stored.shape == (6, 1500, 64)
 
 
+def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus, tmp_path, encoder_calls):
+    from utils.model import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no bfloat16 instructions; --bf16 is refused here (tests/test_finetune.py)")
+    _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "fp32", encoder_cache_dir=tmp_path / "cache"))
+    plain = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "plain", bf16=True,
+                                              cache_encoder_outputs=False))
+    cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached", bf16=True,
+                                               encoder_cache_dir=tmp_path / "cache"))
+    assert plain["train"] == 18 and cached["train"] == 0, (plain, cached)
+    # Stored apart from the fp32 outputs (a different key), and the same curve as bf16 without the cache.
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    reference, losses = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
+    assert len(losses) == 9 and reference[0] > reference[-1]
+    assert losses == pytest.approx(reference, rel=2e-2)
+    assert losses != pytest.approx(_losses(tmp_path / "fp32"), rel=1e-6)   # it really ran in bf16
+
+
 def _error(capsys, argv):
     code = finetune.main(argv)
     return code, capsys.readouterr().err.strip().splitlines()[-1]

@@ -94,10 +94,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="its transcript, to score the two engines ('' = do not score)")
     parser.add_argument("--language", default="Chinese", help="language of the data")
     parser.add_argument("--output_dir", default="output/demo", help="everything the demo writes goes here")
-    parser.add_argument("--max_train_clips", type=int, default=96,
+    parser.add_argument("--max_train_clips", type=int, default=0,
                         help="train on this many clips of --train_data (spread over the file, no-speech clips "
-                             "kept) so that the demo fits in 15 minutes; 0 = all")
-    parser.add_argument("--epochs", type=float, default=5, help="training epochs")
+                             "kept); 0 = all")
+    parser.add_argument("--epochs", type=float, default=4, help="training epochs")
+    parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
+                        help="train with bfloat16 autocast; auto = where the CPU has bfloat16 instructions "
+                             "(AVX512-BF16/AMX) or a CUDA GPU supports it")
     parser.add_argument("--batch_size", type=int, default=8, help="training clips per optimizer step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="clips decoded together")
@@ -162,6 +165,18 @@ def training_subset(train_data: str, max_clips: int, out_dir: str) -> str:
     return path
 
 
+def use_bf16(choice: str) -> bool:
+    if choice != "auto":
+        return choice == "true"
+    import torch
+
+    from utils.model import cpu_supports_bf16
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
 def cer_of(report_path: str) -> dict:
     with open(report_path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -192,6 +207,7 @@ def run_demo(args) -> Demo:
     run_dir = demo.path("runs", name)
     audio_stem = os.path.splitext(os.path.basename(args.audio))[0]
     common = [f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"]
+    bf16 = use_bf16(args.bf16)
 
     print("== 1/6 CER of the base model", flush=True)
     stage = Stage("CER before (base model)", artefact=demo.path("cer_before.json"))
@@ -207,7 +223,7 @@ def run_demo(args) -> Demo:
     train = training_subset(args.train_data, args.max_train_clips, demo.path())
     demo.run(stage, [py, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
                      f"--test_data={args.test_data}", f"--output_dir={demo.path('runs')}",
-                     "--freeze_encoder=True", "--cache_encoder_outputs=True",
+                     "--freeze_encoder=True", "--cache_encoder_outputs=True", f"--bf16={bf16}",
                      f"--num_train_epochs={args.epochs}", f"--per_device_train_batch_size={args.batch_size}",
                      f"--per_device_eval_batch_size={args.eval_batch_size}", f"--learning_rate={args.learning_rate}",
                      "--warmup_steps=10", "--logging_steps=5",
@@ -217,7 +233,7 @@ def run_demo(args) -> Demo:
     with open(os.path.join(run_dir, "train_results.json"), encoding="utf-8") as handle:
         trained = json.load(handle)
     stage.note = (f"{trained['global_step']} steps, {trained['train_clips']} clips of {train} x {args.epochs:g} epochs, "
-                  f"loss {trained['train_loss']:.2f}")
+                  f"{'bf16' if bf16 else 'fp32'}, loss {trained['train_loss']:.2f}")
 
     print("== 3/6 merge the adapter", flush=True)
     stage = Stage("merge", artefact=merged)

@@ -56,7 +56,8 @@ def _model_identity(name_or_path: str) -> dict:
     return {"model": os.path.abspath(name_or_path), "files": files}
 
 
-def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor, dtype: str) -> str:
+def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor, dtype: str,
+              autocast: Optional[str] = None) -> str:
     """Same clips in the same order, same model, same features and dtype -> same key."""
     # The encoder sees only the audio, so the key is the clips (file, slice, file size and time), not the
     # labels: runs with and without timestamps, LoRA or AdaLoRA, share one cache.
@@ -73,6 +74,8 @@ def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor,
         "features": feature_extractor.to_json_string(),
         "dtype": dtype,
     }
+    if autocast:  # outputs computed in mixed precision differ slightly from fp32 ones
+        key["autocast"] = autocast
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -95,8 +98,11 @@ def _collate_features(batch):
 
 def build_encoder_cache(encoder, dataset, cache_root: str, key: str, *, dtype: str = "float32",
                         batch_size: int = 8, num_workers: int = 0, device: Optional[torch.device] = None,
-                        show_progress: bool = True) -> tuple[str, float]:
+                        show_progress: bool = True, autocast: Optional[str] = None) -> tuple[str, float]:
     """Run the encoder over every clip of `dataset` once; returns (folder, seconds spent, 0 on a hit).
+
+    `autocast` ("bfloat16" / "float16") runs the encoder in that mixed precision, as training with
+    --bf16 / --fp16 would without the cache.
 
     The folder is written under a temporary name and renamed when complete, so an interrupted
     run leaves nothing that a later run would mistake for a finished cache.
@@ -129,9 +135,12 @@ def build_encoder_cache(encoder, dataset, cache_root: str, key: str, *, dtype: s
         encoder.eval()
         row = 0
         weight_dtype = next(encoder.parameters()).dtype
+        mixed = dict(device_type=device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast))
         with torch.inference_mode():
             for features in tqdm(loader, desc="Encoder outputs (once)", unit="batch", disable=not show_progress):
-                out = encoder(features.to(device, weight_dtype)).last_hidden_state
+                # Only the encoder in autocast: with num_workers=0 the loader's feature extraction runs here too.
+                with torch.autocast(**mixed):
+                    out = encoder(features.to(device, weight_dtype)).last_hidden_state
                 hidden[row:row + len(out)] = out.float().cpu().numpy().astype(dtype, copy=False)
                 row += len(out)
         encoder.train(was_training)
