@@ -36,6 +36,14 @@ class EvaluationArguments:
     to_simple: bool = field(default=True, metadata={"help": "Convert traditional to simplified Chinese before scoring."})
     metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words)."})
     max_new_tokens: int = field(default=225, metadata={"help": "Most tokens decoded per clip."})
+    no_speech_threshold: float = field(default=0.6, metadata={
+        "help": "Whisper's no-speech rule: a clip whose <|nospeech|> probability at the first decoding step "
+                "is above this gets an empty transcript (what infer.py, faster-whisper and whisper.cpp do); "
+                "0 = off, every clip is decoded with the forced language."})
+    stop_loops: bool = field(default=True, metadata={
+        "help": "Stop decoding a clip once its last 24 tokens repeat a unit of at most 8 tokens (a repetition "
+                "loop), as infer.py does, instead of running to --max_new_tokens; the repeats decoded so far "
+                "still count as errors. False = the model's plain generate."})
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Write a JSON report: metric, counts and "
@@ -72,7 +80,7 @@ def evaluate(args: EvaluationArguments) -> dict:
     from tqdm import tqdm
 
     from utils.data import SpeechDataset
-    from utils.labels import language_code
+    from utils.labels import language_code, special_ids
     from utils.metrics import error_rate
     from utils.model import checkpoint_is_multilingual, load_processor, load_whisper
     from utils.training import print_config
@@ -94,32 +102,61 @@ def evaluate(args: EvaluationArguments) -> dict:
     loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=args.batch_size,
                                          num_workers=args.num_workers, collate_fn=_collate)
     references, hypotheses = [None] * len(dataset), [None] * len(dataset)
+    stop = None
+    nospeech = special_ids(processor.tokenizer).nospeech
+    no_speech_clips = 0
+    if args.stop_loops:
+        from transformers import StoppingCriteriaList
+
+        from utils.backend_transformers import RepetitionLoopStop
+
+        stop = StoppingCriteriaList([RepetitionLoopStop()])
     with torch.inference_mode():
         for indices, features in tqdm(loader, desc="Evaluating", unit="batch"):
-            kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps}
+            kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps,
+                      "stopping_criteria": stop}
             if multilingual:
                 batch_languages = [languages[i] for i in indices]
                 # Per-clip language when every clip has one; otherwise the model detects it per clip.
                 kwargs["language"] = batch_languages if all(batch_languages) else None
                 kwargs["task"] = args.task
-            tokens = model.generate(features.to(device, dtype), **kwargs)
+            # The encoder runs once; generate and the no-speech step share its output.
+            encoded = model.get_encoder()(features.to(device, dtype))
+            tokens = model.generate(encoder_outputs=encoded, **kwargs)
             if not torch.is_tensor(tokens):
                 tokens = tokens["sequences"]
             texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-            for i, text in zip(indices, texts):
-                references[i], hypotheses[i] = sentences[i], text.strip()
+            silent = no_speech_probabilities(model, encoded, nospeech) > args.no_speech_threshold \
+                if args.no_speech_threshold > 0 else [False] * len(texts)
+            for i, text, quiet in zip(indices, texts, silent):
+                references[i], hypotheses[i] = sentences[i], "" if quiet else text.strip()
+                no_speech_clips += bool(quiet)
 
     result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple)
     report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
     report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
+    report["counts"]["no_speech_hypotheses"] = no_speech_clips
     if args.output_file:
         write_json_atomic(args.output_file, report)
     c = result.counts
     print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
           f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
-          f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins)"
+          f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins; "
+          f"{no_speech_clips} judged to hold no speech)"
           + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
     return report
+
+
+def no_speech_probabilities(model, encoded, nospeech: int):
+    """P(<|nospeech|>) right after <|startoftranscript|>, where the language token would come: Whisper's
+    (and this toolkit's training labels') signal that a clip holds no speech."""
+    import torch
+
+    batch = encoded.last_hidden_state.shape[0]
+    start = torch.full((batch, 1), model.generation_config.decoder_start_token_id,
+                       device=encoded.last_hidden_state.device)
+    logits = model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, -1].float()
+    return torch.softmax(logits, dim=-1)[:, nospeech].cpu()
 
 
 def write_json_atomic(path: str, data: dict) -> None:

@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated, from: " + ", ".join(CONFIGS))
     parser.add_argument("--language", default="Chinese", help="language of the clips")
     parser.add_argument("--fp16", type=string_to_bool, default=False, help="mixed precision float16 (CUDA only)")
-    parser.add_argument("--bf16", type=string_to_bool, default=False, help="mixed precision bfloat16 (CUDA only)")
+    parser.add_argument("--bf16", type=string_to_bool, default=False,
+                        help="mixed precision bfloat16 (CUDA with bf16, or a CPU with AVX512-BF16/AMX)")
     parser.add_argument("--use_8bit", type=string_to_bool, default=False, help="8-bit base weights (CUDA + bitsandbytes)")
     parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers")
     parser.add_argument("--output_dir", default="output/benchmark_training", help="runs, logs, results.json")

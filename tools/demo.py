@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_train_clips", type=int, default=0,
                         help="train on this many clips of --train_data (spread over the file, no-speech clips "
                              "kept); 0 = all")
-    parser.add_argument("--epochs", type=float, default=4, help="training epochs")
+    parser.add_argument("--epochs", type=float, default=3, help="training epochs")
     parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
                         help="train with bfloat16 autocast; auto = where the CPU has bfloat16 instructions "
                              "(AVX512-BF16/AMX) or a CUDA GPU supports it")
@@ -165,18 +165,6 @@ def training_subset(train_data: str, max_clips: int, out_dir: str) -> str:
     return path
 
 
-def use_bf16(choice: str) -> bool:
-    if choice != "auto":
-        return choice == "true"
-    import torch
-
-    from utils.model import cpu_supports_bf16
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
-
-
 def cer_of(report_path: str) -> dict:
     with open(report_path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -207,7 +195,9 @@ def run_demo(args) -> Demo:
     run_dir = demo.path("runs", name)
     audio_stem = os.path.splitext(os.path.basename(args.audio))[0]
     common = [f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"]
-    bf16 = use_bf16(args.bf16)
+    from utils.model import bf16_wanted
+
+    bf16 = bf16_wanted(args.bf16)
 
     print("== 1/6 CER of the base model", flush=True)
     stage = Stage("CER before (base model)", artefact=demo.path("cer_before.json"))

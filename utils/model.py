@@ -144,6 +144,16 @@ def check_precision(*, fp16: bool, bf16: bool, use_8bit: bool) -> None:
                                  f"(training on CPU runs in fp32)")
 
 
+def bf16_wanted(choice: str) -> bool:
+    """A script's --bf16=auto|true|false: auto = where it is fast (a CUDA GPU with bf16, or a CPU with
+    bfloat16 instructions)."""
+    if choice != "auto":
+        return choice == "true"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX). Elsewhere
     bfloat16 autocast is emulated and slower than fp32, so --bf16 is refused there."""
