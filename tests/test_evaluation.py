@@ -77,3 +77,27 @@ def test_bad_flags_are_one_sentence(tiny_whisper_dir, tmp_path, capsys):
     code, _, err = _run(capsys, f"--model_path={tmp_path / 'nomodel'}", f"--test_data={test}")
     assert code == 2 and "model folder not found" in err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_clips_without_speech_get_an_empty_transcript_by_whispers_no_speech_rule(whisper_base_dir, tmp_path, capsys):
+    rows = [json.loads(x) for x in (REPO / "dataset" / "zh_test.jsonl").read_text(encoding="utf-8").splitlines()]
+    chosen = [r for r in rows if r["sentence"]][:2] + [r for r in rows if not r["sentence"]]
+    manifest = tmp_path / "zh.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "audio": {"path": str(REPO / r["audio"]["path"])}}) + "\n"
+                                for r in chosen), encoding="utf-8")
+    reports = {}
+    for threshold in (0.6, 0):
+        path = tmp_path / f"cer-{threshold}.json"
+        code, out, err = _run(capsys, f"--model_path={whisper_base_dir}", f"--test_data={manifest}",
+                              "--batch_size=4", "--num_workers=0", "--max_new_tokens=40",
+                              f"--no_speech_threshold={threshold}", f"--output_file={path}")
+        assert code == 0, err
+        reports[threshold] = json.loads(path.read_text())
+    silent = [u for u in reports[0.6]["utterances"] if not u["reference"]]
+    assert len(silent) == 2 and all(u["hypothesis"] == "" for u in silent)
+    assert reports[0.6]["counts"]["no_speech_hypotheses"] >= 2
+    assert all(u["hypothesis"] for u in reports[0.6]["utterances"][:2])     # speech is still transcribed
+    # Forced to decode Chinese, the same model invents text for the silent clips: the rule is what empties them.
+    assert reports[0]["counts"]["no_speech_hypotheses"] == 0
+    assert any(u["hypothesis"] for u in reports[0]["utterances"] if not u["reference"])
+    assert reports[0.6]["value"] < reports[0]["value"]
