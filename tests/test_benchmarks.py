@@ -26,9 +26,11 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     # Without fallback: a random model fails every fallback check, and this tests plumbing, not decoding.
     configs = "transformers-generate (baseline),transformers sequential no-fallback,ct2 int8 sequential"
     # No --ct2_model_path: the CTranslate2 model is converted from the tiny one on the fly.
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- begin: speed-inference -->\nold\n<!-- end: speed-inference -->\nrest\n")
     result = run("tools/benchmark_inference.py", f"--audio_path={CLIP}", f"--reference_path={reference}",
                  f"--model_path={tiny_whisper_dir}", "--language=en", f"--configs={configs}",
-                 "--repeats=2", "--threads=1", "--batch_size=2", f"--output_prefix={prefix}")
+                 "--repeats=2", "--threads=1", "--batch_size=2", f"--output_prefix={prefix}", f"--readme={readme}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "benchmarked 3 configurations x 2 rounds" in result.stdout
 
@@ -44,6 +46,11 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     assert all(len(runs) == 2 for runs in data["runs"].values())
     assert any("transformers-generate (baseline) (goal 2x)" in line for line in data["goals"])
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The README's generated section holds the same table, the exact command and the chart; the rest stays.
+    section = readme.read_text()
+    assert section.startswith("# x\n<!-- begin: speed-inference -->\n```bash\npython ") and section.endswith("rest\n")
+    assert "old" not in section and "--configs=" in section and "](bench.png)" in section
+    assert table_rows(section) == rows
 
 
 def test_inference_benchmark_reports_a_stopped_row_as_a_lower_bound(tmp_path):

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,9 @@ class BenchmarkArguments:
     repeats: int = field(default=3, metadata={"help": "rounds; the table shows each row's median"})
     limit_s: float = field(default=0, metadata={
         "help": "stop a run after this many seconds and report the row as '> limit' (0 = no limit)"})
+    readme: Optional[str] = field(default=None, metadata={
+        "help": "also put the table, the goals, the chart and this command in this README's "
+                "'speed-inference' section (between its marker comments)"})
     output_prefix: Optional[str] = field(default=None, metadata={
         "help": "write <prefix>.md (table), <prefix>.json (every run) and <prefix>.png (bar chart)"})
 
@@ -268,6 +272,17 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
     os.replace(path + ".part.png", path)
 
 
+def write_readme_section(readme: str, name: str, table: str, summary: list[str], chart: Optional[str]) -> None:
+    """The benchmark's table, goal lines, chart and exact command in README.md's generated section."""
+    from utils.readme_section import replace_section
+
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    body = ["```bash", command, "```", "", table.rstrip("\n"), "", *(f"- {line}" for line in summary), ""]
+    if chart:
+        body.append(f"![{name}]({os.path.relpath(chart, os.path.dirname(os.path.abspath(readme)))})")
+    replace_section(readme, name, "\n".join(body))
+
+
 def write_atomic(path: str, text: str) -> None:
     with open(path + ".part", "w", encoding="utf-8") as file:
         file.write(text)
@@ -350,6 +365,9 @@ def main():
         bar_chart(rows, args.output_prefix + ".png", f"{os.path.basename(args.audio_path)} ({duration:.0f} s), "
                                                      f"{os.path.basename(os.path.normpath(args.model_path))}")
         print(f"wrote {args.output_prefix}.md, .json and .png")
+    if args.readme:
+        write_readme_section(args.readme, "speed-inference", table, summary,
+                             args.output_prefix + ".png" if args.output_prefix else None)
     fastest = min(rows, key=lambda row: row["seconds"])
     print(f"benchmarked {len(names)} configurations x {args.repeats} rounds on {duration:.1f} s of audio; "
           f"fastest: {fastest['name']} at real-time factor {fastest['rtf']:.3f}")

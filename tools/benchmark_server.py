@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tools.benchmark_inference import machine_description, write_atomic  # noqa: E402
+from tools.benchmark_inference import machine_description, write_atomic, write_readme_section  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--repeats", type=int, default=3, help="interleaved rounds; the table shows medians")
     add("--startup_timeout", type=float, default=180.0, help="seconds to wait for the server's /health")
     add("--output_prefix", default=None, help="write <prefix>.md, <prefix>.json and <prefix>.png")
+    add("--readme", default=None, help="also put the table, the goal and the chart in this README's "
+                                       "'speed-server' section (between its marker comments)")
     return parser
 
 
@@ -225,6 +227,9 @@ def main(argv=None) -> int:
             ensure_ascii=False, indent=1))
         bar_chart(rows, args.output_prefix + ".png", f"infer_server.py, {name}, {args.concurrency} clients")
         print(f"wrote {args.output_prefix}.md, .json and .png")
+    if args.readme:
+        write_readme_section(args.readme, "speed-server", table, summary,
+                             args.output_prefix + ".png" if args.output_prefix else None)
     best = max(rows, key=lambda row: row["requests_per_s"])
     print(f"server benchmark: {sum(len(r) for r in runs.values())} measurements of {args.requests} requests; "
           f"best: num_workers={best['workers']} at {best['requests_per_s']:.2f} requests/s")
