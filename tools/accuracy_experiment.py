@@ -27,7 +27,8 @@ from transformers.hf_argparser import string_to_bool
 from utils.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training import write_json_atomic  # noqa: E402
 
-LANGUAGES = ("zh", "en")
+# "zh+": the Mandarin rows' data plus --more_readings extra readings of every training sentence.
+LANGUAGES = ("zh", "zh+", "en")
 METHODS = ("zero-shot", "lora", "adalora", "lora-timestamps")
 EN_TRAIN_SETTINGS = dict(variants="m1,m7,f1,f3", rates="140,160", pitches="40,55")  # en_test uses none of these
 
@@ -53,10 +54,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="English training manifest; default: synthesised into <output_dir>/en_train.jsonl "
                              "from tools/accuracy_sentences_en.txt with voices en_test does not use")
     parser.add_argument("--en_test", default="dataset/en_test.jsonl", help="English test manifest")
-    parser.add_argument("--experiments", default="zh-zero-shot,zh-lora,zh-adalora,zh-lora-timestamps,"
+    parser.add_argument("--experiments", default="zh-zero-shot,zh-lora,zh-adalora,zh-lora-timestamps,zh+-lora,"
                                                  "en-zero-shot,en-lora,en-adalora",
-                        help="comma-separated <language>-<method>, methods: " + ", ".join(METHODS))
-    parser.add_argument("--epochs", type=float, default=5, help="training epochs per fine-tuning run")
+                        help="comma-separated <language>-<method>, languages: zh, zh+ (zh with more training "
+                             "readings), en; methods: " + ", ".join(METHODS))
+    parser.add_argument("--more_readings", type=int, default=2,
+                        help="zh+ rows: extra readings of every Mandarin training sentence, each in a voice "
+                             "setting of the training split (tools/synthesize_speech.py more-train)")
+    parser.add_argument("--epochs", type=float, default=3, help="training epochs per fine-tuning run")
     parser.add_argument("--batch_size", type=int, default=8, help="training clips per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--lora_r", type=int, default=32, help="adapter rank (AdaLoRA: target average rank)")
@@ -117,10 +122,27 @@ def english_train(args) -> str:
     return manifest
 
 
+def mandarin_plus(args) -> str:
+    """--zh_train followed by --more_readings new readings of its sentences in training voices."""
+    manifest = os.path.join(args.output_dir, f"zh_train_plus{args.more_readings}.jsonl")
+    if os.path.isfile(manifest):
+        return manifest
+    more = os.path.join(args.output_dir, f"zh_train_more{args.more_readings}.jsonl")
+    run_measured([sys.executable, "tools/synthesize_speech.py", "more-train", f"--readings={args.more_readings}",
+                  f"--output_dir={os.path.join(args.output_dir, 'zh_train_more_audio')}", f"--manifest={more}"],
+                 os.path.join(args.output_dir, "logs", "synthesize_zh_train_more.log"))
+    with open(args.zh_train, encoding="utf-8") as first, open(more, encoding="utf-8") as second:
+        lines = [line if line.endswith("\n") else line + "\n" for line in (*first, *second) if line.strip()]
+    write_text_atomic(manifest, "".join(lines))
+    return manifest
+
+
 def data_of(args, language: str) -> tuple[str, str, str, str]:
     """(train, test, language name, metric)."""
     if language == "zh":
         return args.zh_train, args.zh_test, "Chinese", "cer"
+    if language == "zh+":
+        return mandarin_plus(args), args.zh_test, "Chinese", "cer"
     return english_train(args), args.en_test, "English", "wer"
 
 
@@ -264,10 +286,12 @@ def write_outputs(args, results: dict, command: str) -> None:
               "|---|---|---|---|---|---|---|---|"]
     zero = {r["language"]: r["value"] for r in ordered if r["method"] == "zero-shot"}
     for r in ordered:
-        data = "Mandarin (zh_test)" if r["language"] == "zh" else "English (en_test)"
+        data = {"zh": "Mandarin (zh_test)", "en": "English (en_test)"}.get(
+            r["language"], f"Mandarin (zh_test), {args.more_readings + 1} readings per training sentence")
         change = ""
-        if r["method"] != "zero-shot" and zero.get(r["language"]):
-            change = f" ({(r['value'] - zero[r['language']]) / zero[r['language']] * 100:+.0f}%)"
+        base = zero.get(r["language"].rstrip("+"))
+        if r["method"] != "zero-shot" and base:
+            change = f" ({(r['value'] - base) / base * 100:+.0f}%)"
         train = r.get("train")
         train_time = (f"{train['seconds'] / 60:.1f} min ({train['steps']} steps, {train['epochs']:g} ep)"
                       if train else "-")
@@ -280,7 +304,9 @@ def write_outputs(args, results: dict, command: str) -> None:
                      f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
                      f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
     lines += ["",
-              "- CER/WER: `evaluation.py` (greedy decoding, at most 225 new tokens, NFKC, traditional -> simplified, "
+              "- CER/WER: `evaluation.py` (greedy decoding, at most 225 new tokens, Whisper's no-speech rule (a clip "
+              "whose no-speech probability is above 0.6 gets an empty text), a clip caught in a repetition loop "
+              "stops decoding (its repeats so far still count), NFKC, traditional -> simplified, "
               "punctuation removed, lower case), corpus-level over all test clips; in brackets the change "
               "against zero-shot.",
               f"- Fine-tuning: {args.epochs:g} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, "
@@ -293,10 +319,14 @@ def write_outputs(args, results: dict, command: str) -> None:
               "- No speech -> empty: the test split's no-speech clips plus 5 s of noise at about -50 dBFS, "
               "transcribed the way `infer.py` does it (timestamps on, so Whisper's no-speech rule applies), give "
               "an empty text; in brackets the range of the model's no-speech probability at the first decoding "
-              "step over those clips (Whisper's threshold is 0.6). Timestamps: the first speech clips decoded with `return_timestamps=True` give segments with "
+              "step over those clips (Whisper's threshold is 0.6). Timestamps: the first speech clips decoded "
+              "with `return_timestamps=True` give segments with "
               "0 <= start < end <= clip length.",
               "- Mandarin: espeak-ng reading pinyin (see `docs/data-tools.md`); the test split's sentences and "
-              "voice settings never occur in training. English: `dataset/en_test.jsonl`; training clips from "
+              "voice settings never occur in training. The `zh+` rows train on `dataset/zh_train.jsonl` plus "
+              f"{args.more_readings} more readings of each of its sentences, each in a voice setting of the training "
+              "split (`tools/synthesize_speech.py more-train`), so the test split stays unseen. "
+              "English: `dataset/en_test.jsonl`; training clips from "
               "`tools/accuracy_sentences_en.txt` with other espeak-ng voices "
               f"({EN_TRAIN_SETTINGS['variants']}, rates {EN_TRAIN_SETTINGS['rates']}).",
               ""]

@@ -384,6 +384,24 @@ def build_sample_corpus(args) -> None:
                                   for name, s in summary.items()))
 
 
+def build_more_train(args) -> None:
+    """More readings of the sample corpus's Mandarin training sentences, each with a voice setting
+    drawn from the training split's settings: more acoustic variety for training, while the test
+    split's sentences and voice settings stay unseen (the split is recomputed from the same seed)."""
+    check_counts(args, "num_test", "num_long")
+    if args.readings < 1:
+        raise SynthesisError(f"--readings={args.readings}: must be at least 1")
+    zh = read_lines(args.sentences_zh, "Chinese")
+    (train_lines, _, _), (train_combos, _) = split_corpus(zh, args.num_test, args.num_long,
+                                                          random.Random(args.seed))
+    result = synthesize_clips(list(train_lines) * args.readings, train_combos, "Chinese",
+                              args.output_dir, args.manifest, args.prefix, "flac",
+                              random.Random(args.voice_seed), bits=CORPUS_BITS,
+                              clip_seconds=CORPUS_CLIP_SECONDS)
+    print(f"summary: {result['clips']} clips ({len(train_lines)} training sentences x "
+          f"{args.readings}), {result['seconds']:.1f} s of audio -> {args.manifest}")
+
+
 def check_counts(args, *names: str) -> None:
     for name in names:
         if getattr(args, name) < 0:
@@ -469,6 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no-speech clips in the test split")
     corpus.add_argument("--seed", type=int, default=2024, help="seed for splits, voices, pauses")
     corpus.set_defaults(run=build_sample_corpus)
+
+    more = commands.add_parser("more-train", help="more readings of the sample corpus's training "
+                               "sentences, in training voices only",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    more.add_argument("--output_dir", required=True, help="directory for the audio clips")
+    more.add_argument("--manifest", required=True, help="jsonlines file to write")
+    more.add_argument("--readings", type=int, default=2, help="readings of every training sentence")
+    more.add_argument("--prefix", default="zh_train_more", help="clip file names: <prefix>_0001.flac")
+    more.add_argument("--voice_seed", type=int, default=1, help="seed for the voices and pauses of "
+                      "the new readings (the sample corpus used --seed)")
+    for name in ("sentences_zh", "num_test", "num_long", "seed"):
+        action = next(a for a in corpus._actions if a.dest == name)
+        more.add_argument(f"--{name}", type=action.type, default=action.default,
+                          help=f"as sample-corpus (must match it): {action.help}")
+    more.set_defaults(run=build_more_train)
     return parser
 
 
