@@ -23,8 +23,9 @@ class InferArguments(CommonInferArguments):
         "help": "30 s windows decoded side by side; 1 = sequential long-form decoding (most accurate)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU in float16"})
     use_int8: bool = field(default=False, metadata={
-        "help": "CPU: dynamic int8 quantization of every linear layer, about 1.8x faster decoding "
-                "(docs/performance.md); not with --use_gpu"})
+        "help": "CPU: dynamic int8 quantization of every linear layer: faster (1.7x with batching on the "
+                "benchmark file) but less accurate (CER 55% -> 73% there, docs/performance.md); for int8 "
+                "prefer infer_ct2.py --use_int8. Not with --use_gpu"})
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per 30 s window"})
     use_compile: bool = field(default=False, metadata={"help": "torch.compile the model's forward pass"})
