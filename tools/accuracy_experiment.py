@@ -353,7 +353,10 @@ def write_outputs(args, results: dict, command: str) -> None:
                      ""]
         body.append(f"How each column is measured: [{os.path.relpath(args.table, os.path.dirname(os.path.abspath(args.readme)))}]"
                     f"({os.path.relpath(args.table, os.path.dirname(os.path.abspath(args.readme)))}).")
-        replace_section(args.readme, "accuracy", "\n".join(body))
+        text = "\n".join(body)
+        while "\n\n\n" in text:  # an absent "Partial table" line leaves two blank lines
+            text = text.replace("\n\n\n", "\n\n")
+        replace_section(args.readme, "accuracy", text)
     if curves:
         import matplotlib
 
