@@ -1,0 +1,38 @@
+"""tools/accuracy_experiment.py's table: rows, changes against zero-shot, the no-speech column and the
+README section it rewrites (the runs themselves take an hour; docs/accuracy.md is their output)."""
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import accuracy_experiment  # noqa: E402
+
+
+def _row(language, method, value, **extra):
+    checks = {"no_speech_empty": 3, "no_speech_clips": 3, "timestamps_ok": 4, "timestamp_clips": 4,
+              "no_speech_probabilities": [0.91, 0.94]}
+    row = {"language": language, "method": method, "metric": "cer", "value": value,
+           "counts": {"errors": int(value * 682), "reference_units": 682}, "checks": checks, "seconds": 60.0}
+    row.update(extra)
+    return row
+
+
+def test_table_readme_section_and_plot(tmp_path):
+    args = accuracy_experiment.parse_args(["--experiments=zh-zero-shot,zh+-lora,en-lora", "--bf16=false",
+                                           f"--table={tmp_path / 'accuracy.md'}",
+                                           f"--plot={tmp_path / 'curves.png'}", f"--readme={tmp_path / 'README.md'}"])
+    (tmp_path / "README.md").write_text("top\n<!-- begin: accuracy -->\nold\n<!-- end: accuracy -->\nend\n")
+    train = {"seconds": 1170.0, "steps": 321, "epochs": 3, "peak_rss_gib": 4.7}
+    results = {"zh-zero-shot": _row("zh", "zero-shot", 0.582),
+               "zh+-lora": _row("zh+", "lora", 0.255, train=train, curve=[[5, 2.0], [10, 0.5]])}
+    accuracy_experiment.write_outputs(args, results, "python tools/accuracy_experiment.py")
+    table = (tmp_path / "accuracy.md").read_text()
+    assert "| Mandarin (zh_test) | zero-shot | CER 0.582 | 396 / 682 | - | - | 3/3 (P 0.91-0.94) | 4/4 |" in table
+    assert ("| Mandarin (zh_test), 3 readings per training sentence | lora | CER 0.255 (-56%) | 173 / 682 | "
+            "19.5 min (321 steps, 3 ep) | 4.7 GiB | 3/3 (P 0.91-0.94) | 4/4 |") in table
+    assert "**Partial table**: not finished yet: en-lora" in table and "training in fp32" in table
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("top\n<!-- begin: accuracy -->\n```bash\n") and readme.endswith("end\n")
+    assert "old" not in readme and "CER 0.255 (-56%)" in readme and "](curves.png)" in readme
+    assert "\n\n\n" not in readme
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
