@@ -83,6 +83,17 @@ def test_fallback_flag_reaches_transcribe_options(script, flags, increment, sche
     assert "[0.00 - 1.00]  hello\n" in out
 
 
+@pytest.mark.parametrize("flags, dtype", [([], None), (["--bf16"], "bfloat16")])
+def test_bf16_flag_reaches_the_model_load(flags, dtype, monkeypatch):
+    import infer
+
+    loads = []
+    monkeypatch.setattr(infer, "load_transcriber", lambda *a, **k: loads.append(k) or RecordingTranscriber())
+    monkeypatch.setattr(sys, "argv", ["infer.py", f"--audio_path={english_clip(0)[0]}", *flags])
+    infer.main()
+    assert loads[0]["dtype"] == dtype and loads[0]["use_int8"] is False
+
+
 def test_negative_fallback_increment_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="temperature_increment_on_fallback must be >= 0, got -0.1"):
         run_main_with(monkeypatch, "infer.py", "--temperature_increment_on_fallback=-0.1")

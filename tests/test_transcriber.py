@@ -111,3 +111,65 @@ def test_int8_transformers_quantizes_every_linear_layer_and_still_transcribes(wh
     assert wer(sentence, " ".join(s.text for s in segments)) <= 0.35
     with pytest.raises(ValueError, match="dynamic int8 quantization for the CPU"):
         load_transcriber("transformers", str(whisper_tiny_en_dir), use_int8=True, use_gpu=True)
+
+
+def test_encoder_runs_once_per_window_however_often_generate_asks(whisper_base_dir):
+    # With timestamps, transformers' no-speech check runs the whole model again on the window's features,
+    # and each temperature fallback a third time; the memo answers those from the first pass.
+    path, sentence = english_clip(0)
+    transcriber = load_transcriber("transformers", str(whisper_base_dir))
+    memo = transcriber.model.get_encoder().forward
+    calls = []
+    compute = memo.compute
+    memo.compute = lambda *a, **k: calls.append(a[0].shape) or compute(*a, **k)
+    options = TranscribeOptions(language="en")
+    remembered = [(s.start, s.end, s.text) for s in transcriber.transcribe(path, options)[0]]
+    assert calls == [(1, 80, 3000)]
+    assert wer(sentence, " ".join(text for _, _, text in remembered)) <= 0.35
+    # The same decoding with the encoder run every time it is asked: identical segments.
+    transcriber.model.get_encoder().forward = compute
+    assert [(s.start, s.end, s.text) for s in transcriber.transcribe(path, options)[0]] == remembered
+
+
+@pytest.mark.parametrize("mask", ["none", "bool", "float"])
+def test_cpu_decode_step_attention_equals_sdpa(mask):
+    import torch
+    import torch.nn.functional as F
+
+    from utils.backend_transformers import _sdpa_cpu_decode
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(shape, generator=generator) for shape in
+                         [(3, 8, 1, 64), (3, 8, 40, 64), (3, 8, 40, 64)])
+    keep = torch.ones(3, 1, 1, 40, dtype=torch.bool)
+    keep[1, ..., 25:] = False   # the second row's last 15 keys are padding
+    masks = {"none": None, "bool": keep,
+             "float": torch.zeros(3, 1, 1, 40).masked_fill(~keep, torch.finfo(torch.float32).min)}
+    module = torch.nn.Module().eval()
+    out, _ = _sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=masks[mask], scale=0.125)
+    assert out.shape == (3, 1, 8, 64)
+    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-5)
+
+
+def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_supported(whisper_tiny_en_dir,
+                                                                                     monkeypatch):
+    import torch
+
+    import utils.model
+    from utils.backend_transformers import CPU_ATTENTION
+
+    path, sentence = english_clip(2)
+    plain = load_transcriber("transformers", str(whisper_tiny_en_dir))
+    assert plain.model.config._attn_implementation == CPU_ATTENTION
+    eager = load_transcriber("transformers", str(whisper_tiny_en_dir), attn_implementation="eager")
+    texts = [" ".join(s.text for s in t.transcribe(path, TranscribeOptions(language="en"))[0]) for t in (plain, eager)]
+    assert texts[0] == texts[1] and wer(sentence, texts[0]) <= 0.35
+    if utils.model.cpu_supports_bf16():
+        bf16 = load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
+        assert bf16.model.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16
+        text = " ".join(s.text for s in bf16.transcribe(path, TranscribeOptions(language="en"))[0])
+        assert wer(sentence, text) <= 0.35
+    monkeypatch.setattr(utils.model, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(ValueError, match="needs AVX512-BF16 or AMX"):
+        load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
