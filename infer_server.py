@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference engine behind the service")
     add("--use_gpu", type=str2bool, default=False, help="run the model on CUDA")
     add("--compute_type", default=None,
-        help="ct2 only: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32 "
+        help="ct2: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32; transformers: "
+             "float32, bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU) "
              "(default: the backend's choice for the device)")
     add("--temperature_increment_on_fallback", type=float, default=0.2,
         help="Whisper's fallback: a window that loops or is unsure is decoded again at this much "
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRANSFORMERS_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def backend_options(args) -> dict:
     options = {"use_gpu": args.use_gpu, "batch_size": args.batch_size,
                "local_files_only": args.local_files_only}
@@ -86,6 +90,8 @@ def backend_options(args) -> dict:
         options["num_workers"] = args.num_workers
         if args.compute_type:
             options["compute_type"] = args.compute_type
+    elif args.compute_type:
+        options["dtype"] = args.compute_type
     if args.cpu_threads:
         options["cpu_threads"] = args.cpu_threads
     return options
@@ -96,9 +102,12 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         if args.compute_type not in (None, "int8"):
             parser.error(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
         args.compute_type = "int8"
-    if args.compute_type and args.backend != "ct2":
-        parser.error("--compute_type applies to --backend=ct2 only; the transformers backend "
-                     "runs float32 on CPU and float16 on GPU")
+    if args.backend == "transformers" and args.compute_type not in (None, *TRANSFORMERS_DTYPES):
+        parser.error(f"--compute_type={args.compute_type} is a CTranslate2 type; the transformers backend "
+                     f"takes {', '.join(TRANSFORMERS_DTYPES)} (int8: use --backend=ct2)")
+    if args.backend == "transformers" and args.compute_type == "float16" and not args.use_gpu:
+        parser.error("--compute_type=float16 with --backend=transformers needs --use_gpu; on a CPU use "
+                     "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
     if args.vad_filter and args.backend != "ct2":
         parser.error("--vad_filter needs --backend=ct2 (faster-whisper's Silero VAD)")
     if args.temperature_increment_on_fallback < 0:

@@ -436,6 +436,23 @@ def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
     wrong_language = run("--model_path=models/whisper-base-ct2", "--language=klingon")
     assert wrong_language.returncode == 2 and "unknown language 'klingon'" in wrong_language.stderr
     mixed = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=int8")
-    assert mixed.returncode == 2 and "--compute_type applies to --backend=ct2" in mixed.stderr
+    assert mixed.returncode == 2 and "the transformers backend takes float32, bfloat16, float16" in mixed.stderr
+    half = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=float16")
+    assert half.returncode == 2 and "float16 with --backend=transformers needs --use_gpu" in half.stderr
     contradicting = run("--model_path=models/whisper-base-ct2", "--use_int8=True", "--compute_type=float32")
     assert contradicting.returncode == 2 and "--use_int8 and --compute_type=float32" in contradicting.stderr
+
+
+def test_compute_type_reaches_each_backend_as_its_own_setting():
+    import infer_server
+
+    def options(*argv):
+        parser = infer_server.build_parser()
+        args = parser.parse_args(["--model_path=models/whisper-base", *argv])
+        infer_server.check_args(parser, args)
+        return infer_server.backend_options(args)
+
+    assert options("--backend=transformers", "--compute_type=bfloat16")["dtype"] == "bfloat16"
+    assert "dtype" not in options("--backend=transformers")
+    ct2 = options("--backend=ct2", "--model_path=models/whisper-base-ct2", "--use_int8=True")
+    assert ct2["compute_type"] == "int8" and "dtype" not in ct2
