@@ -91,12 +91,12 @@ class EncoderOutputMemo:
 
         import torch
 
-        return hashlib.blake2b(row.contiguous().view(-1).view(torch.uint8).numpy(), digest_size=16).digest()
+        return hashlib.blake2b(row.contiguous().view(-1).view(torch.uint8).cpu().numpy(), digest_size=16).digest()
 
     def __call__(self, input_features=None, *args, **kwargs):
         from transformers.modeling_outputs import BaseModelOutput
 
-        plain = (not args and input_features is not None and input_features.device.type == "cpu"
+        plain = (not args and input_features is not None
                  and not any(kwargs.get(k) for k in ("output_attentions", "output_hidden_states")))
         if not plain:   # anything unusual goes straight to the encoder, unremembered
             return self.compute(input_features, *args, **kwargs)
