@@ -17,6 +17,7 @@ except ModuleNotFoundError as missing:
         raise
     sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
              "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
+from utils.backend_transformers import DTYPES as TRANSFORMERS_DTYPES
 from utils.recorder import RECORD_DIR
 from utils.transcriber import print_config
 
@@ -46,7 +47,8 @@ class GuiArguments:
     use_gpu: bool = field(default=False, metadata={
         "help": "run on the first CUDA GPU (transformers and ct2 backends)"})
     compute_type: Optional[str] = field(default=None, metadata={
-        "help": "ct2 backend only: CTranslate2 compute type (int8, float16, int8_float16, ...)"})
+        "help": "ct2: CTranslate2 compute type (int8, float16, int8_float16, ...); transformers: float32, "
+                "bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU)"})
     cpu_threads: Optional[int] = field(default=None, metadata={
         "help": "ct2 and ggml backends only: CPU threads; unset = the engine's default"})
     vad_filter: bool = field(default=False, metadata={
@@ -81,7 +83,12 @@ def settings_from(args: GuiArguments) -> GuiSettings:
     elif args.use_gpu:
         raise ValueError("--use_gpu is not available with --backend=ggml: pywhispercpp's wheel "
                          "is a CPU build; use --backend=ct2 or transformers for a GPU")
-    if args.compute_type is not None:
+    if args.compute_type is not None and args.backend == "transformers":
+        if args.compute_type not in TRANSFORMERS_DTYPES:
+            raise ValueError(f"--compute_type={args.compute_type} is a CTranslate2 type; the transformers "
+                             f"backend takes {', '.join(TRANSFORMERS_DTYPES)} (int8: use --backend=ct2)")
+        options["dtype"] = args.compute_type
+    elif args.compute_type is not None:
         only_for("compute_type", ("ct2",))
         options["compute_type"] = args.compute_type
     if args.cpu_threads is not None:

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from utils.backend_transformers import DTYPES as TRANSFORMERS_DTYPES
+
 
 def str2bool(value: str) -> bool:
     lowered = value.strip().lower()
@@ -77,9 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"),
         help="uvicorn's log level")
     return parser
-
-
-TRANSFORMERS_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def backend_options(args) -> dict:

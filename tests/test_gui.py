@@ -242,6 +242,10 @@ def test_original_project_flags_map_or_are_refused():
 
     mapped = settings(backend="ct2", use_int8=True, beam_size=3)
     assert mapped.backend_options["compute_type"] == "int8" and mapped.beam_size == 3
+    # The transformers backend takes its own compute types, as weights' dtype.
+    assert settings(backend="transformers", compute_type="bfloat16").backend_options["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="transformers backend takes float32, bfloat16, float16"):
+        settings(backend="transformers", compute_type="int8")
     for flags, message in [(dict(backend="ct2", num_workers=2), "one recognition at a time"),
                            (dict(backend="ggml", use_int8=True), "--use_int8 applies only to --backend=ct2"),
                            (dict(backend="ct2", use_int8=True, compute_type="float32"), "contradict")]:

@@ -146,10 +146,13 @@ def test_cpu_decode_step_attention_equals_sdpa(mask):
     masks = {"none": None, "bool": keep,
              "float": torch.zeros(3, 1, 1, 40).masked_fill(~keep, torch.finfo(torch.float32).min)}
     module = torch.nn.Module().eval()
-    out, _ = _sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
+    out, weights = _sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=masks[mask], scale=0.125)
     assert out.shape == (3, 1, 8, 64)
     assert torch.allclose(out, expected.transpose(1, 2), atol=1e-5)
+    # The attention weights come back as eager attention's do (cross-attention timestamps read them).
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 8, 1))
+    assert (weights[1, ..., 25:] == 0).all() == (mask != "none")
 
 
 def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_supported(whisper_tiny_en_dir,
@@ -170,6 +173,10 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
         assert bf16.model.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16
         text = " ".join(s.text for s in bf16.transcribe(path, TranscribeOptions(language="en"))[0])
         assert wer(sentence, text) <= 0.35
+    for dtype, message in [("int8", "runs in float32, bfloat16, float16, not 'int8'"),
+                           ("float16", "float16 on the transformers backend needs a CUDA GPU")]:
+        with pytest.raises(ValueError, match=message):
+            load_transcriber("transformers", str(whisper_tiny_en_dir), dtype=dtype)
     monkeypatch.setattr(utils.model, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ValueError, match="needs AVX512-BF16 or AMX"):
         load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")

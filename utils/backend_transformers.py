@@ -12,6 +12,8 @@ from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segme
                                temperature_schedule)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+# The weight and activation types this backend runs in (the server's and the window's --compute_type).
+DTYPES = ("float32", "bfloat16", "float16")
 # Audio is cut into pieces decoded as one batch. With batch_size 1 a piece spans several
 # windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
 # with batch_size > 1 pieces are single 30 s windows decoded side by side.
@@ -133,7 +135,7 @@ def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dr
         else:
             weights = weights + mask
     weights = torch.softmax(weights, dim=-1)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
 def register_cpu_attention() -> str:
@@ -170,6 +172,12 @@ class TransformersTranscriber(Transcriber):
         if use_int8 and use_gpu:
             raise ValueError("use_int8 is dynamic int8 quantization for the CPU; on a GPU run in float16 (the "
                              "default) or use infer_ct2.py --use_int8 (int8_float16)")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"the transformers backend runs in {', '.join(DTYPES)}, not {dtype!r}"
+                             + (" (int8: use_int8, or the ct2 backend)" if "int8" in dtype else ""))
+        if dtype == "float16" and not use_gpu:
+            raise ValueError("float16 on the transformers backend needs a CUDA GPU (use_gpu); on a CPU use "
+                             "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
         if dtype == "bfloat16" and not use_gpu:
             from utils.model import cpu_supports_bf16
 
