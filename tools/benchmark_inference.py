@@ -300,6 +300,12 @@ def write_atomic(path: str, text: str) -> None:
 def main():
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
     names = list(CONFIGS) if args.configs.strip() == "all" else [n.strip() for n in args.configs.split(",") if n.strip()]
+    if args.configs.strip() == "all":
+        from utils.model import cpu_supports_bf16
+
+        if not cpu_supports_bf16():   # infer.py --bf16 refuses such a CPU, so its rows cannot run
+            print("this CPU has no bfloat16 instructions: the bf16 rows are left out", flush=True)
+            names = [name for name in names if CONFIGS[name][1].get("dtype") != "bfloat16"]
     unknown = [name for name in names if name not in CONFIGS]
     if unknown or not names:
         raise ValueError(f"--configs: unknown {', '.join(unknown) or '(none)'}; valid: {', '.join(CONFIGS)}")

@@ -183,8 +183,8 @@ class TransformersTranscriber(Transcriber):
 
             if not cpu_supports_bf16():
                 raise ValueError("bfloat16 on the CPU needs AVX512-BF16 or AMX instructions and this CPU has "
-                                 "neither (there it is emulated, slower than float32); drop --bf16, or use "
-                                 "infer_ct2.py --use_int8 for a faster CPU path")
+                                 "neither (there it is emulated, slower than float32); run in float32, or use "
+                                 "the ct2 backend in int8 (infer_ct2.py --use_int8) for a faster CPU path")
             if use_int8:
                 raise ValueError("use_int8 and bfloat16 exclude each other: pick one")
         if use_gpu and not torch.cuda.is_available():
