@@ -132,27 +132,32 @@ def test_encoder_runs_once_per_window_however_often_generate_asks(whisper_base_d
 
 
 @pytest.mark.parametrize("mask", ["none", "bool", "float"])
-def test_cpu_decode_step_attention_equals_sdpa(mask):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cpu_decode_step_attention_equals_sdpa(mask, dtype):
     import torch
     import torch.nn.functional as F
 
     from utils.backend_transformers import _sdpa_cpu_decode
 
     generator = torch.Generator().manual_seed(0)
-    query, key, value = (torch.randn(shape, generator=generator) for shape in
+    dtype = getattr(torch, dtype)
+    query, key, value = (torch.randn(shape, generator=generator).to(dtype) for shape in
                          [(3, 8, 1, 64), (3, 8, 40, 64), (3, 8, 40, 64)])
     keep = torch.ones(3, 1, 1, 40, dtype=torch.bool)
     keep[1, ..., 25:] = False   # the second row's last 15 keys are padding
     masks = {"none": None, "bool": keep,
-             "float": torch.zeros(3, 1, 1, 40).masked_fill(~keep, torch.finfo(torch.float32).min)}
+             "float": torch.zeros(3, 1, 1, 40, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)}
     module = torch.nn.Module().eval()
     out, weights = _sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
-    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=masks[mask], scale=0.125)
-    assert out.shape == (3, 1, 8, 64)
-    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-5)
-    # The attention weights come back as eager attention's do (cross-attention timestamps read them).
-    assert torch.allclose(weights.sum(-1), torch.ones(3, 8, 1))
-    assert (weights[1, ..., 25:] == 0).all() == (mask != "none")
+    reference_mask = masks[mask].float() if mask == "float" else masks[mask]
+    expected = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=reference_mask,
+                                              scale=0.125)
+    assert out.shape == (3, 1, 8, 64) and out.dtype == dtype
+    assert torch.allclose(out.float(), expected.transpose(1, 2), atol=1e-5 if dtype == torch.float32 else 3e-2)
+    if dtype == torch.bfloat16:
+        # The plain product, whose attention weights come back as eager attention's do.
+        assert torch.allclose(weights.float().sum(-1), torch.ones(3, 8, 1), atol=1e-2)
+        assert (weights[1, ..., 25:] == 0).all() == (mask != "none")
 
 
 def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_supported(whisper_tiny_en_dir,

@@ -75,8 +75,9 @@ class EncoderOutputMemo:
 
     transformers' Whisper generate calls the encoder again for each of its own passes over the same
     window: once to decode, once more in its no-speech check (WhisperNoSpeechDetection re-runs the
-    whole model on the features), and once per temperature fallback. On the benchmark file that is
-    3.5 of 13 s. Installed as the encoder's forward, this remembers the last batch's outputs by the
+    whole model on the features), and once per temperature fallback. Batched, on the benchmark file:
+    4 encoder calls for its 9 windows instead of 2, 18.0 s instead of 12.6 s (`python
+    tools/microbenchmarks.py encoder-calls`). Installed as the encoder's forward, this remembers the last batch's outputs by the
     content of each window's features and answers a repeat call (the same windows, or a subset as in
     a fallback) from memory. Written here because generate has no option to keep its encoder outputs.
     """
@@ -112,10 +113,11 @@ class EncoderOutputMemo:
         return out
 
 
-# torch's CPU scaled_dot_product_attention is slow for a single query row, which is every step of
-# decoding: on this project's 2-core benchmark machine a cross-attention step over 1500 encoder frames
-# (batch 9) took 1.8 ms in float32 and 6.7 ms in bfloat16, against 1.2 ms for a plain matmul-softmax-matmul.
-# So on CPU "sdpa" means sdpa for the encoder and the prompt, and the plain product for one-token steps.
+# torch's CPU scaled_dot_product_attention is slow in bfloat16 for a single query row, which is every
+# step of decoding: on this project's 2-core benchmark machine a cross-attention step over 1500 encoder
+# frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul; in float32 the two are
+# even (1.9 and 2.2 ms). `python tools/microbenchmarks.py attention` measures it. So on CPU "sdpa" means
+# sdpa, except for one-token bfloat16/float16 steps, which take the plain product.
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
@@ -123,7 +125,7 @@ def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dr
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.shape[2] != 1 or module.training:
+    if query.shape[2] != 1 or module.training or query.dtype == torch.float32:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling

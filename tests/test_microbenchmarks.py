@@ -1,0 +1,36 @@
+"""tools/microbenchmarks.py, the measurements behind docs/performance.md's explanations, at tiny sizes."""
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, "tools/microbenchmarks.py", *args, "--threads=1", "--repeats=1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_attention_and_dropout_print_a_time_per_variant():
+    out = run("attention", "--batch=2", "--frames=40", "--tokens=4")
+    times = re.findall(r": (sdpa|plain) (\d+\.\d+) ms", out)
+    assert [label for label, _ in times] == ["sdpa", "plain"] * 4
+    assert all(float(ms) > 0 for _, ms in times)
+    assert len(re.findall(r" \d+\.\d ms$", run("dropout", "--batch=1", "--frames=40"), re.M)) == 4
+
+
+def test_train_step_profiles_and_stores_the_base_projections(tiny_whisper_dir):
+    out = run("train-step", f"--model_path={tiny_whisper_dir}", "--batch=2", "--frames=30", "--tokens=5")
+    assert len(re.findall(r"^lora_dropout=0\.05: \d+\.\d+ s per step of 2$", out, re.M)) == 1
+    assert len(re.findall(r"^lora_dropout=0\.0, base k/v stored: \d+\.\d+ s per step of 2$", out, re.M)) == 1
+    assert re.search(r"^  aten::\w+: \d+ % of the step$", out, re.M)
+
+
+def test_encoder_calls_counts_one_pass_per_window_with_the_memo(whisper_base_dir):
+    out = run("encoder-calls", f"--model_path={whisper_base_dir}", "--language=en",
+              f"--audio_path={REPO / 'dataset' / 'audio' / 'en_test_0001.flac'}")
+    counts = dict(re.findall(r"^(with|without) the memo: (\d+) encoder calls", out, re.M))
+    # transformers' no-speech check runs the encoder a second time; the memo answers it.
+    assert counts == {"with": "1", "without": "2"}

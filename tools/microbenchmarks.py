@@ -1,0 +1,160 @@
+"""The small measurements behind docs/performance.md's explanations, rerunnable.
+
+    python tools/microbenchmarks.py attention     # CPU sdpa against the plain product, decode and training shapes
+    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: profile, and with the base k/v stored
+    python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
+    python tools/microbenchmarks.py encoder-calls # encoder passes per window in transformers' generate, with and without the memo
+
+Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
+in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def timed(run, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def plain_attention(query, key, value):
+    weights = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5, dim=-1)
+    return torch.matmul(weights, value)
+
+
+def attention(args) -> None:
+    """Cross-attention over the encoder frames: one query row (a decode step) and a label-length
+    query with its backward pass (a training step)."""
+    heads, width = 8, 64
+    for dtype in (torch.float32, torch.bfloat16):
+        name = str(dtype).replace("torch.", "")
+        key, value = (torch.randn(args.batch, heads, args.frames, width, dtype=dtype) for _ in range(2))
+        query = torch.randn(args.batch, heads, 1, width, dtype=dtype)
+        for label, function in (("sdpa", F.scaled_dot_product_attention), ("plain", plain_attention)):
+            seconds = timed(lambda: function(query, key, value), args.repeats)
+            print(f"decode step, {name}, batch {args.batch}, {args.frames} frames: {label} {seconds * 1000:.2f} ms")
+        parts = [torch.randn(args.batch, heads, n, width, dtype=dtype, requires_grad=True)
+                 for n in (args.tokens, args.frames, args.frames)]
+        for label, function in (("sdpa", F.scaled_dot_product_attention), ("plain", plain_attention)):
+            seconds = timed(lambda: function(*parts).sum().backward(), args.repeats)
+            print(f"training, {name}, batch {args.batch}, {args.tokens} tokens x {args.frames} frames, "
+                  f"forward+backward: {label} {seconds * 1000:.2f} ms")
+
+
+def lora_model(model_path: str, dropout: float):
+    from transformers import WhisperForConditionalGeneration
+
+    from finetune import DEFAULT_TARGET_MODULES
+    from utils.model import add_adapter
+
+    model = WhisperForConditionalGeneration.from_pretrained(model_path)
+    model = add_adapter(model, use_adalora=False, r=32, alpha=64, dropout=dropout,
+                        target_modules=DEFAULT_TARGET_MODULES, freeze_encoder=True)
+    return model.train()
+
+
+def train_step(args) -> None:
+    """A decoder-only LoRA step as finetune.py runs it on stored encoder outputs; then the same step
+    with every layer's base k_proj/v_proj output over the encoder frames computed beforehand (the
+    experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers.modeling_outputs import BaseModelOutput
+
+    for dropout in (0.05, 0.0):
+        model = lora_model(args.model_path, dropout)
+        torch.manual_seed(0)
+        frames = torch.randn(args.batch, args.frames, model.config.d_model)
+        labels = torch.randint(0, model.config.vocab_size, (args.batch, args.tokens))
+
+        def step():
+            model(encoder_outputs=BaseModelOutput(last_hidden_state=frames), labels=labels).loss.backward()
+
+        seconds = timed(step, args.repeats)
+        print(f"lora_dropout={dropout}: {seconds:.2f} s per step of {args.batch}")
+        if dropout:
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                step()
+            total = sum(event.self_cpu_time_total for event in profiler.key_averages())
+            for event in sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)[:6]:
+                print(f"  {event.key}: {100 * event.self_cpu_time_total / total:.0f} % of the step")
+        for layer in model.base_model.model.model.decoder.layers:
+            for name in ("k_proj", "v_proj"):
+                base = getattr(layer.encoder_attn, name).base_layer
+                with torch.no_grad():
+                    stored = base(frames)
+                base.forward = lambda _, stored=stored: stored
+        seconds = timed(step, args.repeats)
+        print(f"lora_dropout={dropout}, base k/v stored: {seconds:.2f} s per step of {args.batch}")
+
+
+def dropout(args) -> None:
+    frames = torch.randn(args.batch, args.frames, 512)
+    for label, run in (("F.dropout(p=0.05)", lambda: F.dropout(frames, 0.05, True)),
+                       ("bernoulli_ mask", lambda: torch.empty_like(frames).bernoulli_(0.95)),
+                       ("rand < p mask", lambda: torch.rand_like(frames) < 0.95),
+                       ("multiply (for scale)", lambda: frames * frames)):
+        print(f"{label} over {args.batch} x {args.frames} x 512: {timed(run, args.repeats) * 1000:.1f} ms")
+
+
+def encoder_calls(args) -> None:
+    from utils.audio import load_audio
+    from utils.transcriber import TranscribeOptions, load_transcriber
+
+    audio = load_audio(args.audio_path)
+    for memo in (True, False):
+        transcriber = load_transcriber("transformers", args.model_path, batch_size=8)
+        remembered = transcriber.model.get_encoder().forward
+        calls = []
+
+        def counted(*a, compute=remembered.compute, **k):
+            calls.append(a[0].shape[0] if a else 0)
+            return compute(*a, **k)
+
+        remembered.compute = counted
+        if not memo:
+            transcriber.model.get_encoder().forward = counted
+        options = TranscribeOptions(language=args.language, temperature_increment_on_fallback=0.0)
+        began = time.perf_counter()
+        segments, _ = transcriber.transcribe(audio, options)
+        list(segments)
+        print(f"{'with' if memo else 'without'} the memo: {len(calls)} encoder calls for {sum(calls)} windows, "
+              f"{time.perf_counter() - began:.1f} s")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls"))
+    parser.add_argument("--model_path", default="models/whisper-base", help="Whisper folder (train-step, encoder-calls)")
+    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls")
+    parser.add_argument("--language", default="zh", help="language for encoder-calls")
+    parser.add_argument("--batch", type=int, default=8, help="batch size")
+    parser.add_argument("--frames", type=int, default=1500, help="encoder frames (1500 = Whisper's 30 s window)")
+    parser.add_argument("--tokens", type=int, default=28, help="label tokens per clip in training shapes")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median shown)")
+    args = parser.parse_args(argv)
+    for name in ("batch", "frames", "tokens", "threads", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls}[args.what](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
