@@ -3,7 +3,7 @@
     python tools/microbenchmarks.py attention     # CPU sdpa against the plain product, decode and training shapes
     python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: profile, and with the base k/v stored
     python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
-    python tools/microbenchmarks.py encoder-calls # encoder passes per window in transformers' generate, with and without the memo
+    python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
 
 Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
 in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
