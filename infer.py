@@ -23,12 +23,12 @@ class InferArguments(CommonInferArguments):
         "help": "30 s windows decoded side by side; 1 = sequential long-form decoding (most accurate)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU in float16"})
     use_int8: bool = field(default=False, metadata={
-        "help": "CPU: dynamic int8 quantization of every linear layer, for CPUs without bfloat16: faster (1.2x "
-                "with batching on the benchmark file) but less accurate (CER 55% -> 76% there, "
+        "help": "CPU: dynamic int8 quantization of every linear layer, for CPUs without bfloat16: faster (1.4x "
+                "with batching on the benchmark file) but less accurate (CER 55% -> 73% there, "
                 "docs/performance.md); for int8 prefer infer_ct2.py --use_int8. Not with --use_gpu or --bf16"})
     bf16: bool = field(default=False, metadata={
         "help": "bfloat16 weights and activations. CPU: needs AVX512-BF16 or AMX; on the benchmark file "
-                "1.7x faster than float32 with batching at about the same CER (docs/performance.md). "
+                "1.6x faster than float32 with batching at about the same CER (docs/performance.md). "
                 "With --use_gpu: bfloat16 instead of float16"})
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per 30 s window"})

@@ -53,7 +53,7 @@ class RepetitionLoopStop:
 
 def quantize_linear_layers(model):
     """Every nn.Linear as dynamic int8 (int8 weights, activations quantized per call). On the benchmark
-    file (docs/performance.md) batched decoding got 1.2x faster but its CER rose from 55 % to 76 %:
+    file (docs/performance.md) batched decoding got 1.4x faster but its CER rose from 55 % to 73 %:
     one scale per weight matrix is coarse for Whisper's weights (CTranslate2 keeps one per row).
 
     torch's own dynamic quantization rather than a new dependency: it needs no calibration data, works
