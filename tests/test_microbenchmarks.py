@@ -31,6 +31,7 @@ def test_train_step_profiles_and_stores_the_base_projections(tiny_whisper_dir):
 def test_encoder_calls_counts_one_pass_per_window_with_the_memo(whisper_base_dir):
     out = run("encoder-calls", f"--model_path={whisper_base_dir}", "--language=en",
               f"--audio_path={REPO / 'dataset' / 'audio' / 'en_test_0001.flac'}")
-    counts = dict(re.findall(r"^(with|without) the memo: (\d+) encoder calls", out, re.M))
+    counts = {memo: (int(calls), int(passes)) for memo, calls, passes in
+              re.findall(r"^(with|without) the memo: (\d+) encoder calls, (\d+) window passes", out, re.M)}
     # transformers' no-speech check runs the encoder a second time; the memo answers it.
-    assert counts == {"with": "1", "without": "2"}
+    assert counts == {"with": (1, 1), "without": (2, 2)}

@@ -74,8 +74,8 @@ def train_step(args) -> None:
     from torch.profiler import ProfilerActivity, profile
     from transformers.modeling_outputs import BaseModelOutput
 
-    for dropout in (0.05, 0.0):
-        model = lora_model(args.model_path, dropout)
+    for rate in (0.05, 0.0):
+        model = lora_model(args.model_path, rate)
         torch.manual_seed(0)
         frames = torch.randn(args.batch, args.frames, model.config.d_model)
         labels = torch.randint(0, model.config.vocab_size, (args.batch, args.tokens))
@@ -84,8 +84,8 @@ def train_step(args) -> None:
             model(encoder_outputs=BaseModelOutput(last_hidden_state=frames), labels=labels).loss.backward()
 
         seconds = timed(step, args.repeats)
-        print(f"lora_dropout={dropout}: {seconds:.2f} s per step of {args.batch}")
-        if dropout:
+        print(f"lora_dropout={rate}: {seconds:.2f} s per step of {args.batch}")
+        if rate:
             with profile(activities=[ProfilerActivity.CPU]) as profiler:
                 step()
             total = sum(event.self_cpu_time_total for event in profiler.key_averages())
@@ -98,7 +98,7 @@ def train_step(args) -> None:
                     stored = base(frames)
                 base.forward = lambda _, stored=stored: stored
         seconds = timed(step, args.repeats)
-        print(f"lora_dropout={dropout}, base k/v stored: {seconds:.2f} s per step of {args.batch}")
+        print(f"lora_dropout={rate}, base k/v stored: {seconds:.2f} s per step of {args.batch}")
 
 
 def dropout(args) -> None:
@@ -121,7 +121,8 @@ def encoder_calls(args) -> None:
         calls = []
 
         def counted(*a, compute=remembered.compute, **k):
-            calls.append(a[0].shape[0] if a else 0)
+            features = a[0] if a else k["input_features"]
+            calls.append(features.shape[0])
             return compute(*a, **k)
 
         remembered.compute = counted
@@ -131,7 +132,7 @@ def encoder_calls(args) -> None:
         began = time.perf_counter()
         segments, _ = transcriber.transcribe(audio, options)
         list(segments)
-        print(f"{'with' if memo else 'without'} the memo: {len(calls)} encoder calls for {sum(calls)} windows, "
+        print(f"{'with' if memo else 'without'} the memo: {len(calls)} encoder calls, {sum(calls)} window passes, "
               f"{time.perf_counter() - began:.1f} s")
 
 
