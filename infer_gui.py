@@ -17,7 +17,7 @@ except ModuleNotFoundError as missing:
         raise
     sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
              "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
-from utils.backend_transformers import DTYPES as TRANSFORMERS_DTYPES
+from utils.backend_transformers import check_compute_type
 from utils.recorder import RECORD_DIR
 from utils.transcriber import print_config
 
@@ -84,9 +84,7 @@ def settings_from(args: GuiArguments) -> GuiSettings:
         raise ValueError("--use_gpu is not available with --backend=ggml: pywhispercpp's wheel "
                          "is a CPU build; use --backend=ct2 or transformers for a GPU")
     if args.compute_type is not None and args.backend == "transformers":
-        if args.compute_type not in TRANSFORMERS_DTYPES:
-            raise ValueError(f"--compute_type={args.compute_type} is a CTranslate2 type; the transformers "
-                             f"backend takes {', '.join(TRANSFORMERS_DTYPES)} (int8: use --backend=ct2)")
+        check_compute_type(args.compute_type, args.use_gpu)
         options["dtype"] = args.compute_type
     elif args.compute_type is not None:
         only_for("compute_type", ("ct2",))

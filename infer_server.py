@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from utils.backend_transformers import DTYPES as TRANSFORMERS_DTYPES
+from utils.backend_transformers import check_compute_type
 
 
 def str2bool(value: str) -> bool:
@@ -101,12 +101,11 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         if args.compute_type not in (None, "int8"):
             parser.error(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
         args.compute_type = "int8"
-    if args.backend == "transformers" and args.compute_type not in (None, *TRANSFORMERS_DTYPES):
-        parser.error(f"--compute_type={args.compute_type} is a CTranslate2 type; the transformers backend "
-                     f"takes {', '.join(TRANSFORMERS_DTYPES)} (int8: use --backend=ct2)")
-    if args.backend == "transformers" and args.compute_type == "float16" and not args.use_gpu:
-        parser.error("--compute_type=float16 with --backend=transformers needs --use_gpu; on a CPU use "
-                     "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
+    if args.backend == "transformers" and args.compute_type is not None:
+        try:
+            check_compute_type(args.compute_type, args.use_gpu)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.vad_filter and args.backend != "ct2":
         parser.error("--vad_filter needs --backend=ct2 (faster-whisper's Silero VAD)")
     if args.temperature_increment_on_fallback < 0:

@@ -298,9 +298,10 @@ def write_outputs(args, results: dict, command: str) -> None:
         rss = f"{train['peak_rss_gib']:.1f} GiB" if train else "-"
         c = r["checks"]
         probabilities = c.get("no_speech_probabilities")
-        low, high = (f"{min(probabilities):.2f}", f"{max(probabilities):.2f}") if probabilities else ("", "")
-        no_speech = f"{c['no_speech_empty']}/{c['no_speech_clips']}" + (
-            "" if not probabilities else f" (P {low})" if low == high else f" (P {low}-{high})")
+        no_speech = f"{c['no_speech_empty']}/{c['no_speech_clips']}"
+        if probabilities:
+            low, high = f"{min(probabilities):.2f}", f"{max(probabilities):.2f}"
+            no_speech += f" (P {low})" if low == high else f" (P {low}-{high})"
         lines.append(f"| {data} | {r['method']} | {r['metric'].upper()} {r['value']:.3f}{change} | "
                      f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
                      f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
@@ -354,8 +355,7 @@ def write_outputs(args, results: dict, command: str) -> None:
         if curves:
             body += [f"![training loss]({rel(args.plot)})", ""]
         body.append(f"How each column is measured: [{rel(args.table)}]({rel(args.table)}).")
-        text = "\n".join(body)
-        replace_section(args.readme, "accuracy", text)
+        replace_section(args.readme, "accuracy", "\n".join(body))
     if curves:
         import matplotlib
 

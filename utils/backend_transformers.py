@@ -1,6 +1,8 @@
 """Transformers backend: WhisperForConditionalGeneration and its long-form generate."""
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import Iterator, Optional
 
 import numpy as np
@@ -14,6 +16,17 @@ from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segme
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 # The weight and activation types this backend runs in (the server's and the window's --compute_type).
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_compute_type(compute_type: str, use_gpu: bool) -> None:
+    """The server's and the window's --compute_type for this backend, refused in their flags' words
+    before the model loads."""
+    if compute_type not in DTYPES:
+        raise ValueError(f"--compute_type={compute_type} is a CTranslate2 type; the transformers backend "
+                         f"takes {', '.join(DTYPES)} (int8: use --backend=ct2)")
+    if compute_type == "float16" and not use_gpu:
+        raise ValueError("--compute_type=float16 with --backend=transformers needs --use_gpu; on a CPU use "
+                         "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
 # Audio is cut into pieces decoded as one batch. With batch_size 1 a piece spans several
 # windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
 # with batch_size > 1 pieces are single 30 s windows decoded side by side.
@@ -90,8 +103,6 @@ class EncoderOutputMemo:
 
     @staticmethod
     def _key(row) -> bytes:
-        import hashlib
-
         import torch
 
         return hashlib.blake2b(row.contiguous().view(-1).view(torch.uint8).cpu().numpy(), digest_size=16).digest()
@@ -123,11 +134,10 @@ CPU_ATTENTION = "sdpa_cpu_decode"
 
 def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if query.shape[2] != 1 or module.training or query.dtype == torch.float32:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
-                                      dropout=dropout, **kwargs)
+        return _sdpa_attention_forward()(module, query, key, value, attention_mask, scaling=scaling,
+                                         dropout=dropout, **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
@@ -138,6 +148,14 @@ def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dr
             weights = weights + mask
     weights = torch.softmax(weights, dim=-1)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+@functools.lru_cache(maxsize=None)
+def _sdpa_attention_forward():
+    """transformers' sdpa function, imported once (every attention call of every decoding step asks)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward
 
 
 def register_cpu_attention() -> str:
