@@ -10,16 +10,18 @@ Configurations (--configs):
   frozen-bf16, frozen-cached-bf16   the same two in bfloat16 autocast (CPUs with AVX512-BF16/AMX, CUDA)
   frozen-nodrop, frozen-cached-nodrop   the same two with --lora_dropout=0
 Samples per second count every clip of every epoch over the training time plus the encoder pass (when
-cached), so the cache's one-off cost is charged to it. Each run starts from an empty cache.
+cached), so the cache's one-off cost is charged to it. Each run starts from an empty cache. With
+--repeats=N every configuration runs N times, round by round (a change in the machine's load hits every
+configuration alike), and the table shows each one's median.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
+import statistics
 import sys
 import time
 
@@ -66,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="mixed precision bfloat16 (CUDA with bf16, or a CPU with AVX512-BF16/AMX)")
     parser.add_argument("--use_8bit", type=string_to_bool, default=False, help="8-bit base weights (CUDA + bitsandbytes)")
     parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the table shows medians")
     parser.add_argument("--output_dir", default="output/benchmark_training", help="runs, logs, results.json")
     parser.add_argument("--table", default="docs/training_benchmark.md", help="markdown table to write")
     parser.add_argument("--readme", default="",
@@ -75,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [c for c in args.config_list if c not in CONFIGS]
     if unknown or not args.config_list:
         parser.error(f"--configs: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONFIGS)}")
-    for name in ("num_clips", "epochs", "batch_size"):
+    for name in ("num_clips", "epochs", "batch_size", "repeats"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if not os.path.isfile(os.path.join(args.base_model, "config.json")):
@@ -129,18 +132,33 @@ def run_config(args, name: str, train: str) -> dict:
             "peak_rss_gib": measured["peak_rss_gib"], "steps": results["global_step"], "losses": losses}
 
 
+def median_row(runs: list[dict]) -> dict:
+    """One configuration's rounds -> its row: medians of the timings, the largest peak memory, the range of
+    samples/s, and the first round's losses (a seed makes every round's curve the same)."""
+    row = dict(runs[0])
+    for key in ("train_seconds", "encoder_pass_seconds", "samples_per_second", "process_seconds"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["peak_rss_gib"] = max(r["peak_rss_gib"] for r in runs)
+    row["samples_per_second_range"] = [min(r["samples_per_second"] for r in runs),
+                                       max(r["samples_per_second"] for r in runs)]
+    row["rounds"] = len(runs)
+    return row
+
+
 def write_table(args, rows: list[dict], command: str) -> None:
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-        f"CPU ({platform.machine()}, {os.cpu_count()} cores, shared)"
+    from tools.benchmark_inference import machine_description
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {machine_description()}"
     by_name = {r["config"]: r for r in rows}
-    table = ["| configuration | samples/s | training time | of which encoder pass | peak RSS | speed-up |",
-             "|---|---|---|---|---|---|"]
+    table = ["| configuration | samples/s | min-max | training time | of which encoder pass | peak RSS | speed-up |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         reference = by_name.get(reference_of(r["config"]), r)
-        table.append(f"| {r['config']} | {r['samples_per_second']:.2f} | {r['train_seconds']:.0f} s | "
-                     f"{r['encoder_pass_seconds']:.0f} s | {r['peak_rss_gib']:.1f} GiB | "
+        low, high = r["samples_per_second_range"]
+        table.append(f"| {r['config']} | {r['samples_per_second']:.2f} | {low:.2f}-{high:.2f} | "
+                     f"{r['train_seconds']:.0f} s | {r['encoder_pass_seconds']:.0f} s | {r['peak_rss_gib']:.1f} GiB | "
                      f"{r['samples_per_second'] / reference['samples_per_second']:.2f}x vs {reference['config']} |")
     notes = []
     for cached in (name for name in by_name if "-cached" in name):
@@ -151,7 +169,8 @@ def write_table(args, rows: list[dict], command: str) -> None:
             notes.append(f"Loss curves of `{plain}` and `{cached}`: {len(a)} logged steps, largest difference "
                          f"{diff:.2e} (same seed, same batches; first loss {b[0]:.3f}, last {b[-1]:.3f}).")
     header = (f"Device: {device}; torch {torch.__version__}; {rows[0]['samples']:g} samples per run "
-              f"({args.num_clips} clips x {args.epochs:g} epochs), batch {args.batch_size}.")
+              f"({args.num_clips} clips x {args.epochs:g} epochs), batch {args.batch_size}; median of "
+              f"{args.repeats} interleaved round{'s' if args.repeats > 1 else ''}.")
     lines = ["# Training speed", "", "Generated by `tools/benchmark_training.py`. Command:", "", "```bash", command,
              "```", "", header, "", *table, "", *notes,
              "", "Speed-up: samples per second against the run that recomputes the encoder at the same precision. "
@@ -179,20 +198,27 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     train = subset(args)
-    rows = []
+    runs = {name: [] for name in args.config_list}
     start = time.perf_counter()
-    for name in tqdm(args.config_list, desc="Configurations", unit="run"):
-        try:
-            rows.append(run_config(args, name, train))
-        except StageFailed as exc:
-            print(f"error: {name}: {exc}", file=sys.stderr)
-            return 1
-        r = rows[-1]
-        print(f"{name}: {r['samples_per_second']:.2f} samples/s, peak RSS {r['peak_rss_gib']:.1f} GiB", flush=True)
-    write_json_atomic(os.path.join(args.output_dir, "results.json"), {"command": command, "runs": rows})
+    with tqdm(total=len(runs) * args.repeats, desc="Runs", unit="run") as bar:
+        for _ in range(args.repeats):
+            for name in args.config_list:
+                try:
+                    runs[name].append(run_config(args, name, train))
+                except StageFailed as exc:
+                    print(f"error: {name}: {exc}", file=sys.stderr)
+                    return 1
+                r = runs[name][-1]
+                print(f"{name}: {r['samples_per_second']:.2f} samples/s, peak RSS {r['peak_rss_gib']:.1f} GiB",
+                      flush=True)
+                bar.update()
+    rows = [median_row(runs[name]) for name in args.config_list]
+    write_json_atomic(os.path.join(args.output_dir, "results.json"),
+                      {"command": command, "rows": rows, "runs": runs})
     write_table(args, rows, command)
     print("training benchmark: " + ", ".join(f"{r['config']} {r['samples_per_second']:.2f} samples/s" for r in rows)
-          + f"; table {args.table} ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+          + f" (medians of {args.repeats}); table {args.table} ({(time.perf_counter() - start) / 60:.1f} min)",
+          flush=True)
     return 0
 
 

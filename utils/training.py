@@ -139,6 +139,22 @@ def optimizer_steps(n_samples: int, *, batch_size: int, gradient_accumulation_st
     return math.ceil(num_train_epochs * per_epoch)
 
 
+class DropoutSeedCallback(TrainerCallback):
+    """Reseed the adapters' dropout generator (utils.fast_lora.speed_up_lora) from (seed, process, optimizer
+    step) before every step: the masks then depend on nothing else that draws random numbers (DataLoader
+    workers, the encoder cache, a resume from a checkpoint), and each process of a distributed run draws
+    its own."""
+
+    def __init__(self, generator, seed: int):
+        self.generator = generator
+        self.seed = seed
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        seed = np.random.SeedSequence([self.seed, args.process_index, state.global_step]).generate_state(1, np.uint64)
+        self.generator.manual_seed(int(seed[0]))
+        return control
+
+
 def make_compute_metrics(tokenizer, metric: str) -> Callable:
     """compute_metrics for Seq2SeqTrainer(predict_with_generate=True): decoded texts -> {metric: rate}."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
