@@ -1,7 +1,7 @@
 """The small measurements behind docs/performance.md's explanations, rerunnable.
 
     python tools/microbenchmarks.py attention     # CPU sdpa against the plain product, decode and training shapes
-    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: profile, and with the base k/v stored
+    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: peft's and utils/fast_lora.py's, profiled
     python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
     python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
 
@@ -64,15 +64,28 @@ def lora_model(model_path: str, dropout: float):
     model = WhisperForConditionalGeneration.from_pretrained(model_path)
     model = add_adapter(model, use_adalora=False, r=32, alpha=64, dropout=dropout,
                         target_modules=DEFAULT_TARGET_MODULES, freeze_encoder=True)
+    model.config.use_cache = False      # as finetune.py trains
     return model.train()
 
 
-def train_step(args) -> None:
-    """A decoder-only LoRA step as finetune.py runs it on stored encoder outputs; then the same step
-    with every layer's base k_proj/v_proj output over the encoder frames computed beforehand (the
-    experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
+def print_profile(step) -> None:
     from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        step()
+    total = sum(event.self_cpu_time_total for event in profiler.key_averages())
+    for event in sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)[:6]:
+        print(f"  {event.key}: {100 * event.self_cpu_time_total / total:.0f} % of the step")
+
+
+def train_step(args) -> None:
+    """A decoder-only LoRA step on stored encoder outputs, with peft's LoRA as it comes and as
+    finetune.py runs it (utils/fast_lora.py: gap dropout, fused adapter sum), profiled; then the
+    same step with every layer's base k_proj/v_proj output over the encoder frames computed
+    beforehand (the experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
     from transformers.modeling_outputs import BaseModelOutput
+
+    from utils.fast_lora import speed_up_lora
 
     for rate in (0.05, 0.0):
         model = lora_model(args.model_path, rate)
@@ -83,14 +96,13 @@ def train_step(args) -> None:
         def step():
             model(encoder_outputs=BaseModelOutput(last_hidden_state=frames), labels=labels).loss.backward()
 
-        seconds = timed(step, args.repeats)
-        print(f"lora_dropout={rate}: {seconds:.2f} s per step of {args.batch}")
+        print(f"lora_dropout={rate}, peft: {timed(step, args.repeats):.2f} s per step of {args.batch}")
         if rate:
-            with profile(activities=[ProfilerActivity.CPU]) as profiler:
-                step()
-            total = sum(event.self_cpu_time_total for event in profiler.key_averages())
-            for event in sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)[:6]:
-                print(f"  {event.key}: {100 * event.self_cpu_time_total / total:.0f} % of the step")
+            print_profile(step)
+        speed_up_lora(model, seed=0)
+        print(f"lora_dropout={rate}, fast_lora: {timed(step, args.repeats):.2f} s per step of {args.batch}")
+        if rate:
+            print_profile(step)
         for layer in model.base_model.model.model.decoder.layers:
             for name in ("k_proj", "v_proj"):
                 base = getattr(layer.encoder_attn, name).base_layer
@@ -98,12 +110,16 @@ def train_step(args) -> None:
                     stored = base(frames)
                 base.forward = lambda _, stored=stored: stored
         seconds = timed(step, args.repeats)
-        print(f"lora_dropout={rate}, base k/v stored: {seconds:.2f} s per step of {args.batch}")
+        print(f"lora_dropout={rate}, fast_lora, base k/v stored: {seconds:.2f} s per step of {args.batch}")
 
 
 def dropout(args) -> None:
+    from utils.fast_lora import GapDropout
+
     frames = torch.randn(args.batch, args.frames, 512)
+    gap = GapDropout(0.05).train()
     for label, run in (("F.dropout(p=0.05)", lambda: F.dropout(frames, 0.05, True)),
+                       ("GapDropout(p=0.05)", lambda: gap(frames)),
                        ("bernoulli_ mask", lambda: torch.empty_like(frames).bernoulli_(0.95)),
                        ("rand < p mask", lambda: torch.rand_like(frames) < 0.95),
                        ("multiply (for scale)", lambda: frames * frames)):
