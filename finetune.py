@@ -202,10 +202,12 @@ def train(args: FinetuneArguments) -> int:
     from utils.model import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
                              load_whisper, model_name, prepare_for_finetuning)
     from utils.training import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, DropoutSeedCallback,
-                                make_compute_metrics, optimizer_steps, print_config, save_adapter_atomic,
-                                write_json_atomic)
+                                keep_large_tensors_in_the_heap, make_compute_metrics, optimizer_steps, print_config,
+                                save_adapter_atomic, write_json_atomic)
 
     print_config("Configuration", args)
+    if not torch.cuda.is_available():
+        keep_large_tensors_in_the_heap()
     check_precision(fp16=args.fp16, bf16=args.bf16, use_8bit=args.use_8bit)
     set_seed(args.seed)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
