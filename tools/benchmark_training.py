@@ -112,7 +112,7 @@ def run_config(args, name: str, train: str) -> dict:
     command = [sys.executable, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
                f"--test_data={train}", f"--output_dir={out}", f"--language={args.language}",
                f"--num_train_epochs={args.epochs}", f"--per_device_train_batch_size={args.batch_size}",
-               "--per_device_eval_batch_size=1", "--max_eval_samples=1", "--metric=none",
+               "--max_eval_samples=1", "--metric=none",
                "--eval_steps=100000", "--save_steps=100000", "--logging_steps=1", "--warmup_steps=0",
                f"--num_workers={args.num_workers}", f"--fp16={args.fp16}", f"--bf16={args.bf16}",
                f"--use_8bit={args.use_8bit}", "--local_files_only=True", *CONFIGS[name]]

@@ -86,7 +86,9 @@ def train_step(args) -> None:
     from transformers.modeling_outputs import BaseModelOutput
 
     from utils.fast_lora import speed_up_lora
+    from utils.training import keep_large_tensors_in_the_heap
 
+    keep_large_tensors_in_the_heap()    # as finetune.py does on a CPU
     for rate in (0.05, 0.0):
         model = lora_model(args.model_path, rate)
         torch.manual_seed(0)
