@@ -147,3 +147,52 @@ def test_random_encoder_turns_the_automatic_cache_off(tiny_whisper_dir, corpus, 
     calls = _run(encoder_calls, _three_epochs(noisy, corpus, tmp_path / "b", num_train_epochs=1))
     assert "encoder cache off: the model config has apply_spec_augment=True" in capsys.readouterr().out
     assert calls["train"] == 6          # one epoch, the encoder ran on every batch
+
+
+class _Labels:
+    """The two things CachedEncoderDataset asks of a SpeechDataset."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def labels(self, index):
+        return [index]
+
+
+def _resident_file_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("RssFile:"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_rows_are_read_whole_without_mapping_the_file(tmp_path, dtype):
+    import pickle
+    import sys
+
+    from utils.encoder_cache import HIDDEN_FILE, META_FILE, CachedEncoderDataset, EncoderCacheError
+
+    rows = np.random.default_rng(0).standard_normal((40, 1500, 512)).astype(dtype)   # 61 or 123 MB
+    np.save(tmp_path / HIDDEN_FILE, rows)
+    (tmp_path / META_FILE).write_text(json.dumps({"rows": 40, "frames": 1500, "width": 512, "dtype": dtype}))
+    dataset = CachedEncoderDataset(_Labels(40), str(tmp_path))
+
+    before = _resident_file_kib() if sys.platform.startswith("linux") else 0
+    for index in (39, 0, 17, *range(40)):
+        item = dataset[index]
+        assert item["labels"] == [index]
+        assert item["encoder_hidden_states"].dtype == np.float32
+        np.testing.assert_array_equal(item["encoder_hidden_states"], rows[index].astype(np.float32))
+    if sys.platform.startswith("linux"):
+        # Every row was read, and none of the file stayed mapped into this process.
+        assert _resident_file_kib() - before < rows.nbytes / 1024 / 10
+    # A DataLoader worker gets the dataset pickled and opens the file itself.
+    copy = pickle.loads(pickle.dumps(dataset))
+    np.testing.assert_array_equal(copy[5]["encoder_hidden_states"], rows[5].astype(np.float32))
+
+    with open(tmp_path / HIDDEN_FILE, "r+b") as handle:     # a file cut short by a full disk, say
+        handle.truncate(handle.seek(0, 2) - 1000)
+    with pytest.raises(EncoderCacheError, match="ends early; delete its folder"):
+        CachedEncoderDataset(_Labels(40), str(tmp_path))[39]
