@@ -227,9 +227,7 @@ def train(args: FinetuneArguments) -> int:
     train_dataset = SpeechDataset(args.train_data, processor, augment_config_path=args.augment_config_path,
                                   **data_kwargs)
     test_dataset = SpeechDataset(args.test_data, processor, **data_kwargs)
-    eval_dataset = test_dataset
-    if args.max_eval_samples is not None and args.max_eval_samples < len(test_dataset):
-        eval_dataset = torch.utils.data.Subset(test_dataset, range(args.max_eval_samples))
+    eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.head(args.max_eval_samples)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train: {len(train_dataset)} clips from {args.train_data} {train_dataset.stats}; "
               f"test: {len(eval_dataset)} clips from {args.test_data}", flush=True)
@@ -303,26 +301,35 @@ def train(args: FinetuneArguments) -> int:
         seed=args.seed,
         disable_tqdm=False,
     )
-    cache_seconds = 0.0
+    cache_seconds = eval_cache_seconds = 0.0
     if use_cache:
         from utils.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
 
         cache_root = args.encoder_cache_dir or os.path.join(args.output_dir, "encoder_cache")
         autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
-        key = cache_key(train_dataset, args.base_model, model.get_base_model().config, processor.feature_extractor,
-                        args.encoder_cache_dtype, autocast=autocast)
-        # Rank 0 builds the cache while the other processes wait, then they all read the same file.
-        with training_args.main_process_first(desc="encoder cache"):
-            folder, cache_seconds = build_encoder_cache(
-                encoder, train_dataset, cache_root, key, dtype=args.encoder_cache_dtype,
-                batch_size=args.per_device_eval_batch_size, num_workers=args.num_workers,
-                show_progress=int(os.environ.get("RANK", "0")) == 0, autocast=autocast)
+
+        def cached(dataset, what):
+            key = cache_key(dataset, args.base_model, model.get_base_model().config, processor.feature_extractor,
+                            args.encoder_cache_dtype, autocast=autocast)
+            # Rank 0 builds the cache while the other processes wait, then they all read the same file.
+            with training_args.main_process_first(desc="encoder cache"):
+                folder, seconds = build_encoder_cache(
+                    encoder, dataset, cache_root, key, dtype=args.encoder_cache_dtype,
+                    batch_size=args.per_device_eval_batch_size, num_workers=args.num_workers,
+                    show_progress=int(os.environ.get("RANK", "0")) == 0, autocast=autocast)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"encoder cache ({what}): {folder} "
+                      f"({'built in %.1f s' % seconds if seconds else 'reused'})", flush=True)
+            return CachedEncoderDataset(dataset, folder), seconds
+
+        train_dataset, cache_seconds = cached(train_dataset, "training")
+        # The frozen encoder gives the test clips the same outputs at every evaluation too: stored once,
+        # evaluations after the first (and later runs on the same test set) run the decoder only.
+        eval_dataset, eval_cache_seconds = cached(eval_dataset, "evaluation")
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"encoder cache: {folder} ({'built in %.1f s' % cache_seconds if cache_seconds else 'reused'}); "
-                  f"training runs the decoder only"
+            print("training and evaluation run the decoder only"
                   + (", reading the stored outputs in the main process" if num_workers != args.num_workers else ""),
                   flush=True)
-        train_dataset = CachedEncoderDataset(train_dataset, folder)
 
     callbacks = [CheckpointCallback(run_dir, args.save_total_limit), DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
@@ -347,6 +354,7 @@ def train(args: FinetuneArguments) -> int:
         trainer.state.save_to_json(os.path.join(final_dir, "trainer_state.json"))
         write_json_atomic(os.path.join(run_dir, "train_results.json"), {
             **result.metrics, "encoder_cache": use_cache, "encoder_cache_seconds": cache_seconds,
+            "eval_encoder_cache_seconds": eval_cache_seconds,
             "train_clips": len(train_dataset), "global_step": trainer.state.global_step})
         state = trainer.state
         best = (f"best {training_args.metric_for_best_model}={state.best_metric:.4f} at step "

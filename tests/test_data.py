@@ -229,6 +229,13 @@ def test_items_labels_and_languages(tmp_path, clips, processor):
                                            sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
     np.testing.assert_allclose(item["input_features"], expected, atol=1e-4)
 
+    # --max_eval_samples: the first N samples, still a SpeechDataset (the encoder cache keys on its rows).
+    first = ds.head(2)
+    assert isinstance(first, SpeechDataset) and len(first) == 2 and len(ds) == 4
+    assert [first.labels(i) for i in range(2)] == [ds.labels(i) for i in range(2)]
+    assert first.stats["kept"] == 2 and first.data["path"] == ds.data["path"][:2]
+    assert ds.head(10) is ds
+
 
 def test_timestamp_dataset(tmp_path, clips, processor):
     tok = processor.tokenizer

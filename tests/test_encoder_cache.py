@@ -61,11 +61,13 @@ def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
     cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached",
                                                encoder_cache_dir=tmp_path / "cache"))
     out = capsys.readouterr().out
-    assert "training runs the decoder only" in out and "built in" in out
+    assert "training and evaluation run the decoder only" in out and "built in" in out
 
     # Without the cache the encoder sees every clip in every epoch; with it, once.
     assert plain["train"] == 18 and cached["train"] == 0, (plain, cached)
-    assert cached["other"] - plain["other"] == 6, (plain, cached)     # both evaluate once at the end
+    # Both evaluate the 2 test clips once, at the end. Without the cache that runs the encoder twice on them
+    # (generate, then the loss); with it the encoder pass before training covers them, once.
+    assert plain["other"] == 2 * 2 and cached["other"] == 6 + 2, (plain, cached)
     reference, losses = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
     assert len(reference) == len(losses) == 9
     assert reference[0] > reference[-1]        # it learns, so equal curves are a real comparison
@@ -77,15 +79,41 @@ def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
     # A second run on the same data and model reuses the stored outputs: the encoder does not run at all.
     again = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "again",
                                               encoder_cache_dir=tmp_path / "cache"))
-    assert again["train"] == 0 and again["other"] == plain["other"] and "(reused)" in capsys.readouterr().out
+    assert again == {"train": 0, "other": 0} and capsys.readouterr().out.count("(reused)") == 2
     assert _losses(tmp_path / "again") == pytest.approx(reference, rel=1e-4, abs=1e-5)
-    assert len(list((tmp_path / "cache").iterdir())) == 1     # no leftover temporary folders
+    assert len(list((tmp_path / "cache").iterdir())) == 2     # training and test clips; no temporary folders
 
     # float16 storage halves the disk space at the price of rounding: close, not equal.
     _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "half", encoder_cache_dtype="float16"))
     assert _losses(tmp_path / "half") == pytest.approx(reference, rel=2e-3)
-    stored = np.load(next((tmp_path / "half" / "encoder_cache").glob("*/hidden_states.npy")), mmap_mode="r")
-    assert stored.dtype == np.float16 and stored.shape == (6, 1500, 64)
+    stored = [np.load(path, mmap_mode="r") for path in (tmp_path / "half" / "encoder_cache").glob("*/hidden_states.npy")]
+    assert {array.dtype for array in stored} == {np.dtype(np.float16)}
+    assert sorted(array.shape for array in stored) == [(2, 1500, 64), (6, 1500, 64)]   # test and training clips
+
+
+def _evaluations(out):
+    state = json.loads(next(out.glob("*/checkpoint-final/trainer_state.json")).read_text())
+    return [(row["step"], row["eval_loss"], row["eval_cer"]) for row in state["log_history"] if "eval_loss" in row]
+
+
+def test_every_evaluation_reads_the_stored_outputs_and_scores_the_same(tiny_whisper_dir, corpus, tmp_path,
+                                                                         encoder_calls):
+    # An evaluation (decoding with generate and scoring CER) after every epoch.
+    every_epoch = dict(eval_steps=3, save_steps=3, generation_max_length=8)
+    plain = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "plain",
+                                              cache_encoder_outputs=False, **every_epoch))
+    cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached",
+                                               encoder_cache_dir=tmp_path / "cache", **every_epoch))
+    # Without the cache each of the 3 evaluations runs the encoder twice on the 2 test clips (generate, then
+    # the loss); with it, only the encoder pass before training does (6 training + 2 test clips).
+    assert plain == {"train": 18, "other": 3 * 2 * 2} and cached == {"train": 0, "other": 6 + 2}, (plain, cached)
+    reference, evaluations = _evaluations(tmp_path / "plain"), _evaluations(tmp_path / "cached")
+    assert [step for step, _, _ in reference] == [3, 6, 9]
+    assert len({loss for _, loss, _ in reference}) == 3      # the model changed between them
+    for (step, loss, cer), (cached_step, cached_loss, cached_cer) in zip(reference, evaluations, strict=True):
+        assert (cached_step, cached_cer) == (step, cer) and cached_loss == pytest.approx(loss, rel=1e-4)
+    results = json.loads(next((tmp_path / "cached").glob("*/train_results.json")).read_text())
+    assert results["eval_encoder_cache_seconds"] > 0
 
 
 def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus, tmp_path, encoder_calls):
@@ -99,8 +127,9 @@ def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus,
     cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached", bf16=True,
                                                encoder_cache_dir=tmp_path / "cache"))
     assert plain["train"] == 18 and cached["train"] == 0, (plain, cached)
-    # Stored apart from the fp32 outputs (a different key), and the same curve as bf16 without the cache.
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    # Stored apart from the fp32 outputs (different keys, for training and test clips), and the same curve
+    # as bf16 without the cache.
+    assert len(list((tmp_path / "cache").iterdir())) == 4
     reference, losses = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
     assert len(losses) == 9 and reference[0] > reference[-1]
     assert losses == pytest.approx(reference, rel=2e-2)

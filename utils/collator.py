@@ -11,7 +11,7 @@ IGNORE_INDEX = -100   # positions the loss skips (transformers' convention)
 
 class SpeechSeq2SeqCollator:
     """{"input_features": FloatTensor[B, n_mels, 3000], "labels": LongTensor[B, T]}, or with items from
-    the encoder cache {"encoder_outputs": (FloatTensor[B, frames, d_model],), "labels": ...}.
+    the encoder cache {"encoder_outputs": BaseModelOutput(FloatTensor[B, frames, d_model]), "labels": ...}.
 
     Labels are padded with -100. A leading decoder-start token (<|startoftranscript|>) is
     removed, because WhisperForConditionalGeneration prepends `decoder_start_token_id` when it
@@ -37,7 +37,10 @@ class SpeechSeq2SeqCollator:
             padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         if "encoder_hidden_states" in features[0]:
             # Items from utils.encoder_cache: the model skips its encoder and reads these instead.
+            # A BaseModelOutput, not a tuple: generate() (evaluation with --metric) reads its shape from one.
+            from transformers.modeling_outputs import BaseModelOutput
+
             hidden = np.stack([np.asarray(f["encoder_hidden_states"], dtype=np.float32) for f in features])
-            return {"encoder_outputs": (torch.from_numpy(hidden),), "labels": padded}
+            return {"encoder_outputs": BaseModelOutput(last_hidden_state=torch.from_numpy(hidden)), "labels": padded}
         inputs = np.stack([np.asarray(f["input_features"], dtype=np.float32) for f in features])
         return {"input_features": torch.from_numpy(inputs), "labels": padded}

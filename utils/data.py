@@ -13,6 +13,7 @@ DataLoader workers.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import itertools
@@ -451,6 +452,15 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def head(self, count: int) -> "SpeechDataset":
+        """The same dataset cut to its first `count` samples (all of them when it has fewer)."""
+        if count >= len(self.data):
+            return self
+        cut = copy.copy(self)
+        cut.data = self.data.select(range(count))
+        cut.stats = {**self.stats, "kept": count}
+        return cut
 
     # --- validation that needs the tokenizer or the training mode ---------------------
 
