@@ -45,9 +45,10 @@ class FinetuneArguments:
     freeze_encoder: bool = field(default=False, metadata={"help": "Put adapters only in the decoder; the encoder "
                                                                   "stays as it is and gets no backward pass."})
     cache_encoder_outputs: Optional[bool] = field(
-        default=None, metadata={"help": "With --freeze_encoder: run the encoder once per clip, store its outputs "
-                                        "and train only the decoder on them in every epoch. Default: on when "
-                                        "the encoder is frozen and deterministic and no augmentation is used."})
+        default=None, metadata={"help": "With --freeze_encoder: run the encoder once per clip (training and test "
+                                        "clips), store its outputs and run only the decoder on them in every "
+                                        "epoch and evaluation. Default: on when the encoder is frozen and "
+                                        "deterministic and no augmentation is used."})
     encoder_cache_dir: Optional[str] = field(default=None,
                                              metadata={"help": "Where encoder outputs are stored (default "
                                                                "<output_dir>/encoder_cache); runs on the same data "
