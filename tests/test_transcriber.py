@@ -56,9 +56,9 @@ def test_unknown_backend_and_bad_audio(tiny_whisper_dir):
         transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), TranscribeOptions(word_timestamps=True))
 
 
-def test_tiny_model_batches_windows_and_streams_segments(tiny_whisper_dir):
+def test_tiny_model_batches_windows_and_streams_segments(tiny_whisper_dir, caplog):
     """A random model says nonsense, but two 30 s windows decoded as one batch must come back as
-    well-formed segments, one per window, in order."""
+    well-formed segments, one per window, in order, without a transformers warning per window."""
     rng = np.random.default_rng(1)
     audio = (0.1 * rng.standard_normal(40 * SAMPLE_RATE)).astype(np.float32)
     audio[28 * SAMPLE_RATE:29 * SAMPLE_RATE] = 0.0   # the quiet point where the windows meet
@@ -74,6 +74,7 @@ def test_tiny_model_batches_windows_and_streams_segments(tiny_whisper_dir):
     assert [s.start for s in segments] == [0.0, pytest.approx(28.5, abs=0.5)][:len(segments)]
     assert all(a.end == b.start for a, b in zip(segments, segments[1:]))
     assert segments[-1].end == pytest.approx(40.0)
+    assert not [r for r in caplog.records if "max_new_tokens" in r.getMessage()]
 
 
 def test_whisper_base_detects_english_and_transcribes(whisper_base_dir):
@@ -133,12 +134,20 @@ def test_encoder_runs_once_per_window_however_often_generate_asks(whisper_base_d
 
 @pytest.mark.parametrize("mask", ["none", "bool", "float"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cpu_decode_step_attention_equals_sdpa(mask, dtype):
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_decode_step_attention_equals_sdpa(mask, dtype, amx, monkeypatch):
     import torch
     import torch.nn.functional as F
 
-    from utils.backend_transformers import _sdpa_cpu_decode
+    import utils.backend_transformers as backend
 
+    # The rule: bfloat16 decode steps take the plain product on a CPU without AMX, sdpa elsewhere.
+    backend.plain_product_for_decode_steps.cache_clear()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    plain = backend.plain_product_for_decode_steps(getattr(torch, dtype))
+    backend.plain_product_for_decode_steps.cache_clear()
+    assert plain == (dtype == "bfloat16" and not amx)
+    monkeypatch.setattr(backend, "plain_product_for_decode_steps", lambda _: plain)
     generator = torch.Generator().manual_seed(0)
     dtype = getattr(torch, dtype)
     query, key, value = (torch.randn(shape, generator=generator).to(dtype) for shape in
@@ -148,13 +157,14 @@ def test_cpu_decode_step_attention_equals_sdpa(mask, dtype):
     masks = {"none": None, "bool": keep,
              "float": torch.zeros(3, 1, 1, 40, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)}
     module = torch.nn.Module().eval()
-    out, weights = _sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
+    out, weights = backend._sdpa_cpu_decode(module, query, key, value, masks[mask], scaling=0.125)
     reference_mask = masks[mask].float() if mask == "float" else masks[mask]
     expected = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=reference_mask,
                                               scale=0.125)
     assert out.shape == (3, 1, 8, 64) and out.dtype == dtype
     assert torch.allclose(out.float(), expected.transpose(1, 2), atol=1e-5 if dtype == torch.float32 else 3e-2)
-    if dtype == torch.bfloat16:
+    assert (weights is not None) == plain
+    if plain:
         # The plain product, whose attention weights come back as eager attention's do.
         assert torch.allclose(weights.float().sum(-1), torch.ones(3, 8, 1), atol=1e-2)
         assert (weights[1, ..., 25:] == 0).all() == (mask != "none")

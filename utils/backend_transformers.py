@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from typing import Iterator, Optional
 
 import numpy as np
@@ -62,6 +63,21 @@ class RepetitionLoopStop:
             tail = input_ids[:, -span:]
             looping |= (tail[:, unit:] == tail[:, :-unit]).all(dim=1)
         return looping
+
+
+class _BothLengthsSetFilter(logging.Filter):
+    """Drops transformers' "Both `max_new_tokens` and `max_length` seem to have been set" warning.
+
+    Whisper's long-form `generate` fills the default max_length (20) into the generation config it
+    hands to the generic `generate`, which then takes any max_length as user-set and logs the warning
+    for every window of every file, whatever we pass. We bound windows by max_new_tokens on purpose.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set. `max_new_tokens` will take precedence" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsSetFilter())
 
 
 def quantize_linear_layers(model):
@@ -124,20 +140,33 @@ class EncoderOutputMemo:
         return out
 
 
-# torch's CPU scaled_dot_product_attention is slow in bfloat16 for a single query row, which is every
-# step of decoding: on this project's 2-core benchmark machine a cross-attention step over 1500 encoder
-# frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul; in float32 the two are
-# even (1.9 and 2.2 ms). `python tools/microbenchmarks.py attention` measures it. So on CPU "sdpa" means
-# sdpa, except for one-token bfloat16/float16 steps, which take the plain product.
+# torch's CPU scaled_dot_product_attention is slow in bfloat16 for a single query row (every step of
+# decoding) on CPUs without AMX: on the 2-core AMD EPYC (AVX512-BF16, no AMX) a cross-attention step over
+# 1500 encoder frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul. With AMX
+# tiles the kernel is fast: on the Intel Xeon (AMX) 0.78 ms against 1.08 ms, and a whole batched
+# bfloat16 transcription of test_long.wav 4.5 s against 5.1 s. In float32 the two are even on both
+# (1.9/2.2 ms and 1.4/1.3 ms). `python tools/microbenchmarks.py attention` measures it. So on CPU "sdpa"
+# means sdpa, except for one-token bfloat16/float16 steps on a CPU without AMX, which take the plain product.
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
-def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+@functools.lru_cache(maxsize=None)
+def plain_product_for_decode_steps(dtype) -> bool:
+    """Whether one-token decode steps in `dtype` take the plain product instead of sdpa on this CPU."""
     import torch
 
-    if query.shape[2] != 1 or module.training or query.dtype == torch.float32:
+    if dtype == torch.float32:
+        return False
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private, so asked defensively
+    return not (is_amx is not None and is_amx())
+
+
+def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if query.shape[2] != 1 or module.training or not plain_product_for_decode_steps(query.dtype):
         return _sdpa_attention_forward()(module, query, key, value, attention_mask, scaling=scaling,
                                          dropout=dropout, **kwargs)
+    import torch
+
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
