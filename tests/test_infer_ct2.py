@@ -64,6 +64,46 @@ def test_batched_pipeline_matches_sequential(tmp_path, ct2_base):
     assert batched[-1].end > duration - 5
 
 
+@pytest.mark.parametrize("fallback", [True, False])
+def test_batched_window_that_loops_is_decoded_again(tmp_path, fallback):
+    """The batched pipeline decodes each window once, at temperature 0. A window that falls into a
+    repetition loop (forced here: the second window's batched text replaced by one) goes through the
+    sequential decoder again, with its timestamps on the file's clock; the other window is kept.
+    With the fallback off (temperature_increment_on_fallback=0) the batched text stays."""
+    from faster_whisper.transcribe import Segment as FwSegment
+
+    path, duration = long_english(tmp_path / "long.wav", 45.0)
+    model = load_transcriber("ct2", str(WHISPER_BASE_CT2), compute_type="int8", batch_size=4)
+    batched = model.pipeline.transcribe
+    honest = {}
+
+    def second_window_loops(audio, **kwargs):
+        segments, info = batched(audio, **kwargs)
+        segments = list(segments)
+        first = segments[0].seek
+        honest["first"] = [s for s in segments if s.seek == first]
+        honest["second"] = [s for s in segments if s.seek != first]
+        seek, start = honest["second"][0].seek, honest["second"][0].start
+        loop = FwSegment(id=99, seek=seek, start=start, end=duration, text=" the" * 120, tokens=[],
+                         avg_logprob=-0.1, compression_ratio=20.0, no_speech_prob=0.0, words=None, temperature=0.0)
+        return iter(honest["first"] + [loop]), info
+
+    model.pipeline.transcribe = second_window_loops
+    options = TranscribeOptions(language="en", temperature_increment_on_fallback=0.2 if fallback else 0)
+    segments = list(model.transcribe(path, options)[0])
+    text = lambda segs: " ".join(s.text.strip() for s in segs)
+    first = [s for s in segments if s.end <= honest["first"][-1].end + 0.01]
+    assert text(first) == text(honest["first"])          # the window that did not loop is kept as it was
+    rest = segments[len(first):]
+    if not fallback:
+        assert text(rest) == ("the " * 120).strip()
+        return
+    assert "the the the" not in text(rest)
+    assert wer(text(honest["second"]), text(rest)) <= 0.3   # decoded again (at temperature 0.2: sampled)
+    assert rest[0].start >= honest["second"][0].start - 1.0 and rest[-1].end <= duration + 0.5
+    assert all(a.start <= a.end <= b.start for a, b in zip(rest, rest[1:]))
+
+
 def test_vad_filter_skips_silence(ct2_base):
     path, sentence = english_clip(4)
     from utils.audio import SAMPLE_RATE, load_audio

@@ -39,9 +39,13 @@ def plain_attention(query, key, value):
 def attention(args) -> None:
     """Cross-attention over the encoder frames: one query row (a decode step) and a label-length
     query with its backward pass (a training step)."""
+    from utils.backend_transformers import cpu_has_amx, plain_product_for_decode_steps
+
     heads, width = 8, 64
     for dtype in (torch.float32, torch.bfloat16):
         name = str(dtype).replace("torch.", "")
+        picked = "plain" if plain_product_for_decode_steps(dtype) else "sdpa"
+        print(f"{name} decode steps on this CPU (AMX: {cpu_has_amx()}) take: {picked}")
         key, value = (torch.randn(args.batch, heads, args.frames, width, dtype=dtype) for _ in range(2))
         query = torch.randn(args.batch, heads, 1, width, dtype=dtype)
         for label, function in (("sdpa", F.scaled_dot_product_attention), ("plain", plain_attention)):

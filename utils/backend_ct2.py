@@ -1,6 +1,8 @@
 """CTranslate2 backend: faster-whisper's WhisperModel (BatchedInferencePipeline for batch_size > 1)."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 from typing import Iterator
 
@@ -52,7 +54,8 @@ class CT2Transcriber(Transcriber):
         opts = resolved.options
         # faster-whisper's own loop defence (compression ratio 2.4, log-prob -1, no-speech 0.6 are
         # its defaults) needs the list of fallback temperatures: a single float disables it.
-        # The batched pipeline decodes at the first temperature only.
+        # The batched pipeline decodes at the first temperature only; windows that loop are decoded
+        # again one by one (_redecode_loops).
         kwargs = dict(language=resolved.language, task=resolved.task, beam_size=opts.beam_size,
                       temperature=list(temperature_schedule(opts)),
                       max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW, initial_prompt=opts.initial_prompt,
@@ -62,17 +65,59 @@ class CT2Transcriber(Transcriber):
             # Same choice as the transformers backend: no conditioning on the previous window,
             # which keeps a mistake in one window from looping into the next.
             segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
-        else:
-            if not opts.vad_filter:
-                # The batched pipeline needs window bounds (in seconds); without VAD cut at quiet points.
-                kwargs["clip_timestamps"] = [{"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE}
-                                             for s, e in split_at_quiet_points(audio, CHUNK_LENGTH)]
+        elif opts.vad_filter:
             segments, fw_info = self.pipeline.transcribe(audio, batch_size=self.batch_size, **kwargs)
+        else:
+            # The batched pipeline needs window bounds (in seconds); without VAD cut at quiet points.
+            windows = split_at_quiet_points(audio, CHUNK_LENGTH)
+            segments, fw_info = self.pipeline.transcribe(
+                audio, batch_size=self.batch_size, clip_timestamps=[
+                    {"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE} for s, e in windows], **kwargs)
+            if len(kwargs["temperature"]) > 1:
+                segments = self._redecode_loops(segments, audio, windows, kwargs)
         info = TranscriptionInfo(language=fw_info.language,
                                  language_probability=(None if resolved.language
                                                        else float(fw_info.language_probability)),
                                  duration=duration_of(audio))
         return self._convert(segments), info
+
+    def _redecode_loops(self, segments, audio: np.ndarray, windows: list[tuple[int, int]],
+                        kwargs: dict) -> Iterator:
+        """Batched windows that fell into a repetition loop, decoded again one by one with fallback.
+
+        The batched pipeline decodes every window once, at the first temperature, so a window that
+        loops ("000,000,000,...") stays in the transcript. A window whose text compresses better than
+        faster-whisper's own threshold (2.4, as its sequential decoding checks) goes through the
+        sequential decoder, which retries at the higher temperatures. Only the looping windows pay;
+        the others keep their batched result. (faster-whisper has no such pass; without VAD our
+        windows' bounds are known, with VAD the pipeline's own chunks are not, so VAD runs skip it.)
+        """
+        from faster_whisper.transcribe import get_compression_ratio
+
+        threshold = 2.4
+        # The first temperature already looped; a retry stops at the first one that does not loop.
+        # log_prob_threshold is off (on hard audio nearly every window is below -1, so every retry
+        # would run to 1.0), and one sample per temperature: of best_of=5 samples the most probable
+        # is picked, which is the loop again (test_long.wav's first window: 18.2 s with 5, 3.4 s with 1).
+        retry = dict(kwargs, temperature=kwargs["temperature"][1:], compression_ratio_threshold=threshold,
+                     log_prob_threshold=None, best_of=1)
+        starts = [s / SAMPLE_RATE for s, _ in windows]
+        for seek, window_segments in itertools.groupby(segments, key=lambda seg: seg.seek):
+            window_segments = list(window_segments)
+            text = "".join(seg.text for seg in window_segments)
+            if get_compression_ratio(text) <= threshold:
+                yield from window_segments
+                continue
+            # seek is the window's start in 10 ms frames
+            index = min(range(len(windows)), key=lambda i: abs(starts[i] - seek / 100))
+            start, end = windows[index]
+            offset = start / SAMPLE_RATE
+            again, _ = self.model.transcribe(audio[start:end], condition_on_previous_text=False, **retry)
+            for seg in again:
+                words = None if seg.words is None else [
+                    dataclasses.replace(w, start=w.start + offset, end=w.end + offset) for w in seg.words]
+                yield dataclasses.replace(seg, seek=seek, start=seg.start + offset, end=seg.end + offset,
+                                          words=words)
 
     @staticmethod
     def _convert(segments) -> Iterator[Segment]:

@@ -150,15 +150,19 @@ class EncoderOutputMemo:
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
+def cpu_has_amx() -> bool:
+    import torch
+
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private, so asked defensively
+    return bool(is_amx is not None and is_amx())
+
+
 @functools.lru_cache(maxsize=None)
 def plain_product_for_decode_steps(dtype) -> bool:
     """Whether one-token decode steps in `dtype` take the plain product instead of sdpa on this CPU."""
     import torch
 
-    if dtype == torch.float32:
-        return False
-    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private, so asked defensively
-    return not (is_amx is not None and is_amx())
+    return dtype != torch.float32 and not cpu_has_amx()
 
 
 def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
