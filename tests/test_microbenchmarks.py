@@ -17,6 +17,13 @@ def test_attention_and_dropout_print_a_time_per_variant():
     out = run("attention", "--batch=2", "--frames=40", "--tokens=4")
     times = re.findall(r": (sdpa|plain) (\d+\.\d+) ms", out)
     assert [label for label, _ in times] == ["sdpa", "plain"] * 4
+    import torch
+
+    from utils.backend_transformers import plain_product_for_decode_steps
+    picks = re.findall(r"^(float32|bfloat16) decode steps on this CPU \(AMX: (?:True|False)\) take: (sdpa|plain)$",
+                       out, re.M)
+    assert picks == [(name, "plain" if plain_product_for_decode_steps(getattr(torch, name)) else "sdpa")
+                     for name in ("float32", "bfloat16")]
     assert all(float(ms) > 0 for _, ms in times)
     assert len(re.findall(r" \d+\.\d ms$", run("dropout", "--batch=1", "--frames=40"), re.M)) == 5
 
@@ -37,3 +44,20 @@ def test_encoder_calls_counts_one_pass_per_window_with_the_memo(whisper_base_dir
               re.findall(r"^(with|without) the memo: (\d+) encoder calls, (\d+) window passes", out, re.M)}
     # transformers' no-speech check runs the encoder a second time; the memo answers it.
     assert counts == {"with": (1, 1), "without": (2, 2)}
+
+
+def test_decode_attention_times_both_paths_and_marks_the_one_taken(whisper_base_dir):
+    import torch
+
+    from utils.backend_transformers import plain_product_for_decode_steps
+    from utils.model import cpu_supports_bf16
+
+    out = run("decode-attention", f"--model_path={whisper_base_dir}", "--language=en", "--batch=2",
+              f"--audio_path={REPO / 'dataset' / 'audio' / 'en_test_0001.flac'}")
+    rows = re.findall(r"^(float32|bfloat16) batch 2, decode steps through (sdpa|plain): (\d+\.\d+) s \(median of 1\)"
+                      r"(  <- what this CPU takes)?$", out, re.M)
+    dtype = "bfloat16" if cpu_supports_bf16() else "float32"
+    taken = "plain" if plain_product_for_decode_steps(getattr(torch, dtype)) else "sdpa"
+    assert [(d, path, bool(mark)) for d, path, _, mark in rows] == [(dtype, "sdpa", taken == "sdpa"),
+                                                                   (dtype, "plain", taken == "plain")]
+    assert all(float(seconds) > 0 for *_, seconds, _ in rows)

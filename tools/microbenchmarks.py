@@ -4,6 +4,7 @@
     python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: peft's and utils/fast_lora.py's, profiled
     python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
     python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
+    python tools/microbenchmarks.py decode-attention  # a whole batched transcription, decode steps through sdpa vs the plain product
 
 Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
 in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
@@ -158,12 +159,43 @@ def encoder_calls(args) -> None:
               f"{time.perf_counter() - began:.1f} s")
 
 
+def decode_attention(args) -> None:
+    """The file through the transformers backend (batched, no fallback; bfloat16 where the CPU has it),
+    its one-token decode steps forced through sdpa, then the plain product, rounds interleaved."""
+    import utils.backend_transformers as backend
+    from utils.audio import load_audio
+    from utils.model import cpu_supports_bf16
+    from utils.transcriber import TranscribeOptions, load_transcriber
+
+    dtype = "bfloat16" if cpu_supports_bf16() else "float32"
+    audio = load_audio(args.audio_path)
+    transcriber = load_transcriber("transformers", args.model_path, batch_size=args.batch, dtype=dtype)
+    options = TranscribeOptions(language=args.language, temperature_increment_on_fallback=0.0)
+    rule = backend.plain_product_for_decode_steps
+    chosen = rule(getattr(torch, dtype))
+    run = lambda: list(transcriber.transcribe(audio, options)[0])
+    run()   # warm-up
+    times = {"sdpa": [], "plain": []}
+    try:
+        for _ in range(args.repeats):
+            for path in times:
+                backend.plain_product_for_decode_steps = lambda _dtype, plain=(path == "plain"): plain
+                began = time.perf_counter()
+                run()
+                times[path].append(time.perf_counter() - began)
+    finally:
+        backend.plain_product_for_decode_steps = rule
+    for path, seconds in times.items():
+        print(f"{dtype} batch {args.batch}, decode steps through {path}: {statistics.median(seconds):.2f} s "
+              f"(median of {args.repeats}){'  <- what this CPU takes' if (path == 'plain') == chosen else ''}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls"))
+    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls", "decode-attention"))
     parser.add_argument("--model_path", default="models/whisper-base", help="Whisper folder (train-step, encoder-calls)")
-    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls")
-    parser.add_argument("--language", default="zh", help="language for encoder-calls")
+    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls, decode-attention")
+    parser.add_argument("--language", default="zh", help="language for encoder-calls, decode-attention")
     parser.add_argument("--batch", type=int, default=8, help="batch size")
     parser.add_argument("--frames", type=int, default=1500, help="encoder frames (1500 = Whisper's 30 s window)")
     parser.add_argument("--tokens", type=int, default=28, help="label tokens per clip in training shapes")
@@ -175,7 +207,8 @@ def main(argv=None) -> int:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
-    {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls}[args.what](args)
+    {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls,
+     "decode-attention": decode_attention}[args.what](args)
     return 0
 
 

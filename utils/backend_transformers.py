@@ -141,12 +141,13 @@ class EncoderOutputMemo:
 
 
 # torch's CPU scaled_dot_product_attention is slow in bfloat16 for a single query row (every step of
-# decoding) on CPUs without AMX: on the 2-core AMD EPYC (AVX512-BF16, no AMX) a cross-attention step over
-# 1500 encoder frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul. With AMX
-# tiles the kernel is fast: on the Intel Xeon (AMX) 0.78 ms against 1.08 ms, and a whole batched
-# bfloat16 transcription of test_long.wav 4.5 s against 5.1 s. In float32 the two are even on both
-# (1.9/2.2 ms and 1.4/1.3 ms). `python tools/microbenchmarks.py attention` measures it. So on CPU "sdpa"
-# means sdpa, except for one-token bfloat16/float16 steps on a CPU without AMX, which take the plain product.
+# decoding) on CPUs without AMX: on the 2-core AMD EPYC (AVX512-BF16, no AMX) a cross-attention step
+# over 1500 encoder frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul.
+# With AMX tiles the kernel is fast: on the Intel Xeon (AMX) 0.72 ms against 0.91 ms, and a whole
+# batched bfloat16 transcription of test_long.wav 4.16 s against 4.51 s. In float32 the two are even on
+# both (1.9/2.2 ms and 1.3/1.2 ms). `python tools/microbenchmarks.py attention` (and `decode-attention`)
+# measure it. So on CPU "sdpa" means sdpa, except for one-token bfloat16/float16 steps on a CPU without
+# AMX, which take the plain product.
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
