@@ -22,7 +22,8 @@ class InferCT2Arguments(CommonInferArguments):
                             metadata={"help": "CTranslate2 model folder (made by tools/hf_to_ct2.py)"})
     beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
     batch_size: int = field(default=1, metadata={
-        "help": "> 1 uses faster-whisper's BatchedInferencePipeline (30 s windows side by side)"})
+        "help": "> 1 uses faster-whisper's BatchedInferencePipeline (30 s windows side by side; without "
+                "--vad_filter a window that loops is decoded again alone with the temperature fallback)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU"})
     compute_type: str = field(default="default", metadata={
         "help": f"CTranslate2 compute type: {', '.join(COMPUTE_TYPES)}; default = as stored"})
