@@ -13,6 +13,9 @@ from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segme
                                TranscriptionInfo, Word, check_model_dir, duration_of,
                                split_at_quiet_points, temperature_schedule)
 
+# faster-whisper's compression-ratio threshold: text that gzips better than this is a repetition loop.
+LOOP_COMPRESSION_RATIO = 2.4
+
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
 
@@ -94,18 +97,17 @@ class CT2Transcriber(Transcriber):
         """
         from faster_whisper.transcribe import get_compression_ratio
 
-        threshold = 2.4
         # The first temperature already looped; a retry stops at the first one that does not loop.
         # log_prob_threshold is off (on hard audio nearly every window is below -1, so every retry
         # would run to 1.0), and one sample per temperature: of best_of=5 samples the most probable
         # is picked, which is the loop again (test_long.wav's first window: 18.2 s with 5, 3.4 s with 1).
-        retry = dict(kwargs, temperature=kwargs["temperature"][1:], compression_ratio_threshold=threshold,
-                     log_prob_threshold=None, best_of=1)
+        retry = dict(kwargs, temperature=kwargs["temperature"][1:], best_of=1, log_prob_threshold=None,
+                     compression_ratio_threshold=LOOP_COMPRESSION_RATIO)
         starts = [s / SAMPLE_RATE for s, _ in windows]
         for seek, window_segments in itertools.groupby(segments, key=lambda seg: seg.seek):
             window_segments = list(window_segments)
             text = "".join(seg.text for seg in window_segments)
-            if get_compression_ratio(text) <= threshold:
+            if get_compression_ratio(text) <= LOOP_COMPRESSION_RATIO:
                 yield from window_segments
                 continue
             # seek is the window's start in 10 ms frames

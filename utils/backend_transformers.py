@@ -82,8 +82,9 @@ logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsSetFilt
 
 def quantize_linear_layers(model):
     """Every nn.Linear as dynamic int8 (int8 weights, activations quantized per call). On the benchmark
-    file (docs/performance.md) batched decoding got 1.4x faster but its CER rose from 55 % to 73 %:
-    one scale per weight matrix is coarse for Whisper's weights (CTranslate2 keeps one per row).
+    file (docs/performance.md) batched decoding got 1.4x faster than float32 on an AMD EPYC (slower on
+    an Intel Xeon with AMX, whose float32 is faster) and its CER rose from 55 % to 73-92 %: one scale
+    per weight matrix is coarse for Whisper's weights (CTranslate2 keeps one per row).
 
     torch's own dynamic quantization rather than a new dependency: it needs no calibration data, works
     on any x86/ARM CPU torch supports, and is what CTranslate2's int8 does for its engine. torch marks
