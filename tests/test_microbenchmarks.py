@@ -61,3 +61,17 @@ def test_decode_attention_times_both_paths_and_marks_the_one_taken(whisper_base_
     assert [(d, path, bool(mark)) for d, path, _, mark in rows] == [(dtype, "sdpa", taken == "sdpa"),
                                                                    (dtype, "plain", taken == "plain")]
     assert all(float(seconds) > 0 for *_, seconds, _ in rows)
+
+
+def test_best_of_times_both_sample_counts_in_both_places(tmp_path):
+    from transcription_audio import english_clip
+
+    path, sentence = english_clip(0)
+    reference = tmp_path / "reference.txt"
+    reference.write_text(sentence)
+    out = run("best-of", "--language=en", f"--audio_path={path}", f"--reference_path={reference}", "--batch=2")
+    rows = re.findall(r"^ct2 int8 (sequential fallback|batched loop retry), best_of=(5|1): (\d+\.\d) s, "
+                      r"WER (\d+\.\d) % \(median of 1\)$", out, re.M)
+    assert [(name, samples) for name, samples, _, _ in rows] == [
+        ("sequential fallback", "5"), ("sequential fallback", "1"), ("batched loop retry", "5"), ("batched loop retry", "1")]
+    assert all(float(seconds) > 0 and float(rate) <= 35.0 for _, _, seconds, rate in rows)   # espeak speech, base model

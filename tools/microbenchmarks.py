@@ -5,6 +5,7 @@
     python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
     python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
     python tools/microbenchmarks.py decode-attention  # a whole batched transcription, decode steps through sdpa vs the plain product
+    python tools/microbenchmarks.py best-of       # ct2 temperature fallback with 5 samples per temperature vs 1: seconds and CER/WER
 
 Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
 in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
@@ -190,12 +191,64 @@ def decode_attention(args) -> None:
               f"(median of {args.repeats}){'  <- what this CPU takes' if (path == 'plain') == chosen else ''}")
 
 
+def best_of(args) -> None:
+    """faster-whisper samples best_of=5 candidates at each fallback temperature and keeps the most
+    probable. Two places where that matters, each with 5 and with 1, rounds interleaved: its sequential
+    decoding with fallback (`infer_ct2.py`), and our batched pass that decodes looping windows again
+    (`utils/backend_ct2.py`, which uses 1). With --reference_path, the error rate of each run too."""
+    import utils.backend_ct2 as backend
+    from utils.audio import load_audio
+    from utils.metrics import error_rate
+    from utils.transcriber import TranscribeOptions, load_transcriber
+
+    audio = load_audio(args.audio_path)
+    reference = open(args.reference_path, encoding="utf-8").read() if args.reference_path else None
+    metric = "cer" if args.language in ("zh", "ja", "ko", "th", "yue") else "wer"
+    batched = load_transcriber("ct2", args.ct2_model_path, compute_type="int8", batch_size=args.batch,
+                               cpu_threads=args.threads)
+    model = batched.model
+    fw_transcribe = model.transcribe
+    options = TranscribeOptions(language=args.language)
+
+    def sequential(samples: int) -> str:
+        segments, _ = fw_transcribe(audio, language=args.language, beam_size=1, best_of=samples,
+                                    condition_on_previous_text=False,
+                                    temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                    max_new_tokens=backend.MAX_NEW_TOKENS_PER_WINDOW)
+        return "".join(segment.text for segment in segments)
+
+    def batched_with_retry(samples: int) -> str:
+        # the retry pass is the only caller that passes best_of; make it pass `samples`
+        model.transcribe = lambda *a, **k: fw_transcribe(*a, **(dict(k, best_of=samples) if "best_of" in k else k))
+        try:
+            return "".join(segment.text for segment in batched.transcribe(audio, options)[0])
+        finally:
+            model.transcribe = fw_transcribe
+
+    runs = {(name, samples): [] for name in ("sequential fallback", "batched loop retry") for samples in (5, 1)}
+    for _ in range(args.repeats):
+        for name, samples in runs:
+            began = time.perf_counter()
+            text = (sequential if name == "sequential fallback" else batched_with_retry)(samples)
+            seconds = time.perf_counter() - began
+            rate = error_rate([reference], [text], metric).value if reference else None
+            runs[(name, samples)].append((seconds, rate))
+    for (name, samples), results in runs.items():
+        line = f"ct2 int8 {name}, best_of={samples}: {statistics.median(r[0] for r in results):.1f} s"
+        if reference:
+            line += f", {metric.upper()} {100 * statistics.median(r[1] for r in results):.1f} %"
+        print(line + f" (median of {args.repeats})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls", "decode-attention"))
+    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls", "decode-attention",
+                                         "best-of"))
     parser.add_argument("--model_path", default="models/whisper-base", help="Whisper folder (train-step, encoder-calls)")
-    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls, decode-attention")
-    parser.add_argument("--language", default="zh", help="language for encoder-calls, decode-attention")
+    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls, decode-attention, best-of")
+    parser.add_argument("--language", default="zh", help="language for encoder-calls, decode-attention, best-of")
+    parser.add_argument("--reference_path", default="", help="reference transcript for best-of's error rates")
+    parser.add_argument("--ct2_model_path", default="models/whisper-base-ct2", help="CTranslate2 model for best-of")
     parser.add_argument("--batch", type=int, default=8, help="batch size")
     parser.add_argument("--frames", type=int, default=1500, help="encoder frames (1500 = Whisper's 30 s window)")
     parser.add_argument("--tokens", type=int, default=28, help="label tokens per clip in training shapes")
@@ -208,7 +261,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
     {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls,
-     "decode-attention": decode_attention}[args.what](args)
+     "decode-attention": decode_attention, "best-of": best_of}[args.what](args)
     return 0
 
 
