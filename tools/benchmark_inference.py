@@ -28,6 +28,7 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from utils.audio import load_audio  # noqa: E402
 from utils.languages import to_language_code  # noqa: E402
+from utils.metrics import CER_LANGUAGES  # noqa: E402
 from utils.transcriber import duration_of, exit_on_user_error, print_config  # noqa: E402
 
 # name -> (engine, settings). "ours" rows go through utils/transcriber.py exactly as infer.py /
@@ -61,8 +62,6 @@ CONFIGS = {
 }
 BASELINE_FW = "faster-whisper default (baseline)"
 BASELINE_HF = "transformers-generate (baseline)"
-# Scripts written without spaces are scored by characters, the rest by words.
-CER_LANGUAGES = ("zh", "yue", "ja", "ko", "th", "lo", "my", "km", "bo")
 
 
 @dataclass

@@ -196,14 +196,13 @@ def best_of(args) -> None:
     probable. Two places where that matters, each with 5 and with 1, rounds interleaved: its sequential
     decoding with fallback (`infer_ct2.py`), and our batched pass that decodes looping windows again
     (`utils/backend_ct2.py`, which uses 1). With --reference_path, the error rate of each run too."""
-    import utils.backend_ct2 as backend
     from utils.audio import load_audio
-    from utils.metrics import error_rate
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    from utils.metrics import CER_LANGUAGES, error_rate
+    from utils.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions, load_transcriber
 
     audio = load_audio(args.audio_path)
     reference = open(args.reference_path, encoding="utf-8").read() if args.reference_path else None
-    metric = "cer" if args.language in ("zh", "ja", "ko", "th", "yue") else "wer"
+    metric = "cer" if args.language in CER_LANGUAGES else "wer"
     batched = load_transcriber("ct2", args.ct2_model_path, compute_type="int8", batch_size=args.batch,
                                cpu_threads=args.threads)
     model = batched.model
@@ -214,7 +213,7 @@ def best_of(args) -> None:
         segments, _ = fw_transcribe(audio, language=args.language, beam_size=1, best_of=samples,
                                     condition_on_previous_text=False,
                                     temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-                                    max_new_tokens=backend.MAX_NEW_TOKENS_PER_WINDOW)
+                                    max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW)
         return "".join(segment.text for segment in segments)
 
     def batched_with_retry(samples: int) -> str:

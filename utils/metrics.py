@@ -9,6 +9,9 @@ from typing import Iterable, Sequence
 import jiwer
 
 METRICS = ("cer", "wer")
+# Languages whose scripts are written without spaces: scored by characters (CER), the rest by words.
+CER_LANGUAGES = ("zh", "yue", "ja", "ko", "th", "lo", "my", "km", "bo")
+
 # Characters of scripts written without spaces; a space beside one of them is not a word boundary.
 _NO_SPACE_SCRIPT = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_NO_SPACE_SCRIPT}])\s+|\s+(?=[{_NO_SPACE_SCRIPT}])")
