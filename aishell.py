@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from utils.audio import CHUNK_LENGTH, AudioError, audio_duration
-from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time
-from utils.transcriber import report_errors
+from utils.core.audio import CHUNK_LENGTH, AudioError, audio_duration
+from utils.data.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time
+from utils.inference.transcriber import report_errors
 
 DATA_URL = "https://openslr.elda.org/resources/33/data_aishell.tgz"
 DATA_MD5 = "2f494334227864a8a8fec932999db9d8"

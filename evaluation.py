@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from utils.model import default_base_model
+from utils.core.models import default_base_model
 
 TASKS = ("transcribe", "translate")
 
@@ -79,11 +79,11 @@ def evaluate(args: EvaluationArguments) -> dict:
     import torch
     from tqdm import tqdm
 
-    from utils.data import SpeechDataset
-    from utils.labels import language_code, special_ids
-    from utils.metrics import error_rate
-    from utils.model import checkpoint_is_multilingual, load_processor, load_whisper
-    from utils.training import print_config
+    from utils.data.manifest import SpeechDataset
+    from utils.data.labels import language_code, special_ids
+    from utils.core.metrics import error_rate
+    from utils.core.models import checkpoint_is_multilingual, load_processor, load_whisper
+    from utils.training.callbacks import print_config
 
     print_config("Configuration", args)
     processor = load_processor(args.model_path, local_files_only=args.local_files_only)
@@ -108,7 +108,7 @@ def evaluate(args: EvaluationArguments) -> dict:
     if args.stop_loops:
         from transformers import StoppingCriteriaList
 
-        from utils.backend_transformers import RepetitionLoopStop
+        from utils.inference.backends.transformers import RepetitionLoopStop
 
         stop = StoppingCriteriaList([RepetitionLoopStop()])
     with torch.inference_mode():
@@ -168,7 +168,7 @@ def write_json_atomic(path: str, data: dict) -> None:
 
 
 def check_arguments(args: EvaluationArguments) -> None:
-    from utils.metrics import METRICS
+    from utils.core.metrics import METRICS
 
     if args.metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
@@ -188,8 +188,8 @@ def check_arguments(args: EvaluationArguments) -> None:
 def main(argv=None) -> int:
     from transformers import HfArgumentParser
 
-    from utils.data import DataError
-    from utils.model import ModelLoadError
+    from utils.data.manifest import DataError
+    from utils.core.models import ModelLoadError
 
     parser = HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)

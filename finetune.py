@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from utils.model import DEFAULT_TARGET_MODULES, default_base_model
+from utils.core.models import DEFAULT_TARGET_MODULES, default_base_model
 
 TASKS = ("transcribe", "translate")
 METRIC_CHOICES = ("cer", "wer", "none")
@@ -132,7 +132,7 @@ def check_arguments(args: FinetuneArguments) -> None:
                          f"folder written by finetune.py (no trainer_state.json)")
     if args.augment_config_path and not os.path.isfile(args.augment_config_path):
         raise UsageError(f"--augment_config_path: {args.augment_config_path} not found")
-    from utils.labels import language_code
+    from utils.data.labels import language_code
 
     try:
         language_code(args.language)
@@ -154,8 +154,8 @@ def check_arguments(args: FinetuneArguments) -> None:
 
 def decide_encoder_cache(args: FinetuneArguments, config) -> bool:
     """Whether this run stores encoder outputs once (--cache_encoder_outputs, default: when it is safe)."""
-    from utils.encoder_cache import stochastic_encoder_reason
-    from utils.training import is_main_process
+    from utils.training.encoder_cache import stochastic_encoder_reason
+    from utils.training.callbacks import is_main_process
 
     if not args.freeze_encoder:
         return False
@@ -182,10 +182,10 @@ def main(argv=None) -> int:
         check_arguments(args)
         return train(args)
     except (UsageError, ValueError) as exc:
-        from utils.data import DataError
-        from utils.model import ModelLoadError
+        from utils.data.manifest import DataError
+        from utils.core.models import ModelLoadError
 
-        from utils.encoder_cache import EncoderCacheError
+        from utils.training.encoder_cache import EncoderCacheError
 
         if not isinstance(exc, (UsageError, DataError, ModelLoadError, EncoderCacheError)):
             raise
@@ -197,12 +197,12 @@ def train(args: FinetuneArguments) -> int:
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
-    from utils.collator import SpeechSeq2SeqCollator
-    from utils.data import SpeechDataset
-    from utils.fast_lora import speed_up_lora
-    from utils.model import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
+    from utils.data.collator import SpeechSeq2SeqCollator
+    from utils.data.manifest import SpeechDataset
+    from utils.training.fast_lora import speed_up_lora
+    from utils.core.models import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
                              load_whisper, model_name, prepare_for_finetuning)
-    from utils.training import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, DropoutSeedCallback,
+    from utils.training.callbacks import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, DropoutSeedCallback,
                                 keep_large_tensors_in_the_heap, make_compute_metrics, optimizer_steps, print_config,
                                 save_adapter_atomic, write_json_atomic)
 
@@ -304,7 +304,7 @@ def train(args: FinetuneArguments) -> int:
     )
     cache_seconds = eval_cache_seconds = 0.0
     if use_cache:
-        from utils.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
+        from utils.training.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
 
         cache_root = args.encoder_cache_dir or os.path.join(args.output_dir, "encoder_cache")
         autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None

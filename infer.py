@@ -8,9 +8,9 @@ from typing import Literal, Optional
 
 from transformers import HfArgumentParser
 
-from utils.audio import load_audio
-from utils.languages import to_language_code
-from utils.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
+from utils.core.audio import load_audio
+from utils.core.languages import to_language_code
+from utils.inference.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from utils.backend_ct2 import COMPUTE_TYPES
-from utils.audio import load_audio
-from utils.languages import to_language_code
-from utils.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
+from utils.inference.backends.ct2 import COMPUTE_TYPES
+from utils.core.audio import load_audio
+from utils.core.languages import to_language_code
+from utils.inference.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
                                transcribe_to_outputs)
 
 

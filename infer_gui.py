@@ -11,15 +11,15 @@ from typing import Literal, Optional
 from transformers import HfArgumentParser
 
 try:
-    from utils.gui_app import DisplayError, GuiSettings, WhisperWindow
+    from utils.apps.gui import DisplayError, GuiSettings, WhisperWindow
 except ModuleNotFoundError as missing:
     if missing.name not in ("tkinter", "_tkinter"):
         raise
     sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
              "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
-from utils.backend_transformers import check_compute_type
-from utils.recorder import RECORD_DIR
-from utils.transcriber import print_config
+from utils.inference.backends.transformers import check_compute_type
+from utils.apps.recorder import RECORD_DIR
+from utils.inference.transcriber import print_config
 
 DEFAULT_MODELS = {"transformers": "models/whisper-base", "ct2": "models/whisper-base-ct2",
                   "ggml": "models/ggml-model.bin"}

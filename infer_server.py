@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from utils.backend_transformers import check_compute_type
+from utils.inference.backends.transformers import check_compute_type
 
 
 def str2bool(value: str) -> bool:
@@ -123,7 +123,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"--model_path {args.model_path}: model folder not found "
                      f"(fetch one with `make models`, or point at your fine-tuned model)")
     if args.language:
-        from utils.languages import to_language_code
+        from utils.core.languages import to_language_code
 
         try:
             args.language = to_language_code(args.language)
@@ -143,8 +143,8 @@ def main(argv=None) -> int:
 
     import uvicorn
 
-    from utils.server_app import ServerSettings, create_app
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    from utils.apps.server import ServerSettings, create_app
+    from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
     started = time.monotonic()
     try:

@@ -23,8 +23,8 @@ class MergeArguments:
 
 
 def merge(args: MergeArguments) -> str:
-    from utils.model import load_merged, model_name, save_model_folder
-    from utils.training import print_config
+    from utils.core.models import load_merged, model_name, save_model_folder
+    from utils.training.callbacks import print_config
 
     print_config("Configuration", args)
     model, processor, base = load_merged(args.lora_model, local_files_only=args.local_files_only)
@@ -38,8 +38,8 @@ def merge(args: MergeArguments) -> str:
 def main(argv=None) -> int:
     from transformers import HfArgumentParser
 
-    from utils.model import ModelLoadError
-    from utils.transcriber import report_errors
+    from utils.core.models import ModelLoadError
+    from utils.inference.transcriber import report_errors
 
     parser = HfArgumentParser(MergeArguments, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)

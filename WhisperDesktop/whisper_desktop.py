@@ -13,7 +13,7 @@ if not getattr(sys, "frozen", False):
     # Run from a source checkout: the shared `utils` package lives one folder up.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.recorder import RECORD_DIR  # noqa: E402
+from utils.apps.recorder import RECORD_DIR  # noqa: E402
 
 MODEL_NAME = "ggml-model.bin"   # convert-ggml.py's default output name
 SAVE_FORMATS = ("txt", "srt", "vtt")
@@ -69,7 +69,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def transcribe_file(args: argparse.Namespace) -> int:
     """The headless mode: one file in, `[start - end] text` lines out (and a file if asked)."""
-    from utils.transcriber import (USER_ERRORS, TranscribeOptions, load_transcriber,
+    from utils.inference.transcriber import (USER_ERRORS, TranscribeOptions, load_transcriber,
                                    transcribe_to_outputs)
 
     try:
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     if args.transcribe is not None:
         return transcribe_file(args)
 
-    from utils.gui_app import DisplayError, GuiSettings, WhisperWindow
+    from utils.apps.gui import DisplayError, GuiSettings, WhisperWindow
 
     settings = GuiSettings(model_path=args.model_path, backend="ggml",
                            backend_options={"cpu_threads": args.cpu_threads}, language=args.language,

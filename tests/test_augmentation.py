@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.audio import SAMPLE_RATE, TIME_PRECISION, save_wav
-from utils.augmentation import (AugmentationConfigError, Augmenter, Segment, load_config, move_segments,
+from utils.core.audio import SAMPLE_RATE, TIME_PRECISION, save_wav
+from utils.data.augmentation import (AugmentationConfigError, Augmenter, Segment, load_config, move_segments,
                                 parse_config)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""CTranslate2 -> transformers import (utils/ct2_import.py, tools/ct2_to_hf.py).
+"""CTranslate2 -> transformers import (utils/export/ct2_import.py, tools/ct2_to_hf.py).
 
 The parser and converter are tested on tiny random Whisper models that the tests write with
 CTranslate2's own converter, in every storage type (no download); the acceptance checks on the
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.ct2_import import (Ct2FormatError, build_generation_config, convert_ct2_to_hf,
+from utils.export.ct2_import import (Ct2FormatError, build_generation_config, convert_ct2_to_hf,
                               read_model_bin)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +137,7 @@ def test_parser_decodes_each_storage_type(tiny, quantization, stored):
     weight = parsed.variables["decoder/layer_1/ffn/linear_0/weight"]
     assert weight.dtype == stored
     original = tiny["model"].state_dict()["model.decoder.layers.1.fc1.weight"].numpy()
-    from utils.ct2_import import dequantized
+    from utils.export.ct2_import import dequantized
 
     values = dequantized(parsed, "decoder/layer_1/ffn/linear_0/weight")
     # relative error of each storage type: fp16 ~5e-4, bf16 ~4e-3, int8 (per-row absmax/127) ~1/254
@@ -338,7 +338,7 @@ CLIPS = {"fox": ("en", "The quick brown fox jumps over the lazy dog."),
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     """Three short spoken clips (espeak-ng), as 16 kHz float32 arrays."""
-    from utils.audio import load_audio
+    from utils.core.audio import load_audio
 
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run `make system-deps`")

@@ -11,10 +11,10 @@ import pytest
 import soundfile
 import torch
 
-from utils.audio import SAMPLE_RATE, save_wav
-from utils.collator import SpeechSeq2SeqCollator
-from utils.data import DataError, SpeechDataset, load_manifest
-from utils.labels import decode_labels
+from utils.core.audio import SAMPLE_RATE, save_wav
+from utils.data.collator import SpeechSeq2SeqCollator
+from utils.data.manifest import DataError, SpeechDataset, load_manifest
+from utils.data.labels import decode_labels
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def test_manifest_columns_and_values(tmp_path, clips):
 def test_duration_filter_counts_instead_of_failing(tmp_path, clips, caplog):
     rows = good_rows(clips) + [{"audio": {"path": "audio/blip.wav"}, "sentence": "too short"}]
     manifest = write_manifest(tmp_path / "train.jsonl", rows)
-    with caplog.at_level(logging.INFO, logger="utils.data"):
+    with caplog.at_level(logging.INFO, logger="utils.data.manifest"):
         data = load_manifest(manifest, min_audio_len=1.0, max_audio_len=3.2, cache_dir=str(tmp_path / "c"))
     assert sorted(data["line"]) == [1, 2, 4]
     assert "3 of 5 lines kept (0 bad, 1 shorter than 1.00 s, 1 longer than 3.20 s)" in caplog.text
@@ -169,13 +169,13 @@ def test_skip_bad_skips_and_counts(tmp_path, clips, caplog):
     manifest = write_manifest(tmp_path / "train.jsonl", rows)
     with pytest.raises(DataError, match=f"^{manifest}:2: not valid JSON"):
         load_manifest(manifest, cache_dir=str(tmp_path / "cache"))
-    with caplog.at_level(logging.WARNING, logger="utils.data"):
+    with caplog.at_level(logging.WARNING, logger="utils.data.manifest"):
         data = load_manifest(manifest, skip_bad=True, cache_dir=str(tmp_path / "cache"))
     assert data["line"] == [1, 3, 5, 6]
     assert "skipped 2 bad line(s) of 6" in caplog.text and f"{manifest}:2: not valid JSON" in caplog.text
     # The counts are reported again when the result comes from the cache.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="utils.data"):
+    with caplog.at_level(logging.WARNING, logger="utils.data.manifest"):
         load_manifest(manifest, skip_bad=True, cache_dir=str(tmp_path / "cache"))
     assert "skipped 2 bad line(s) of 6" in caplog.text
 

@@ -55,7 +55,7 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
         f"sys.argv = ['WhisperDesktop', '--model_path={ggml_model}', "
         f"'--transcribe={REPO / sample['audio']['path']}', '--language=en', "
         f"'--output_format=srt', '--output_dir={tmp_path}']\n"
-        "import utils.gui_app\n"
+        "import utils.apps.gui\n"
         "try:\n"
         f"    runpy.run_path({str(ENTRY)!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n"
@@ -75,7 +75,7 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
 def test_desktop_window_on_ggml(ggml_model, tmp_path, display, dialogs):
     """WhisperDesktop's configuration of the window: GGML backend, its results shown line by line."""
     from test_gui import make_app, recognise
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
     sample = english_sample()
     path = str(REPO / sample["audio"]["path"])
@@ -109,5 +109,5 @@ def test_desktop_cli_errors_are_one_sentence(tmp_path):
 
 def test_spec_keeps_the_other_engines_out():
     spec = (REPO / "WhisperDesktop" / "WhisperDesktop.spec").read_text(encoding="utf-8")
-    for module in ("torch", "ctranslate2", "faster_whisper", "utils.backend_transformers", "utils.backend_ct2"):
+    for module in ("torch", "ctranslate2", "faster_whisper", "utils.inference.backends.transformers", "utils.inference.backends.ct2"):
         assert f'"{module}"' in spec

@@ -117,7 +117,7 @@ def test_every_evaluation_reads_the_stored_outputs_and_scores_the_same(tiny_whis
 
 
 def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus, tmp_path, encoder_calls):
-    from utils.model import cpu_supports_bf16
+    from utils.core.models import cpu_supports_bf16
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bfloat16 instructions; --bf16 is refused here (tests/test_finetune.py)")
@@ -201,7 +201,7 @@ def test_rows_are_read_whole_without_mapping_the_file(tmp_path, dtype):
     import pickle
     import sys
 
-    from utils.encoder_cache import HIDDEN_FILE, META_FILE, CachedEncoderDataset, EncoderCacheError
+    from utils.training.encoder_cache import HIDDEN_FILE, META_FILE, CachedEncoderDataset, EncoderCacheError
 
     rows = np.random.default_rng(0).standard_normal((40, 1500, 512)).astype(dtype)   # 61 or 123 MB
     np.save(tmp_path / HIDDEN_FILE, rows)

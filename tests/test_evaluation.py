@@ -8,7 +8,7 @@ import torch
 
 import evaluation
 from training_fixtures import REPO, make_corpus
-from utils.metrics import error_rate
+from utils.core.metrics import error_rate
 
 
 def _run(capsys, *argv):
@@ -20,7 +20,7 @@ def _run(capsys, *argv):
 def test_report_holds_every_clip_in_order_and_the_metric(tiny_whisper_dir, tmp_path, capsys):
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    from utils.audio import load_audio
+    from utils.core.audio import load_audio
 
     _, test = make_corpus(tmp_path, n_train=1, n_test=3)
     report_path = tmp_path / "report" / "cer.json"

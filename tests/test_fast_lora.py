@@ -1,4 +1,4 @@
-"""The CPU LoRA step (utils/fast_lora.py): nn.Dropout's distribution from far fewer random draws, and
+"""The CPU LoRA step (utils/training/fast_lora.py): nn.Dropout's distribution from far fewer random draws, and
 peft's adapter sum inside one matrix product, with the same values and gradients as peft's own."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from utils.fast_lora import FusedLoraLinear, GapDropout, dropped_positions, speed_up_lora
+from utils.training.fast_lora import FusedLoraLinear, GapDropout, dropped_positions, speed_up_lora
 
 
 def test_dropped_positions_are_a_bernoulli_process():
@@ -54,7 +54,7 @@ def test_gap_dropout_scales_the_kept_values_and_routes_gradients_through_them_on
 def _tiny_lora(tiny_whisper_dir, dropout):
     from transformers import WhisperForConditionalGeneration
 
-    from utils.model import add_adapter
+    from utils.core.models import add_adapter
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_dir)
     model = add_adapter(model, use_adalora=False, r=4, alpha=8, dropout=dropout,

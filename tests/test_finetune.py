@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from training_fixtures import REPO, finetune_args, make_corpus, python, run_script
 
 import finetune
-from utils.model import add_adapter
+from utils.core.models import add_adapter
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def corpus(tmp_path_factory):
 def test_a_few_lora_steps_lower_the_loss_on_a_fixed_batch(tiny_whisper_dir, corpus):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from utils.collator import SpeechSeq2SeqCollator
-    from utils.data import SpeechDataset
+    from utils.data.collator import SpeechSeq2SeqCollator
+    from utils.data.manifest import SpeechDataset
 
     processor = WhisperProcessor.from_pretrained(tiny_whisper_dir)
     dataset = SpeechDataset(corpus[0], processor, language="Chinese")
@@ -123,7 +123,7 @@ def test_adalora_reallocates_ranks_every_optimizer_step(tiny_whisper_dir, corpus
 
 
 def test_rotation_keeps_best_newest_and_named_folders(tmp_path):
-    from utils.training import rotate_checkpoints
+    from utils.training.callbacks import rotate_checkpoints
 
     for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8", "checkpoint-10",
                  "checkpoint-best", "checkpoint-final"):
@@ -154,13 +154,13 @@ def test_bf16_on_cpu_trains_where_the_cpu_has_bf16_and_is_refused_elsewhere(tiny
                                                                             capsys, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("checks the CPU behaviour")
-    import utils.model
+    import utils.core.models
 
-    monkeypatch.setattr(utils.model, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(utils.core.models, "cpu_supports_bf16", lambda: False)
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, *corpus, tmp_path), "--bf16")
     assert code == 2 and err.startswith("error: --bf16 needs a CUDA GPU or a CPU with bfloat16"), err
     monkeypatch.undo()
-    if not utils.model.cpu_supports_bf16():
+    if not utils.core.models.cpu_supports_bf16():
         return  # the refusal above is what this CPU gets
     train, test = corpus
     res = run_script([python(), "finetune.py", *finetune_args(
@@ -225,7 +225,7 @@ def test_large_tensors_stay_in_the_heap_between_steps():
     code = """
 import resource, sys, torch
 sys.path.insert(0, '.')
-from utils.training import keep_large_tensors_in_the_heap
+from utils.training.callbacks import keep_large_tensors_in_the_heap
 def faults_of_second_allocation():
     torch.ones(24_000_000)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transcription_audio import REPO, english_clip, normalize
-from utils.backend_ggml import read_ggml_header
-from utils.transcriber import TranscribeOptions, load_transcriber
+from utils.inference.backends.ggml import read_ggml_header
+from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
 
 def export(model_dir, output_path):

@@ -48,7 +48,7 @@ MAX_WER = 0.5
 
 
 def direct_texts(transcriber, path, **options) -> list[str]:
-    from utils.transcriber import TranscribeOptions
+    from utils.inference.transcriber import TranscribeOptions
 
     segments, _ = transcriber.transcribe(str(path), TranscribeOptions(**options))
     return [segment.text.strip() for segment in segments]
@@ -125,7 +125,7 @@ def dialogs(display):
 
 @pytest.fixture(scope="module")
 def ct2_transcriber():
-    from utils.transcriber import load_transcriber
+    from utils.inference.transcriber import load_transcriber
 
     if not (CT2_MODEL / "model.bin").exists():
         pytest.fail(f"{CT2_MODEL} is missing: run `make models`")
@@ -133,7 +133,7 @@ def ct2_transcriber():
 
 
 def make_app(tmp_path, transcriber=None, **kwargs):
-    from utils.gui_app import GuiSettings, WhisperWindow
+    from utils.apps.gui import GuiSettings, WhisperWindow
 
     settings = GuiSettings(model_path=kwargs.pop("model_path", str(CT2_MODEL)),
                            backend=kwargs.pop("backend", "ct2"),
@@ -255,7 +255,7 @@ def test_original_project_flags_map_or_are_refused():
 
 def test_segments_appear_one_by_one(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
-    from utils.audio import SAMPLE_RATE, load_audio, save_wav
+    from utils.core.audio import SAMPLE_RATE, load_audio, save_wav
 
     samples = en_samples(3)
     pause = np.zeros(SAMPLE_RATE, dtype=np.float32)
@@ -340,7 +340,7 @@ def test_traditional_to_simplified_toggle(tmp_path, display, dialogs):
     import zhconv
 
     from utils import gui_app
-    from utils.transcriber import Segment
+    from utils.inference.transcriber import Segment
 
     app = make_app(tmp_path, model_path=str(tmp_path / "unused"))
     try:
@@ -365,7 +365,7 @@ class FileInputStream:
 
     def __init__(self, audio, samplerate, channels=1, dtype="float32", callback=None,
                  blocksize=4800, speed=4.0):
-        from utils.audio import resample
+        from utils.core.audio import resample
 
         self.audio = resample(audio, 16000, samplerate)
         self.channels, self.callback, self.blocksize = channels, callback, blocksize
@@ -395,8 +395,8 @@ class FileInputStream:
 
 
 def test_recorder_resamples_a_fake_device_stream():
-    from utils.audio import SAMPLE_RATE, load_audio
-    from utils.recorder import Recorder
+    from utils.core.audio import SAMPLE_RATE, load_audio
+    from utils.apps.recorder import Recorder
 
     sample = en_samples(1)[0]
     audio = load_audio(REPO / sample["audio"]["path"])
@@ -421,8 +421,8 @@ def test_recorder_resamples_a_fake_device_stream():
 
 def test_record_then_recognise(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
-    from utils.audio import audio_duration, load_audio
-    from utils.recorder import Recorder
+    from utils.core.audio import audio_duration, load_audio
+    from utils.apps.recorder import Recorder
 
     sample = en_samples(2)[1]
     audio = load_audio(REPO / sample["audio"]["path"])

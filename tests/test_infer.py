@@ -8,8 +8,8 @@ import pytest
 import srt
 
 from transcription_audio import REPO, english_clip, long_english, normalize, wer
-from utils.audio import SAMPLE_RATE, save_wav
-from utils.transcriber import Segment, Transcriber, TranscriptionInfo, duration_of, temperature_schedule
+from utils.core.audio import SAMPLE_RATE, save_wav
+from utils.inference.transcriber import Segment, Transcriber, TranscriptionInfo, duration_of, temperature_schedule
 
 
 def run(script, *args, timeout=600):

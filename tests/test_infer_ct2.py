@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from transcription_audio import REPO, english_clip, long_english, wer
-from utils.transcriber import TranscribeOptions, load_transcriber
+from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
 WHISPER_BASE_CT2 = REPO / "models" / "whisper-base-ct2"
 
@@ -106,7 +106,7 @@ def test_batched_window_that_loops_is_decoded_again(tmp_path, fallback):
 
 def test_vad_filter_skips_silence(ct2_base):
     path, sentence = english_clip(4)
-    from utils.audio import SAMPLE_RATE, load_audio
+    from utils.core.audio import SAMPLE_RATE, load_audio
 
     speech = load_audio(path)
     audio = np.concatenate([np.zeros(20 * SAMPLE_RATE, np.float32), speech])
@@ -152,7 +152,7 @@ def test_hf_to_ct2_repairs_missing_language_ids(tmp_path, tiny_whisper_dir):
     assert result.returncode == 0, result.stderr
     assert len(json.loads((out / "config.json").read_text())["lang_ids"]) == 99
     assert (out / "preprocessor_config.json").exists()
-    from utils.languages import LANGUAGES
+    from utils.core.languages import LANGUAGES
 
     info = load_transcriber("ct2", str(out)).transcribe(np.zeros(16000, np.float32))[1]
     assert info.language in LANGUAGES and 0 < info.language_probability <= 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.collator import SpeechSeq2SeqCollator
-from utils.labels import build_labels, decode_labels, language_code
+from utils.data.collator import SpeechSeq2SeqCollator
+from utils.data.labels import build_labels, decode_labels, language_code
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ def test_leading_space_where_whisper_writes_one(tok):
 def test_english_labels_match_what_whisper_base_expects(whisper_base, processor, tok):
     """Teacher-forced on a shipped English clip, whisper-base finds the labels likely (the leading
     space and the timestamp layout are the pre-training format)."""
-    from utils.audio import load_audio
+    from utils.core.audio import load_audio
 
     model = whisper_base
     row = json.loads((REPO / "dataset" / "en_test.jsonl").read_text().splitlines()[1])

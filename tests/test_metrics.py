@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from utils.metrics import compute_error_rate, count_errors, error_rate, normalize_text
+from utils.core.metrics import compute_error_rate, count_errors, error_rate, normalize_text
 
 
 def test_normalisation_removes_ascii_and_full_width_punctuation_case_and_whitespace():

@@ -1,7 +1,7 @@
-"""utils/readme_section.py: generated README parts change only between their markers."""
+"""utils/bench/readme_section.py: generated README parts change only between their markers."""
 import pytest
 
-from utils.readme_section import SectionError, replace_section
+from utils.bench.readme_section import SectionError, replace_section
 
 
 def test_only_the_named_section_changes(tmp_path):

@@ -19,7 +19,7 @@ import soundfile
 
 from conftest import REPO, require_model
 from server_process import ServerProcess, free_port
-from utils.audio import load_audio
+from utils.core.audio import load_audio
 
 TEST_WAV = REPO / "dataset" / "test.wav"                       # Mandarin, 12.16 s
 ENGLISH = REPO / "dataset" / "audio" / "en_test_0001.flac"      # "The train to the airport leaves every twenty minutes."
@@ -371,9 +371,9 @@ def test_backend_exception_fails_only_that_request(tmp_path):
     the real app in uvicorn, with other requests in flight."""
     import uvicorn
 
-    from utils.server_app import ServerSettings, create_app
+    from utils.apps.server import ServerSettings, create_app
 
-    from utils.backend_ct2 import CT2Transcriber
+    from utils.inference.backends.ct2 import CT2Transcriber
 
     class FailsOnShortClips(CT2Transcriber):
         def _transcribe(self, audio, options):

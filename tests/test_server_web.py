@@ -12,7 +12,7 @@ import soundfile
 
 from conftest import REPO, require_model
 from server_process import ServerProcess
-from utils.audio import load_audio
+from utils.core.audio import load_audio
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from transcription_audio import english_clip, wer
-from utils.audio import SAMPLE_RATE, AudioError
-from utils.languages import to_language_code
-from utils.transcriber import (Segment, TranscribeOptions, load_transcriber, split_at_quiet_points)
+from utils.core.audio import SAMPLE_RATE, AudioError
+from utils.core.languages import to_language_code
+from utils.inference.transcriber import (Segment, TranscribeOptions, load_transcriber, split_at_quiet_points)
 
 
 def test_language_names_aliases_and_codes():
@@ -139,7 +139,7 @@ def test_cpu_decode_step_attention_equals_sdpa(mask, dtype, amx, monkeypatch):
     import torch
     import torch.nn.functional as F
 
-    import utils.backend_transformers as backend
+    import utils.inference.backends.transformers as backend
 
     # The rule: bfloat16 decode steps take the plain product on a CPU without AMX, sdpa elsewhere.
     backend.plain_product_for_decode_steps.cache_clear()
@@ -174,8 +174,8 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
                                                                                      monkeypatch):
     import torch
 
-    import utils.model
-    from utils.backend_transformers import CPU_ATTENTION
+    import utils.core.models
+    from utils.inference.backends.transformers import CPU_ATTENTION
 
     path, sentence = english_clip(2)
     plain = load_transcriber("transformers", str(whisper_tiny_en_dir))
@@ -183,7 +183,7 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
     eager = load_transcriber("transformers", str(whisper_tiny_en_dir), attn_implementation="eager")
     texts = [" ".join(s.text for s in t.transcribe(path, TranscribeOptions(language="en"))[0]) for t in (plain, eager)]
     assert texts[0] == texts[1] and wer(sentence, texts[0]) <= 0.35
-    if utils.model.cpu_supports_bf16():
+    if utils.core.models.cpu_supports_bf16():
         bf16 = load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
         assert bf16.model.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16
         text = " ".join(s.text for s in bf16.transcribe(path, TranscribeOptions(language="en"))[0])
@@ -192,6 +192,6 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
                            ("float16", "float16 on the transformers backend needs a CUDA GPU")]:
         with pytest.raises(ValueError, match=message):
             load_transcriber("transformers", str(whisper_tiny_en_dir), dtype=dtype)
-    monkeypatch.setattr(utils.model, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(utils.core.models, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ValueError, match="needs AVX512-BF16 or AMX"):
         load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")

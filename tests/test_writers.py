@@ -5,8 +5,8 @@ import pytest
 import srt
 import webvtt
 
-from utils.transcriber import Segment, TranscriptionInfo, Word
-from utils.writers import FORMATS, format_timestamp, get_writer, transcript_text
+from utils.inference.transcriber import Segment, TranscriptionInfo, Word
+from utils.inference.writers import FORMATS, format_timestamp, get_writer, transcript_text
 
 SEGMENTS = [
     Segment(0.0, 2.5, " Hello there."),

@@ -16,7 +16,7 @@ SENTENCES = ["你好", "今天天气很好", "我们去公园", "谢谢你", "�
 def make_corpus(root: Path, n_train: int = 4, n_test: int = 2, seconds: float = 1.0) -> tuple[Path, Path]:
     """Tone clips with short Chinese sentences (a no-speech clip among the test clips): enough for a tiny
     random model to fit, and as cheap as audio gets (every clip becomes a 30 s spectrogram anyway)."""
-    from utils.audio import SAMPLE_RATE, save_wav
+    from utils.core.audio import SAMPLE_RATE, save_wav
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

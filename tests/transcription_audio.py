@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.audio import SAMPLE_RATE, load_audio, save_wav
+from utils.core.audio import SAMPLE_RATE, load_audio, save_wav
 
 REPO = Path(__file__).resolve().parent.parent
 EN_MANIFEST = REPO / "dataset" / "en_test.jsonl"

@@ -24,8 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from transformers.hf_argparser import string_to_bool
-from utils.measured_run import StageFailed, run_measured  # noqa: E402
-from utils.training import write_json_atomic  # noqa: E402
+from utils.bench.measured_run import StageFailed, run_measured  # noqa: E402
+from utils.training.callbacks import write_json_atomic  # noqa: E402
 
 # "zh+": the Mandarin rows' data plus --more_readings extra readings of every training sentence.
 LANGUAGES = ("zh", "zh+", "en")
@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not experiments:
         parser.error("--experiments is empty")
     args.experiment_list = experiments
-    from utils.model import bf16_wanted
+    from utils.core.models import bf16_wanted
 
     args.use_bf16 = bf16_wanted(args.bf16)
     for name in ("epochs", "batch_size", "learning_rate", "lora_r", "eval_batch_size"):
@@ -210,9 +210,9 @@ def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips
     import torch
 
     from evaluation import no_speech_probabilities
-    from utils.audio import SAMPLE_RATE, load_audio
-    from utils.labels import special_ids
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    from utils.core.audio import SAMPLE_RATE, load_audio
+    from utils.data.labels import special_ids
+    from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
     # One model load serves both checks: the transcriber's own model and processor.
     transcriber = load_transcriber("transformers", model_path)
@@ -343,7 +343,7 @@ def write_outputs(args, results: dict, command: str) -> None:
                   ""]
     write_text_atomic(args.table, "\n".join(lines))
     if args.readme:
-        from utils.readme_section import replace_section
+        from utils.bench.readme_section import replace_section
 
         def rel(path):
             return os.path.relpath(path, os.path.dirname(os.path.abspath(args.readme)))

@@ -26,12 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from utils.audio import load_audio  # noqa: E402
-from utils.languages import to_language_code  # noqa: E402
-from utils.metrics import CER_LANGUAGES  # noqa: E402
-from utils.transcriber import duration_of, exit_on_user_error, print_config  # noqa: E402
+from utils.core.audio import load_audio  # noqa: E402
+from utils.core.languages import to_language_code  # noqa: E402
+from utils.core.metrics import CER_LANGUAGES  # noqa: E402
+from utils.inference.transcriber import duration_of, exit_on_user_error, print_config  # noqa: E402
 
-# name -> (engine, settings). "ours" rows go through utils/transcriber.py exactly as infer.py /
+# name -> (engine, settings). "ours" rows go through utils/inference/transcriber.py exactly as infer.py /
 # infer_ct2.py do; the two baselines call the libraries directly with their defaults.
 CONFIGS = {
     "transformers-generate (baseline)": ("hf-generate", {}),
@@ -102,7 +102,7 @@ def machine_description() -> str:
 
 
 def error_rate_of(reference: str, hypothesis: str, metric: str) -> float:
-    from utils.metrics import error_rate
+    from utils.core.metrics import error_rate
 
     return error_rate([reference], [hypothesis], metric).value
 
@@ -137,7 +137,7 @@ def transcribe_once(engine: str, settings: dict, paths: dict, audio_path: str, l
         segments, _ = model.transcribe(audio, language=language)
         text = " ".join(segment.text.strip() for segment in segments)
     else:
-        from utils.transcriber import TranscribeOptions, load_transcriber
+        from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
         settings = dict(settings)
         options = TranscribeOptions(language=language, beam_size=settings.pop("beam_size", 1),
@@ -281,7 +281,7 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
 
 def write_readme_section(readme: str, name: str, table: str, summary: list[str], chart: Optional[str]) -> None:
     """The benchmark's table, goal lines, chart and exact command in README.md's generated section."""
-    from utils.readme_section import replace_section
+    from utils.bench.readme_section import replace_section
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     body = ["```bash", command, "```", "", table.rstrip("\n"), "", *(f"- {line}" for line in summary), ""]
@@ -300,7 +300,7 @@ def main():
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
     names = list(CONFIGS) if args.configs.strip() == "all" else [n.strip() for n in args.configs.split(",") if n.strip()]
     if args.configs.strip() == "all":
-        from utils.model import cpu_supports_bf16
+        from utils.core.models import cpu_supports_bf16
 
         if not cpu_supports_bf16():   # infer.py --bf16 refuses such a CPU, so its rows cannot run
             print("this CPU has no bfloat16 instructions: the bf16 rows are left out", flush=True)
@@ -331,7 +331,7 @@ def main():
         paths["ct2"] = paths["fw-default"] = os.path.join(workdir.name, "ct2")
         convert(args.model_path, paths["ct2"], "float16", force=False)
     if "ggml" in engines and not paths["ggml"]:
-        from utils.ggml_export import export_ggml
+        from utils.export.ggml import export_ggml
 
         paths["ggml"] = os.path.join(workdir.name, "model.bin")
         export_ggml(args.model_path, paths["ggml"], use_f16=True, progress=False)

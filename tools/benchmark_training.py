@@ -30,8 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from transformers.hf_argparser import string_to_bool
-from utils.measured_run import StageFailed, run_measured  # noqa: E402
-from utils.training import write_json_atomic  # noqa: E402
+from utils.bench.measured_run import StageFailed, run_measured  # noqa: E402
+from utils.training.callbacks import write_json_atomic  # noqa: E402
 
 CONFIGS = {
     "all-modules": ["--freeze_encoder=False"],
@@ -185,7 +185,7 @@ def write_table(args, rows: list[dict], command: str) -> None:
         handle.write("\n".join(lines))
     os.replace(tmp, args.table)
     if args.readme:
-        from utils.readme_section import replace_section
+        from utils.bench.readme_section import replace_section
 
         replace_section(args.readme, "speed-training",
                         "\n".join(["```bash", command, "```", "", header, "", *table, "", *notes]))

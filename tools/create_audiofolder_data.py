@@ -26,9 +26,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.audio import CHUNK_LENGTH, AudioError, audio_duration  # noqa: E402
-from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path  # noqa: E402
-from utils.transcriber import report_errors  # noqa: E402
+from utils.core.audio import CHUNK_LENGTH, AudioError, audio_duration  # noqa: E402
+from utils.data.manifest_writer import ManifestWriter, make_record, manifest_audio_path  # noqa: E402
+from utils.inference.transcriber import report_errors  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLIT_NAMES = ("train", "validation", "dev", "test")

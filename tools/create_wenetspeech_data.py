@@ -12,7 +12,7 @@ its speech would be heard but missing from the label; --silence_gaps instead zer
 unlabelled stretch inside a window, which lets windows grow across such gaps.
 
 Re-running skips audio files whose clips all exist; manifests are replaced atomically.
-The training loader turns these manifests into an Arrow table (utils/data.py), which is
+The training loader turns these manifests into an Arrow table (utils/data/manifest.py), which is
 what makes a million-line manifest practical.
 
   python tools/create_wenetspeech_data.py --wenetspeech_json=/data/WenetSpeech.json \\
@@ -35,9 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio  # noqa: E402
-from utils.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time  # noqa: E402,E501
-from utils.transcriber import report_errors  # noqa: E402
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio  # noqa: E402
+from utils.data.manifest_writer import ManifestWriter, make_record, manifest_audio_path, snap_time  # noqa: E402,E501
+from utils.inference.transcriber import report_errors  # noqa: E402
 
 TEST_SUBSETS = {"TEST_NET": "test_net", "TEST_MEETING": "test_meeting", "DEV": "dev"}
 BATCH_AUDIOS = 32   # audio entries handed to the workers at once; bounds memory

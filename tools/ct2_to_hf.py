@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.ct2_import import SAVE_DTYPES, Ct2FormatError, convert_ct2_to_hf  # noqa: E402
+from utils.export.ct2_import import SAVE_DTYPES, Ct2FormatError, convert_ct2_to_hf  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -33,7 +33,7 @@ VENV_STAMP = os.path.join(REPO, ".venv", ".installed")   # written by the Makefi
 # Stage 6's transcription: whisper.cpp (pywhispercpp) through the toolkit's transcriber interface, the path
 # infer_server.py and infer_gui.py take for GGML models (no command-line script transcribes with GGML). In its
 # own process like every stage, so that a crash inside the C library is reported as a failed stage.
-WHISPER_CPP = ("import sys; from utils.transcriber import TranscribeOptions, load_transcriber, transcribe_to_outputs; "
+WHISPER_CPP = ("import sys; from utils.inference.transcriber import TranscribeOptions, load_transcriber, transcribe_to_outputs; "
                "transcribe_to_outputs(load_transcriber('ggml', sys.argv[1]), sys.argv[2], "
                "TranscribeOptions(language=sys.argv[3]), output_format='txt', output_dir=sys.argv[4])")
 
@@ -65,7 +65,7 @@ class Demo:
         script = "whisper_cpp" if command[1] == "-c" else os.path.basename(command[1])
         log_path = self.path("logs", f"{len(self.stages)}-{script}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        shown = command if command[1] != "-c" else [command[0], "-c", "<whisper.cpp via utils.transcriber>",
+        shown = command if command[1] != "-c" else [command[0], "-c", "<whisper.cpp via utils.inference.transcriber>",
                                                      *command[3:]]
         print(f"$ {shlex.join(shown)}", flush=True)
         env = dict(os.environ, PYTHONPATH=REPO, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
@@ -173,7 +173,7 @@ def cer_of(report_path: str) -> dict:
 def score(reference_path: str, text: str) -> Optional[float]:
     if not reference_path:
         return None
-    from utils.metrics import error_rate
+    from utils.core.metrics import error_rate
 
     with open(reference_path, encoding="utf-8") as handle:
         reference = handle.read().strip()
@@ -195,7 +195,7 @@ def run_demo(args) -> Demo:
     run_dir = demo.path("runs", name)
     audio_stem = os.path.splitext(os.path.basename(args.audio))[0]
     common = [f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"]
-    from utils.model import bf16_wanted
+    from utils.core.models import bf16_wanted
 
     bf16 = bf16_wanted(args.bf16)
 

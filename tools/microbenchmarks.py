@@ -1,7 +1,7 @@
 """The small measurements behind docs/performance.md's explanations, rerunnable.
 
     python tools/microbenchmarks.py attention     # CPU sdpa against the plain product, decode and training shapes
-    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: peft's and utils/fast_lora.py's, profiled
+    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: peft's and utils/training/fast_lora.py's, profiled
     python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
     python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
     python tools/microbenchmarks.py decode-attention  # a whole batched transcription, decode steps through sdpa vs the plain product
@@ -41,7 +41,7 @@ def plain_attention(query, key, value):
 def attention(args) -> None:
     """Cross-attention over the encoder frames: one query row (a decode step) and a label-length
     query with its backward pass (a training step)."""
-    from utils.backend_transformers import cpu_has_amx, plain_product_for_decode_steps
+    from utils.inference.backends.transformers import cpu_has_amx, plain_product_for_decode_steps
 
     heads, width = 8, 64
     for dtype in (torch.float32, torch.bfloat16):
@@ -65,7 +65,7 @@ def lora_model(model_path: str, dropout: float):
     from transformers import WhisperForConditionalGeneration
 
     from finetune import DEFAULT_TARGET_MODULES
-    from utils.model import add_adapter
+    from utils.core.models import add_adapter
 
     model = WhisperForConditionalGeneration.from_pretrained(model_path)
     model = add_adapter(model, use_adalora=False, r=32, alpha=64, dropout=dropout,
@@ -86,13 +86,13 @@ def print_profile(step) -> None:
 
 def train_step(args) -> None:
     """A decoder-only LoRA step on stored encoder outputs, with peft's LoRA as it comes and as
-    finetune.py runs it (utils/fast_lora.py: gap dropout, fused adapter sum), profiled; then the
+    finetune.py runs it (utils/training/fast_lora.py: gap dropout, fused adapter sum), profiled; then the
     same step with every layer's base k_proj/v_proj output over the encoder frames computed
     beforehand (the experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from utils.fast_lora import speed_up_lora
-    from utils.training import keep_large_tensors_in_the_heap
+    from utils.training.fast_lora import speed_up_lora
+    from utils.training.callbacks import keep_large_tensors_in_the_heap
 
     keep_large_tensors_in_the_heap()    # as finetune.py does on a CPU
     for rate in (0.05, 0.0):
@@ -122,7 +122,7 @@ def train_step(args) -> None:
 
 
 def dropout(args) -> None:
-    from utils.fast_lora import GapDropout
+    from utils.training.fast_lora import GapDropout
 
     frames = torch.randn(args.batch, args.frames, 512)
     gap = GapDropout(0.05).train()
@@ -135,8 +135,8 @@ def dropout(args) -> None:
 
 
 def encoder_calls(args) -> None:
-    from utils.audio import load_audio
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    from utils.core.audio import load_audio
+    from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
     audio = load_audio(args.audio_path)
     for memo in (True, False):
@@ -163,10 +163,10 @@ def encoder_calls(args) -> None:
 def decode_attention(args) -> None:
     """The file through the transformers backend (batched, no fallback; bfloat16 where the CPU has it),
     its one-token decode steps forced through sdpa, then the plain product, rounds interleaved."""
-    import utils.backend_transformers as backend
-    from utils.audio import load_audio
-    from utils.model import cpu_supports_bf16
-    from utils.transcriber import TranscribeOptions, load_transcriber
+    import utils.inference.backends.transformers as backend
+    from utils.core.audio import load_audio
+    from utils.core.models import cpu_supports_bf16
+    from utils.inference.transcriber import TranscribeOptions, load_transcriber
 
     dtype = "bfloat16" if cpu_supports_bf16() else "float32"
     audio = load_audio(args.audio_path)
@@ -195,10 +195,10 @@ def best_of(args) -> None:
     """faster-whisper samples best_of=5 candidates at each fallback temperature and keeps the most
     probable. Two places where that matters, each with 5 and with 1, rounds interleaved: its sequential
     decoding with fallback (`infer_ct2.py`), and our batched pass that decodes looping windows again
-    (`utils/backend_ct2.py`, which uses 1). With --reference_path, the error rate of each run too."""
-    from utils.audio import load_audio
-    from utils.metrics import CER_LANGUAGES, error_rate
-    from utils.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions, load_transcriber
+    (`utils/inference/backends/ct2.py`, which uses 1). With --reference_path, the error rate of each run too."""
+    from utils.core.audio import load_audio
+    from utils.core.metrics import CER_LANGUAGES, error_rate
+    from utils.inference.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions, load_transcriber
 
     audio = load_audio(args.audio_path)
     reference = open(args.reference_path, encoding="utf-8").read() if args.reference_path else None

@@ -31,8 +31,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils.audio import SAMPLE_RATE, TIME_PRECISION, resample, save_wav  # noqa: E402
-from utils.manifest_writer import (ManifestWriter, make_record, manifest_audio_path,  # noqa: E402
+from utils.core.audio import SAMPLE_RATE, TIME_PRECISION, resample, save_wav  # noqa: E402
+from utils.data.manifest_writer import (ManifestWriter, make_record, manifest_audio_path,  # noqa: E402
                                    write_text_atomic)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -28,12 +28,13 @@ from swagger_ui_bundle import swagger_ui_path
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from utils.audio import AudioError, load_audio
-from utils.languages import LANGUAGES, check_task, language_name, to_language_code
-from utils.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
-from utils.writers import WriteSRT, WriteVTT, transcript_text
+from utils import REPO_ROOT
+from utils.core.audio import AudioError, load_audio
+from utils.core.languages import LANGUAGES, check_task, language_name, to_language_code
+from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
+from utils.inference.writers import WriteSRT, WriteVTT, transcript_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(REPO_ROOT)
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")
 MB = 1024 * 1024
@@ -189,7 +190,7 @@ def to_simplified(text: str) -> str:
 
 
 def remove_punctuation(text: str) -> str:
-    """The original API's remove_pun: delete the marks. (utils.metrics turns them into spaces,
+    """The original API's remove_pun: delete the marks. (utils.core.metrics turns them into spaces,
     which suits word counting but would split Chinese text.)"""
     import unicodedata
 

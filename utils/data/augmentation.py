@@ -15,13 +15,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
-from utils.data import DataError, header_duration
-from utils.labels import MAX_TIMESTAMP_INDEX, timestamp_index
+from utils import REPO_ROOT
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
+from utils.data.manifest import DataError, header_duration
+from utils.data.labels import MAX_TIMESTAMP_INDEX, timestamp_index
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm")
 _NOISE_CACHE_SAMPLES = 16_000_000   # 64 MB of float32 per process
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # type -> {param: (kind, required)}; kind "number", "int" or "rates" (list of positive ints).
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
@@ -73,7 +73,7 @@ def _check_value(kind: str, value: Any) -> Optional[str]:
 def _resolve_dir(path: str) -> Optional[str]:
     # Configs are written relative to the repository root (like the manifests); accept that
     # from any working directory, but let the working directory win.
-    for candidate in (path, os.path.join(_REPO_ROOT, path)):
+    for candidate in (path, os.path.join(REPO_ROOT, path)):
         if os.path.isdir(candidate):
             return os.path.abspath(candidate)
     return None

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Callable, Optional, Sequence, TextIO
 
-from utils.transcriber import Segment, TranscriptionInfo
+from utils.inference.transcriber import Segment, TranscriptionInfo
 
 
 def format_timestamp(seconds: float, decimal_marker: str = ".", always_hours: bool = False) -> str:

@@ -15,11 +15,11 @@ from typing import Callable, Optional
 
 import PySimpleGUI as sg
 
-from utils.audio import SAMPLE_RATE, AudioError, load_audio
-from utils.recorder import (RECORD_DIR, MicrophoneError, PlaybackError, Recorder, play,
+from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
+from utils.apps.recorder import (RECORD_DIR, MicrophoneError, PlaybackError, Recorder, play,
                             save_recording, stop_playback)
-from utils.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo, load_transcriber
-from utils.writers import format_timestamp, get_writer, transcript_text
+from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo, load_transcriber
+from utils.inference.writers import format_timestamp, get_writer, transcript_text
 
 # Element keys; events from worker threads carry the same naming scheme.
 K_FILE, K_PLAY, K_STOP_PLAY = "-FILE-", "-PLAY-", "-STOP-PLAY-"

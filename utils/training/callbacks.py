@@ -15,8 +15,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from transformers import TrainerCallback
 
-from utils.metrics import error_rate
-from utils.model import replace_dir
+from utils.core.metrics import error_rate
+from utils.core.models import replace_dir
 
 BEST_DIR = "checkpoint-best"
 FINAL_DIR = "checkpoint-final"
@@ -162,7 +162,7 @@ def optimizer_steps(n_samples: int, *, batch_size: int, gradient_accumulation_st
 
 
 class DropoutSeedCallback(TrainerCallback):
-    """Reseed the adapters' dropout generator (utils.fast_lora.speed_up_lora) from (seed, process, optimizer
+    """Reseed the adapters' dropout generator (utils.training.fast_lora.speed_up_lora) from (seed, process, optimizer
     step) before every step: the masks then depend on nothing else that draws random numbers (DataLoader
     workers, the encoder cache, a resume from a checkpoint), and each process of a distributed run draws
     its own."""

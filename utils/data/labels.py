@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
-from utils.audio import CHUNK_LENGTH, TIME_PRECISION
+from utils.core.audio import CHUNK_LENGTH, TIME_PRECISION
 
 MAX_TIMESTAMP_INDEX = round(CHUNK_LENGTH / TIME_PRECISION)   # <|30.00|> is index 1500
 TASKS = ("transcribe", "translate")

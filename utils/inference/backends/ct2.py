@@ -8,8 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
-from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE
+from utils.inference.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
                                TranscriptionInfo, Word, check_model_dir, duration_of,
                                split_at_quiet_points, temperature_schedule)
 

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import numpy as np
 
-from utils.ggml_export import GGML_MAGIC
-from utils.transcriber import ResolvedOptions, Segment, Transcriber, TranscriptionInfo, duration_of
+from utils.export.ggml import GGML_MAGIC
+from utils.inference.transcriber import ResolvedOptions, Segment, Transcriber, TranscriptionInfo, duration_of
 
 MULTILINGUAL_VOCAB = 51865   # English-only Whisper vocabularies are one token shorter
 BLANK_AUDIO = "[BLANK_AUDIO]"  # whisper.cpp's text for a window without speech; no transcript text

@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Literal, Optional, Union
 
 import numpy as np
 
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
-from utils.languages import check_task, to_language_code
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from utils.core.languages import check_task, to_language_code
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
 
@@ -179,11 +179,11 @@ def load_transcriber(backend: str, model_path: str, **backend_options) -> Transc
       ggml:         cpu_threads
     """
     if backend == "transformers":
-        from utils.backend_transformers import TransformersTranscriber as cls
+        from utils.inference.backends.transformers import TransformersTranscriber as cls
     elif backend == "ct2":
-        from utils.backend_ct2 import CT2Transcriber as cls
+        from utils.inference.backends.ct2 import CT2Transcriber as cls
     elif backend == "ggml":
-        from utils.backend_ggml import GGMLTranscriber as cls
+        from utils.inference.backends.ggml import GGMLTranscriber as cls
     else:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     return cls(model_path, **backend_options)
@@ -258,7 +258,7 @@ def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: Tr
 
     from tqdm import tqdm
 
-    from utils.writers import get_writer, transcript_text
+    from utils.inference.writers import get_writer, transcript_text
 
     writer = get_writer(output_format, output_dir) if output_format else None
     began = time.perf_counter()

@@ -20,7 +20,7 @@ Neither exists in torch or peft (their dropout draws per element on a CPU; peft 
 hence this module. Both apply on a CPU only; on a GPU, torch's kernels are fused and fast already.
 
 The masks come from a generator of their own (`speed_up_lora`), which finetune.py reseeds from
-(--seed, process, optimizer step) before every step (utils.training.DropoutSeedCallback). They then
+(--seed, process, optimizer step) before every step (utils.training.callbacks.DropoutSeedCallback). They then
 depend on nothing else that draws random numbers: a run that reads stored encoder outputs in the main
 process draws the same masks as one whose DataLoader workers decode audio, and a resumed run the same
 as one that was never interrupted.

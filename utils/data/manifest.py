@@ -27,8 +27,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
-from utils.labels import build_labels, language_code, prefix_ids, validate_segment
+from utils import REPO_ROOT
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from utils.data.labels import build_labels, language_code, prefix_ids, validate_segment
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,6 @@ def header_duration(path: str) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
 
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _resolve_audio(path: str, manifest_dir: str) -> str:
@@ -116,7 +116,7 @@ def _resolve_audio(path: str, manifest_dir: str) -> str:
         return path
     if os.path.exists(path):
         return os.path.abspath(path)
-    for base in (manifest_dir, _REPO_ROOT):
+    for base in (manifest_dir, REPO_ROOT):
         candidate = os.path.join(base, path)
         if os.path.exists(candidate):
             return os.path.abspath(candidate)
@@ -413,7 +413,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                  max_audio_len: float = 30.0, augment_config_path: Optional[str] = None,
                  skip_bad: bool = False, max_label_length: int = 448,
                  cache_dir: Optional[str] = None):
-        from utils.augmentation import Augmenter
+        from utils.data.augmentation import Augmenter
 
         self.manifest_path = os.fspath(manifest_path)
         self.processor = processor
@@ -553,7 +553,7 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def load_item(self, index: int) -> dict:
         """Audio (16 kHz float32), segments and text of one sample after augmentation."""
-        from utils.augmentation import Segment
+        from utils.data.augmentation import Segment
 
         row = self.data[int(index)]
         try:

@@ -8,9 +8,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from utils.audio import CHUNK_LENGTH, SAMPLE_RATE
-from utils.languages import LANGUAGES
-from utils.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE
+from utils.core.languages import LANGUAGES
+from utils.inference.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
                                TranscriptionInfo, check_model_dir, duration_of, split_at_quiet_points,
                                temperature_schedule)
 
@@ -234,7 +234,7 @@ class TransformersTranscriber(Transcriber):
             raise ValueError("float16 on the transformers backend needs a CUDA GPU (use_gpu); on a CPU use "
                              "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
         if dtype == "bfloat16" and not use_gpu:
-            from utils.model import cpu_supports_bf16
+            from utils.core.models import cpu_supports_bf16
 
             if not cpu_supports_bf16():
                 raise ValueError("bfloat16 on the CPU needs AVX512-BF16 or AMX instructions and this CPU has "

@@ -36,7 +36,7 @@ class SpeechSeq2SeqCollator:
         for row, ids in enumerate(labels):
             padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         if "encoder_hidden_states" in features[0]:
-            # Items from utils.encoder_cache: the model skips its encoder and reads these instead.
+            # Items from utils.training.encoder_cache: the model skips its encoder and reads these instead.
             # A BaseModelOutput, not a tuple: generate() (evaluation with --metric) reads its shape from one.
             from transformers.modeling_outputs import BaseModelOutput
 

@@ -7,8 +7,9 @@ import os
 import shlex
 import subprocess
 import time
+from utils import REPO_ROOT as REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 
 class StageFailed(RuntimeError):

@@ -11,10 +11,10 @@ import math
 import os
 from typing import Iterable, Optional, Sequence, Union
 
-from utils.audio import TIME_PRECISION
+from utils import REPO_ROOT
+from utils.core.audio import TIME_PRECISION
 
 PathLike = Union[str, os.PathLike]
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def manifest_audio_path(path: PathLike) -> str:

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from utils.audio import SAMPLE_RATE, resample, save_wav
+from utils.core.audio import SAMPLE_RATE, resample, save_wav
 
 RECORD_DIR = "dataset/record"
 

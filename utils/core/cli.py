@@ -1,0 +1,215 @@
+"""The one command-line contract of every script: flags from a dataclass, fast --help, one-sentence errors.
+
+    @dataclass
+    class Arguments:
+        audio_path: str = field(metadata={"help": "audio or video file"})
+        beam_size: int = field(default=1, metadata={"help": "beam width", "aliases": ["--num_beams"]})
+
+    def main(argv=None) -> int:
+        args = parse_args(Arguments, argv, description=__doc__)
+        ...
+
+    if __name__ == "__main__":
+        run_script(main)
+
+Flags are written `--name=value` or `--name value` (the original project's habit) and a bool flag
+alone means True. A mistyped flag names the closest valid one; a user mistake (UserError) ends in
+one `error: ...` line; the exit statuses are those of utils.core.errors.
+
+Our own instead of transformers' HfArgumentParser: importing transformers takes most of a second
+(and torch with it), which every `--help` would pay; argparse is in the standard library.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import sys
+import types
+import typing
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from utils.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, UserError
+
+T = TypeVar("T")
+
+TRUE_WORDS = ("true", "yes", "y", "on", "1")
+FALSE_WORDS = ("false", "no", "n", "off", "0")
+
+
+def parse_bool(value: str) -> bool:
+    """'True', 'yes', '1' -> True; 'False', 'no', '0' -> False (case-insensitive)."""
+    lowered = str(value).strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    # The original project writes --language=None for "not set"; an Optional flag takes that spelling.
+    def parse(value: str):
+        if value.strip().lower() == "none":
+            return None
+        return convert(value)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _unwrap_optional(annotation) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    def parse(value: str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {value!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_field(parser: argparse.ArgumentParser, item: dataclasses.Field, hints: dict) -> None:
+    annotation, optional = _unwrap_optional(hints[item.name])
+    names = [f"--{item.name}", *item.metadata.get("aliases", ())]
+    # argparse formats help texts with %, so a literal "50 %" must be escaped.
+    kwargs: dict[str, Any] = {"dest": item.name, "help": item.metadata.get("help", "").replace("%", "%%")}
+    if item.default is not dataclasses.MISSING:
+        kwargs["default"] = item.default
+    elif item.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        kwargs["default"] = item.default_factory()  # type: ignore[misc]
+    else:
+        kwargs["required"] = True
+    if annotation is bool:
+        # `--flag` alone is True; `--flag=False` (or no, 0) turns it off.
+        kwargs.update(type=_none_or(parse_bool) if optional else parse_bool, nargs="?", const=True,
+                      metavar="BOOL")
+    elif typing.get_origin(annotation) is typing.Literal:
+        choices = list(typing.get_args(annotation))
+        kwargs.update(choices=choices + ([None] if optional else []),
+                      type=_none_or(type(choices[0])) if optional else type(choices[0]),
+                      metavar="{" + ",".join(map(str, choices)) + "}")
+    elif annotation in (int, float):
+        kwargs["type"] = _none_or(_number(annotation)) if optional else _number(annotation)
+    elif annotation is str:
+        kwargs["type"] = _none_or(str) if optional else str
+    else:
+        raise TypeError(f"field {item.name}: unsupported flag type {annotation!r}")
+    if "choices" in item.metadata:
+        kwargs["choices"] = list(item.metadata["choices"])
+    parser.add_argument(*names, **kwargs)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error style: one `error:` sentence naming the flag, exit status 2,
+    and for an unknown flag the closest valid one."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
+
+    def flag_names(self) -> list[str]:
+        return [name for action in self._actions for name in action.option_strings]
+
+    def check_unknown(self, argv: Sequence[str]) -> None:
+        known = set(self.flag_names())
+        for token in argv:
+            if token == "--":
+                break
+            if not token.startswith("--"):
+                continue
+            name = token.split("=", 1)[0]
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                self.error(f"unknown flag {name}{hint}")
+
+
+def build_parser(config_class: type, *, description: Optional[str] = None,
+                 prog: Optional[str] = None) -> ArgumentParser:
+    """An ArgumentParser with one flag per field of the dataclass `config_class`."""
+    parser = ArgumentParser(prog=prog or os.path.basename(sys.argv[0]), description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    hints = typing.get_type_hints(config_class)
+    for item in dataclasses.fields(config_class):
+        if item.init:
+            _add_field(parser, item, hints)
+    return parser
+
+
+def parse_args(config_class: type[T], argv: Optional[Sequence[str]] = None, *,
+               description: Optional[str] = None) -> T:
+    """Parse `argv` (default sys.argv[1:]) into an instance of the dataclass `config_class`.
+
+    A single argument ending in .json is a file holding the whole configuration ({"flag": value}),
+    as in the transformers examples. `__post_init__` of the dataclass may raise UsageError for a
+    combination of flags that cannot work; it ends like any other flag mistake.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(config_class, description=_first_paragraph(description))
+    if len(argv) == 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):
+        argv = _argv_from_json(parser, argv[0])
+    parser.check_unknown(argv)
+    namespace = parser.parse_args(argv)
+    try:
+        return config_class(**vars(namespace))
+    except UsageError as exc:
+        parser.error(str(exc))
+
+
+def _argv_from_json(parser: ArgumentParser, path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"cannot read the configuration file {path}: {exc}")
+    if not isinstance(values, dict):
+        parser.error(f"{path}: a configuration file holds one JSON object of flag: value")
+    return [f"--{name}={'None' if value is None else value}" for name, value in values.items()]
+
+
+def _first_paragraph(text: Optional[str]) -> Optional[str]:
+    return text.strip().split("\n\n")[0] if text else None
+
+
+def print_config(title: str, config: Any) -> None:
+    """The effective configuration, one `name = value` line per flag, at the start of a run.
+
+    Under torchrun/accelerate only rank 0 prints. Fields marked `metadata={"secret": True}` show
+    "(set)" instead of their value."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    print(f"{title}:", flush=True)
+    secret = {f.name for f in dataclasses.fields(config) if f.metadata.get("secret")} \
+        if dataclasses.is_dataclass(config) else set()
+    items = ({f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+             if dataclasses.is_dataclass(config) else dict(config))
+    for name, value in items.items():
+        shown = ("(set)" if value else None) if name in secret else value
+        print(f"  {name} = {shown!r}", flush=True)
+
+
+def run_script(main: Callable[[], Optional[int]]) -> typing.NoReturn:
+    """Run a script's `main()` and exit with its status. A UserError ends in one `error: ...` line on
+    stderr and status 2; Ctrl-C in status 130 without a traceback; anything else is a bug and keeps
+    its traceback (status 1)."""
+    try:
+        status = main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        status = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    sys.exit(status or 0)

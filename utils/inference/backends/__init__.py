@@ -1,0 +1,1 @@
+"""One module per engine, each a Transcriber subclass; utils.inference.registry names them."""
