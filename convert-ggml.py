@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from utils.core.cli import print_config
 from utils.export.ggml import export_ggml
-from utils.inference.transcriber import exit_on_user_error, print_config
+from utils.inference.transcriber import exit_on_user_error
 
 
 @dataclass

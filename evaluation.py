@@ -79,10 +79,10 @@ def evaluate(args: EvaluationArguments) -> dict:
     import torch
     from tqdm import tqdm
 
-    from utils.data.manifest import SpeechDataset
-    from utils.data.labels import language_code, special_ids
     from utils.core.metrics import error_rate
     from utils.core.models import checkpoint_is_multilingual, load_processor, load_whisper
+    from utils.data.labels import language_code, special_ids
+    from utils.data.manifest import SpeechDataset
     from utils.training.callbacks import print_config
 
     print_config("Configuration", args)
@@ -188,8 +188,8 @@ def check_arguments(args: EvaluationArguments) -> None:
 def main(argv=None) -> int:
     from transformers import HfArgumentParser
 
-    from utils.data.manifest import DataError
     from utils.core.models import ModelLoadError
+    from utils.data.manifest import DataError
 
     parser = HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_into_dataclasses(args=argv)

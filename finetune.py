@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from utils.core.models import DEFAULT_TARGET_MODULES, default_base_model
+from utils.core.models import default_base_model
+from utils.training.lora import DEFAULT_TARGET_MODULES
 
 TASKS = ("transcribe", "translate")
 METRIC_CHOICES = ("cer", "wer", "none")
@@ -154,8 +155,8 @@ def check_arguments(args: FinetuneArguments) -> None:
 
 def decide_encoder_cache(args: FinetuneArguments, config) -> bool:
     """Whether this run stores encoder outputs once (--cache_encoder_outputs, default: when it is safe)."""
-    from utils.training.encoder_cache import stochastic_encoder_reason
     from utils.training.callbacks import is_main_process
+    from utils.training.encoder_cache import stochastic_encoder_reason
 
     if not args.freeze_encoder:
         return False
@@ -182,9 +183,8 @@ def main(argv=None) -> int:
         check_arguments(args)
         return train(args)
     except (UsageError, ValueError) as exc:
-        from utils.data.manifest import DataError
         from utils.core.models import ModelLoadError
-
+        from utils.data.manifest import DataError
         from utils.training.encoder_cache import EncoderCacheError
 
         if not isinstance(exc, (UsageError, DataError, ModelLoadError, EncoderCacheError)):
@@ -197,14 +197,24 @@ def train(args: FinetuneArguments) -> int:
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
+    from utils.core.devices import check_precision
+    from utils.core.models import checkpoint_is_multilingual, load_processor, load_whisper, model_name
     from utils.data.collator import SpeechSeq2SeqCollator
     from utils.data.manifest import SpeechDataset
+    from utils.training.callbacks import (
+        FINAL_DIR,
+        AdaLoraCallback,
+        CheckpointCallback,
+        DropoutSeedCallback,
+        keep_large_tensors_in_the_heap,
+        make_compute_metrics,
+        optimizer_steps,
+        print_config,
+        save_adapter_atomic,
+        write_json_atomic,
+    )
     from utils.training.fast_lora import speed_up_lora
-    from utils.core.models import (add_adapter, check_precision, checkpoint_is_multilingual, load_processor,
-                             load_whisper, model_name, prepare_for_finetuning)
-    from utils.training.callbacks import (FINAL_DIR, AdaLoraCallback, CheckpointCallback, DropoutSeedCallback,
-                                keep_large_tensors_in_the_heap, make_compute_metrics, optimizer_steps, print_config,
-                                save_adapter_atomic, write_json_atomic)
+    from utils.training.lora import add_adapter, prepare_for_finetuning
 
     print_config("Configuration", args)
     if not torch.cuda.is_available():

@@ -3,39 +3,39 @@
     python infer.py --audio_path=dataset/test.wav --model_path=models/whisper-base
     python infer.py --audio_path=talk.mp3 --language=zh --output_format=srt --output_dir=output
 """
+import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from transformers import HfArgumentParser
-
 from utils.core.audio import load_audio
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.errors import UsageError
 from utils.core.languages import to_language_code
-from utils.inference.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
-                               transcribe_to_outputs)
+from utils.inference.registry import default_model, load_transcriber
+from utils.inference.run import CommonInferArguments, transcribe_to_outputs
 
 
 @dataclass
 class InferArguments(CommonInferArguments):
-    model_path: str = field(default="models/whisper-base",
+    model_path: str = field(default=default_model("transformers"),
                             metadata={"help": "transformers model folder (merged fine-tune or base model)"})
     num_beams: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
     batch_size: int = field(default=1, metadata={
         "help": "30 s windows decoded side by side; 1 = sequential long-form decoding (most accurate)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU in float16"})
     use_int8: bool = field(default=False, metadata={
-        "help": "CPU: dynamic int8 quantization of every linear layer, for CPUs without bfloat16: faster (1.4x "
-                "with batching on the benchmark file) but less accurate (CER 55% -> 73% there, "
-                "docs/performance.md); for int8 prefer infer_ct2.py --use_int8. Not with --use_gpu or --bf16"})
+        "help": "CPU: dynamic int8 quantization of every linear layer, for CPUs without bfloat16; faster "
+                "there but less accurate (docs/performance.md); for int8 prefer infer_ct2.py --use_int8. "
+                "Not with --use_gpu or --bf16"})
     bf16: bool = field(default=False, metadata={
-        "help": "bfloat16 weights and activations. CPU: needs AVX512-BF16 or AMX; on the benchmark file "
-                "1.6x faster than float32 with batching at about the same CER (docs/performance.md). "
-                "With --use_gpu: bfloat16 instead of float16"})
+        "help": "bfloat16 weights and activations. CPU: needs AVX512-BF16 or AMX (docs/performance.md has "
+                "its speed and accuracy). With --use_gpu: bfloat16 instead of float16"})
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per 30 s window"})
     use_compile: bool = field(default=False, metadata={"help": "torch.compile the model's forward pass"})
     cpu_threads: int = field(default=0, metadata={
-        "help": "torch CPU threads; 0 = torch's default (one per core). On a CPU busy with other work, "
-                "fewer threads can be faster (docs/performance.md)"})
+        "help": "torch CPU threads; 0 = torch's default (one per core); on a CPU busy with other work "
+                "fewer threads can be faster"})
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
     use_flash_attention_2: bool = field(default=False, metadata={
@@ -46,14 +46,15 @@ class InferArguments(CommonInferArguments):
     assistant_model_path: Optional[str] = field(default=None, metadata={
         "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
 
+    def __post_init__(self):
+        if self.use_bettertransformer:
+            raise UsageError("--use_bettertransformer: BetterTransformer no longer exists in transformers; "
+                             "the default --attn_implementation=sdpa already gives its fused attention")
+        if self.use_flash_attention_2:
+            self.attn_implementation = "flash_attention_2"
 
-def main():
-    (args,) = HfArgumentParser(InferArguments).parse_args_into_dataclasses()
-    if args.use_bettertransformer:
-        raise ValueError("--use_bettertransformer: BetterTransformer no longer exists in transformers; "
-                         "the default --attn_implementation=sdpa already gives its fused attention")
-    if args.use_flash_attention_2:
-        args.attn_implementation = "flash_attention_2"
+
+def transcribe(args: InferArguments) -> None:
     print_config("infer.py configuration", args)
     # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
     to_language_code(args.language)
@@ -62,10 +63,15 @@ def main():
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,
         attn_implementation=args.attn_implementation, use_compile=args.use_compile,
         assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only,
-        cpu_threads=args.cpu_threads, use_int8=args.use_int8, dtype="bfloat16" if args.bf16 else None)
+        cpu_threads=args.cpu_threads, use_int8=args.use_int8, compute_type="bfloat16" if args.bf16 else None)
     options = args.transcribe_options(beam_size=args.num_beams, timestamps=args.timestamps)
     transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
 
 
+def main(argv=None) -> int:
+    args = parse_args(InferArguments, argv, description=__doc__)
+    return guarded(lambda: transcribe(args))
+
+
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    sys.exit(main())

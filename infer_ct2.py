@@ -5,57 +5,63 @@
 
 Convert a transformers model first with tools/hf_to_ct2.py.
 """
+import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from utils.inference.backends.ct2 import COMPUTE_TYPES
 from utils.core.audio import load_audio
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.errors import UsageError
 from utils.core.languages import to_language_code
-from utils.inference.transcriber import (CommonInferArguments, exit_on_user_error, load_transcriber, print_config,
-                               transcribe_to_outputs)
+from utils.inference.backends.ct2 import COMPUTE_TYPES
+from utils.inference.registry import default_model, load_transcriber
+from utils.inference.run import CommonInferArguments, transcribe_to_outputs
 
 
 @dataclass
 class InferCT2Arguments(CommonInferArguments):
-    model_path: str = field(default="models/whisper-base-ct2",
+    model_path: str = field(default=default_model("ct2"),
                             metadata={"help": "CTranslate2 model folder (made by tools/hf_to_ct2.py)"})
-    beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
+    beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding",
+                                                "aliases": ["--num_beams"]})
     batch_size: int = field(default=1, metadata={
         "help": "> 1 uses faster-whisper's BatchedInferencePipeline (30 s windows side by side; without "
                 "--vad_filter a window that loops is decoded again alone with the temperature fallback)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU"})
     compute_type: str = field(default="default", metadata={
-        "help": f"CTranslate2 compute type: {', '.join(COMPUTE_TYPES)}; default = as stored"})
+        "help": "CTranslate2 compute type; default = as stored", "choices": COMPUTE_TYPES})
     use_int8: bool = field(default=False, metadata={
         "help": "shorthand for --compute_type=int8 (CPU) or int8_float16 (GPU)"})
     vad_filter: bool = field(default=False, metadata={"help": "skip non-speech with the Silero VAD"})
     word_timestamps: bool = field(default=False, metadata={"help": "also give each word's start and end"})
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per window"})
-    num_workers: int = field(default=1, metadata={"help": "CTranslate2 workers (parallel transcriptions)"})
-    cpu_threads: int = field(default=0, metadata={"help": "threads per worker on CPU; 0 = CTranslate2's default"})
+    cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = CTranslate2's default"})
+
+    def __post_init__(self):
+        if self.use_int8:
+            if self.compute_type != "default":
+                raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "
+                                 f"give one of them")
+            self.compute_type = "int8_float16" if self.use_gpu else "int8"
 
 
-def main():
-    (args,) = HfArgumentParser(InferCT2Arguments).parse_args_into_dataclasses()
-    if args.use_int8:
-        if args.compute_type != "default":
-            raise ValueError(f"--use_int8 and --compute_type={args.compute_type} contradict each other; "
-                             f"give one of them")
-        args.compute_type = "int8_float16" if args.use_gpu else "int8"
+def transcribe(args: InferCT2Arguments) -> None:
     print_config("infer_ct2.py configuration", args)
     # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
     to_language_code(args.language)
     audio = load_audio(args.audio_path)
     transcriber = load_transcriber(
         "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
-        batch_size=args.batch_size, num_workers=args.num_workers, cpu_threads=args.cpu_threads,
-        local_files_only=args.local_files_only)
+        batch_size=args.batch_size, cpu_threads=args.cpu_threads, local_files_only=args.local_files_only)
     options = args.transcribe_options(beam_size=args.beam_size, timestamps=args.timestamps,
                                       word_timestamps=args.word_timestamps, vad_filter=args.vad_filter)
     transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
 
 
+def main(argv=None) -> int:
+    args = parse_args(InferCT2Arguments, argv, description=__doc__)
+    return guarded(lambda: transcribe(args))
+
+
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    sys.exit(main())

@@ -17,9 +17,9 @@ except ModuleNotFoundError as missing:
         raise
     sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
              "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
-from utils.inference.backends.transformers import check_compute_type
 from utils.apps.recorder import RECORD_DIR
-from utils.inference.transcriber import print_config
+from utils.core.cli import print_config
+from utils.inference.backends.transformers import check_compute_type
 
 DEFAULT_MODELS = {"transformers": "models/whisper-base", "ct2": "models/whisper-base-ct2",
                   "ggml": "models/ggml-model.bin"}

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     import uvicorn
 
     from utils.apps.server import ServerSettings, create_app
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     started = time.monotonic()
     try:

@@ -23,8 +23,9 @@ class MergeArguments:
 
 
 def merge(args: MergeArguments) -> str:
-    from utils.core.models import load_merged, model_name, save_model_folder
+    from utils.core.models import model_name, save_model_folder
     from utils.training.callbacks import print_config
+    from utils.training.lora import load_merged
 
     print_config("Configuration", args)
     model, processor, base = load_merged(args.lora_model, local_files_only=args.local_files_only)

@@ -42,7 +42,8 @@ def main() -> None:
     check(not list(bundled.glob("torch*")) and not (bundled / "ctranslate2").exists(),
           "the bundle holds no torch and no ctranslate2")
 
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     with tempfile.TemporaryDirectory() as elsewhere:
         result = subprocess.run([str(BUILT_APP), f"--transcribe={TEST_WAV}", "--language=zh"],

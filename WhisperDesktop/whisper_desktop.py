@@ -69,8 +69,9 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def transcribe_file(args: argparse.Namespace) -> int:
     """The headless mode: one file in, `[start - end] text` lines out (and a file if asked)."""
-    from utils.inference.transcriber import (USER_ERRORS, TranscribeOptions, load_transcriber,
-                                   transcribe_to_outputs)
+    from utils.inference.registry import load_transcriber
+    from utils.inference.run import transcribe_to_outputs
+    from utils.inference.transcriber import USER_ERRORS, TranscribeOptions
 
     try:
         transcriber = load_transcriber("ggml", args.model_path, cpu_threads=args.cpu_threads)

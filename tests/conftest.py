@@ -47,8 +47,7 @@ def build_tiny_whisper(output_dir: Path, source_dir: Path, seed: int = 0) -> Pat
     """Save a 2-layer, d_model=64 random Whisper with source_dir's tokenizer, processor and
     generation config (language/task ids are token ids, so they carry over unchanged)."""
     import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperForConditionalGeneration,
-                              WhisperProcessor)
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(source_dir)
     source_config = WhisperConfig.from_pretrained(source_dir)

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from utils.core.audio import SAMPLE_RATE, TIME_PRECISION, save_wav
-from utils.data.augmentation import (AugmentationConfigError, Augmenter, Segment, load_config, move_segments,
-                                parse_config)
+from utils.data.augmentation import (
+    AugmentationConfigError,
+    Augmenter,
+    Segment,
+    load_config,
+    move_segments,
+    parse_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.export.ct2_import import (Ct2FormatError, build_generation_config, convert_ct2_to_hf,
-                              read_model_bin)
+from utils.export.ct2_import import Ct2FormatError, build_generation_config, convert_ct2_to_hf, read_model_bin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
@@ -414,9 +413,8 @@ def test_whisper_tiny_en_decodes_like_ctranslate2_without_language_or_task(whisp
 
 @pytest.mark.parametrize("name", ["whisper-base", "whisper-tiny.en"])
 def test_fetched_tokenizers_normalize_english_spelling(name):
-    from transformers import WhisperProcessor
-
     from conftest import require_model
+    from transformers import WhisperProcessor
 
     tokenizer = WhisperProcessor.from_pretrained(require_model(__import__("pathlib").Path(MODELS) / name)).tokenizer
     assert tokenizer.normalize("Hello, Mr. Smith, what colour is it?") == "hello mister smith what color is it"
@@ -428,9 +426,8 @@ NEWER_CONVERTER_FLAGS = {"decoder/alibi_use_positive_positions", "decoder/scale_
 
 @pytest.mark.parametrize("name", ["whisper-base", "whisper-tiny.en"])
 def test_real_model_round_trip_is_identical_and_faster_whisper_agrees(name, speech, tmp_path):
-    from faster_whisper import WhisperModel
-
     from conftest import require_model
+    from faster_whisper import WhisperModel
 
     hf_dir = str(require_model(__import__("pathlib").Path(MODELS) / name))
     published_dir = _ct2_dir(hf_dir)

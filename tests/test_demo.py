@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-
 from training_fixtures import REPO, python, run_script
 
 

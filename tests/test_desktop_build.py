@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from test_gui import dialogs, display  # noqa: F401  (fixtures: Xvfb and the dialog closer)
 
@@ -75,7 +74,9 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
 def test_desktop_window_on_ggml(ggml_model, tmp_path, display, dialogs):
     """WhisperDesktop's configuration of the window: GGML backend, its results shown line by line."""
     from test_gui import make_app, recognise
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     sample = english_sample()
     path = str(REPO / sample["audio"]["path"])

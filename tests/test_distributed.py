@@ -5,7 +5,6 @@ import json
 import socket
 
 import pytest
-
 from training_fixtures import finetune_args, make_corpus, python, run_script
 
 

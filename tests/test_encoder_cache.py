@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from training_fixtures import finetune_args, make_corpus
 
 import finetune
@@ -117,7 +116,7 @@ def test_every_evaluation_reads_the_stored_outputs_and_scores_the_same(tiny_whis
 
 
 def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus, tmp_path, encoder_calls):
-    from utils.core.models import cpu_supports_bf16
+    from utils.core.devices import cpu_supports_bf16
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bfloat16 instructions; --bf16 is refused here (tests/test_finetune.py)")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
+from training_fixtures import REPO, make_corpus
 
 import evaluation
-from training_fixtures import REPO, make_corpus
 from utils.core.metrics import error_rate
 
 

@@ -54,7 +54,7 @@ def test_gap_dropout_scales_the_kept_values_and_routes_gradients_through_them_on
 def _tiny_lora(tiny_whisper_dir, dropout):
     from transformers import WhisperForConditionalGeneration
 
-    from utils.core.models import add_adapter
+    from utils.training.lora import add_adapter
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper_dir)
     model = add_adapter(model, use_adalora=False, r=4, alpha=8, dropout=dropout,

@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from training_fixtures import REPO, finetune_args, make_corpus, python, run_script
 
 import finetune
-from utils.core.models import add_adapter
+from utils.training.lora import add_adapter
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +153,13 @@ def test_bf16_on_cpu_trains_where_the_cpu_has_bf16_and_is_refused_elsewhere(tiny
                                                                             capsys, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("checks the CPU behaviour")
-    import utils.core.models
+    import utils.core.devices
 
-    monkeypatch.setattr(utils.core.models, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(utils.core.devices, "cpu_supports_bf16", lambda: False)
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, *corpus, tmp_path), "--bf16")
     assert code == 2 and err.startswith("error: --bf16 needs a CUDA GPU or a CPU with bfloat16"), err
     monkeypatch.undo()
-    if not utils.core.models.cpu_supports_bf16():
+    if not utils.core.devices.cpu_supports_bf16():
         return  # the refusal above is what this CPU gets
     train, test = corpus
     res = run_script([python(), "finetune.py", *finetune_args(

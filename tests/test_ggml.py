@@ -5,10 +5,11 @@ import sys
 
 import pytest
 import torch
-
 from transcription_audio import REPO, english_clip, normalize
-from utils.inference.backends.ggml import read_ggml_header
-from utils.inference.transcriber import TranscribeOptions, load_transcriber
+
+from utils.core.models import read_ggml_header
+from utils.inference.registry import load_transcriber
+from utils.inference.transcriber import TranscribeOptions
 
 
 def export(model_dir, output_path):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
@@ -125,7 +124,7 @@ def dialogs(display):
 
 @pytest.fixture(scope="module")
 def ct2_transcriber():
-    from utils.inference.transcriber import load_transcriber
+    from utils.inference.registry import load_transcriber
 
     if not (CT2_MODEL / "model.bin").exists():
         pytest.fail(f"{CT2_MODEL} is missing: run `make models`")
@@ -395,8 +394,8 @@ class FileInputStream:
 
 
 def test_recorder_resamples_a_fake_device_stream():
-    from utils.core.audio import SAMPLE_RATE, load_audio
     from utils.apps.recorder import Recorder
+    from utils.core.audio import SAMPLE_RATE, load_audio
 
     sample = en_samples(1)[0]
     audio = load_audio(REPO / sample["audio"]["path"])
@@ -421,8 +420,8 @@ def test_recorder_resamples_a_fake_device_stream():
 
 def test_record_then_recognise(tmp_path, display, dialogs, ct2_transcriber):
     from utils import gui_app
-    from utils.core.audio import audio_duration, load_audio
     from utils.apps.recorder import Recorder
+    from utils.core.audio import audio_duration, load_audio
 
     sample = en_samples(2)[1]
     audio = load_audio(REPO / sample["audio"]["path"])

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import srt
-
 from transcription_audio import REPO, english_clip, long_english, normalize, wer
-from utils.core.audio import SAMPLE_RATE, save_wav
-from utils.inference.transcriber import Segment, Transcriber, TranscriptionInfo, duration_of, temperature_schedule
+
+from utils.core.audio import SAMPLE_RATE, duration_of, save_wav
+from utils.inference.transcriber import Segment, Transcriber, TranscriptionInfo, temperature_schedule
 
 
 def run(script, *args, timeout=600):
@@ -18,7 +18,7 @@ def run(script, *args, timeout=600):
 
 
 def assert_one_line_error(result, *fragments):
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
@@ -61,7 +61,7 @@ def run_main_with(monkeypatch, script, *args):
     transcriber = RecordingTranscriber()
     monkeypatch.setattr(module, "load_transcriber", lambda *_, **__: transcriber)
     monkeypatch.setattr(sys, "argv", [script, f"--audio_path={english_clip(0)[0]}", *args])
-    module.main()
+    assert module.main() == 0
     return transcriber
 
 
@@ -91,12 +91,16 @@ def test_bf16_flag_reaches_the_model_load(flags, dtype, monkeypatch):
     monkeypatch.setattr(infer, "load_transcriber", lambda *a, **k: loads.append(k) or RecordingTranscriber())
     monkeypatch.setattr(sys, "argv", ["infer.py", f"--audio_path={english_clip(0)[0]}", *flags])
     infer.main()
-    assert loads[0]["dtype"] == dtype and loads[0]["use_int8"] is False
+    assert loads[0]["compute_type"] == dtype and loads[0]["use_int8"] is False
 
 
-def test_negative_fallback_increment_is_refused(monkeypatch):
-    with pytest.raises(ValueError, match="temperature_increment_on_fallback must be >= 0, got -0.1"):
-        run_main_with(monkeypatch, "infer.py", "--temperature_increment_on_fallback=-0.1")
+def test_negative_fallback_increment_is_refused(monkeypatch, capsys):
+    import infer
+
+    monkeypatch.setattr(infer, "load_transcriber", lambda *_, **__: RecordingTranscriber())
+    status = infer.main([f"--audio_path={english_clip(0)[0]}", "--temperature_increment_on_fallback=-0.1"])
+    assert status == 2
+    assert capsys.readouterr().err == "error: temperature_increment_on_fallback must be >= 0, got -0.1\n"
 
 
 def test_unknown_language_lists_valid_ones():

@@ -5,9 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from transcription_audio import REPO, english_clip, long_english, wer
-from utils.inference.transcriber import TranscribeOptions, load_transcriber
+
+from utils.inference.registry import load_transcriber
+from utils.inference.transcriber import TranscribeOptions
 
 WHISPER_BASE_CT2 = REPO / "models" / "whisper-base-ct2"
 
@@ -42,14 +43,14 @@ def test_word_timestamps_and_json(tmp_path):
 def test_contradicting_flags_are_rejected():
     path, _ = english_clip(0)
     result = run("infer_ct2.py", f"--audio_path={path}", "--use_int8", "--compute_type=float32")
-    assert result.returncode == 1 and "contradict" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "contradict" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_transformers_folder_is_refused_with_a_hint(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     path, _ = english_clip(0)
     result = run("infer_ct2.py", f"--audio_path={path}", f"--model_path={tmp_path}")
-    assert result.returncode == 1 and "tools/hf_to_ct2.py" in result.stderr
+    assert result.returncode == 2 and "tools/hf_to_ct2.py" in result.stderr
 
 
 def test_batched_pipeline_matches_sequential(tmp_path, ct2_base):

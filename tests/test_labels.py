@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from utils.data.collator import SpeechSeq2SeqCollator
-from utils.data.labels import build_labels, decode_labels, language_code
+from utils.core.languages import to_language_code
+from utils.data.labels import build_labels, decode_labels
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,7 +194,7 @@ def test_unknown_language_and_task(tok):
         build_labels(tok, sentence="a", sentences=None, language="Klingon", task="transcribe", timestamps=False)
     with pytest.raises(ValueError, match="unknown task"):
         build_labels(tok, sentence="a", sentences=None, language="en", task="summarise", timestamps=False)
-    assert language_code("Mandarin") == "zh" and language_code("") is None
+    assert to_language_code("Mandarin") == "zh" and to_language_code("") is None
 
 
 def test_collator_strips_start_token_and_pads(processor, tok):

@@ -49,8 +49,8 @@ def test_encoder_calls_counts_one_pass_per_window_with_the_memo(whisper_base_dir
 def test_decode_attention_times_both_paths_and_marks_the_one_taken(whisper_base_dir):
     import torch
 
+    from utils.core.devices import cpu_supports_bf16
     from utils.inference.backends.transformers import plain_product_for_decode_steps
-    from utils.core.models import cpu_supports_bf16
 
     out = run("decode-attention", f"--model_path={whisper_base_dir}", "--language=en", "--batch=2",
               f"--audio_path={REPO / 'dataset' / 'audio' / 'en_test_0001.flac'}")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import requests
 import soundfile
-
 from conftest import REPO, require_model
 from server_process import ServerProcess, free_port
+
 from utils.core.audio import load_audio
 
 TEST_WAV = REPO / "dataset" / "test.wav"                       # Mandarin, 12.16 s
@@ -372,7 +372,6 @@ def test_backend_exception_fails_only_that_request(tmp_path):
     import uvicorn
 
     from utils.apps.server import ServerSettings, create_app
-
     from utils.inference.backends.ct2 import CT2Transcriber
 
     class FailsOnShortClips(CT2Transcriber):

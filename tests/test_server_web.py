@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 
-import numpy as np
 import pytest
 import requests
 import soundfile
-
 from conftest import REPO, require_model
 from server_process import ServerProcess
+
 from utils.core.audio import load_audio
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

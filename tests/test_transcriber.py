@@ -3,11 +3,12 @@ import types
 
 import numpy as np
 import pytest
-
 from transcription_audio import english_clip, wer
-from utils.core.audio import SAMPLE_RATE, AudioError
+
+from utils.core.audio import SAMPLE_RATE, AudioError, split_at_quiet_points
 from utils.core.languages import to_language_code
-from utils.inference.transcriber import (Segment, TranscribeOptions, load_transcriber, split_at_quiet_points)
+from utils.inference.registry import load_transcriber
+from utils.inference.transcriber import Segment, TranscribeOptions
 
 
 def test_language_names_aliases_and_codes():
@@ -174,7 +175,7 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
                                                                                      monkeypatch):
     import torch
 
-    import utils.core.models
+    import utils.core.devices
     from utils.inference.backends.transformers import CPU_ATTENTION
 
     path, sentence = english_clip(2)
@@ -183,7 +184,7 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
     eager = load_transcriber("transformers", str(whisper_tiny_en_dir), attn_implementation="eager")
     texts = [" ".join(s.text for s in t.transcribe(path, TranscribeOptions(language="en"))[0]) for t in (plain, eager)]
     assert texts[0] == texts[1] and wer(sentence, texts[0]) <= 0.35
-    if utils.core.models.cpu_supports_bf16():
+    if utils.core.devices.cpu_supports_bf16():
         bf16 = load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
         assert bf16.model.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16
         text = " ".join(s.text for s in bf16.transcribe(path, TranscribeOptions(language="en"))[0])
@@ -192,6 +193,6 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
                            ("float16", "float16 on the transformers backend needs a CUDA GPU")]:
         with pytest.raises(ValueError, match=message):
             load_transcriber("transformers", str(whisper_tiny_en_dir), dtype=dtype)
-    monkeypatch.setattr(utils.core.models, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(utils.core.devices, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ValueError, match="needs AVX512-BF16 or AMX"):
         load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")

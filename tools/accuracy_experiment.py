@@ -18,12 +18,12 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from transformers.hf_argparser import string_to_bool
+
 from utils.bench.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training.callbacks import write_json_atomic  # noqa: E402
 
@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not experiments:
         parser.error("--experiments is empty")
     args.experiment_list = experiments
-    from utils.core.models import bf16_wanted
+    from utils.core.devices import bf16_wanted
 
     args.use_bf16 = bf16_wanted(args.bf16)
     for name in ("epochs", "batch_size", "learning_rate", "lora_r", "eval_batch_size"):
@@ -212,7 +212,8 @@ def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips
     from evaluation import no_speech_probabilities
     from utils.core.audio import SAMPLE_RATE, load_audio
     from utils.data.labels import special_ids
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     # One model load serves both checks: the transcriber's own model and processor.
     transcriber = load_transcriber("transformers", model_path)

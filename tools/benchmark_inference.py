@@ -26,10 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from utils.core.audio import load_audio  # noqa: E402
+from utils.core.audio import (
+    duration_of,  # noqa: E402
+    load_audio,  # noqa: E402
+)
+from utils.core.cli import print_config  # noqa: E402
 from utils.core.languages import to_language_code  # noqa: E402
 from utils.core.metrics import CER_LANGUAGES  # noqa: E402
-from utils.inference.transcriber import duration_of, exit_on_user_error, print_config  # noqa: E402
+from utils.inference.transcriber import exit_on_user_error  # noqa: E402
 
 # name -> (engine, settings). "ours" rows go through utils/inference/transcriber.py exactly as infer.py /
 # infer_ct2.py do; the two baselines call the libraries directly with their defaults.
@@ -137,7 +141,8 @@ def transcribe_once(engine: str, settings: dict, paths: dict, audio_path: str, l
         segments, _ = model.transcribe(audio, language=language)
         text = " ".join(segment.text.strip() for segment in segments)
     else:
-        from utils.inference.transcriber import TranscribeOptions, load_transcriber
+        from utils.inference.registry import load_transcriber
+        from utils.inference.transcriber import TranscribeOptions
 
         settings = dict(settings)
         options = TranscribeOptions(language=language, beam_size=settings.pop("beam_size", 1),
@@ -300,7 +305,7 @@ def main():
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
     names = list(CONFIGS) if args.configs.strip() == "all" else [n.strip() for n in args.configs.split(",") if n.strip()]
     if args.configs.strip() == "all":
-        from utils.core.models import cpu_supports_bf16
+        from utils.core.devices import cpu_supports_bf16
 
         if not cpu_supports_bf16():   # infer.py --bf16 refuses such a CPU, so its rows cannot run
             print("this CPU has no bfloat16 instructions: the bf16 rows are left out", flush=True)

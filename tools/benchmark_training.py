@@ -30,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from transformers.hf_argparser import string_to_bool
+
 from utils.bench.measured_run import StageFailed, run_measured  # noqa: E402
 from utils.training.callbacks import write_json_atomic  # noqa: E402
 

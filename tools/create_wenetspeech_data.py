@@ -29,7 +29,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing import Pool
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm

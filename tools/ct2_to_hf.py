@@ -29,7 +29,7 @@ def main(argv=None) -> int:
                         help="weight type to save (default float32, which CPU inference and training need)")
     parser.add_argument("--multilingual", default="auto", choices=["auto", "yes", "no"],
                         help="whether the model is multilingual (language/task tokens in the prompt); "
-                             "auto follows openai/whisper: a vocabulary of 51865 or more tokens")
+                             "auto follows openai/whisper: by the vocabulary size (utils.core.languages.is_multilingual)")
     parser.add_argument("--normalizer_file", default=None,
                         help="openai/whisper's English spelling table (whisper/normalizers/english.json), "
                              "saved as normalizer.json so that tokenizer.normalize() works; default: the "

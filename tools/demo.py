@@ -195,7 +195,7 @@ def run_demo(args) -> Demo:
     run_dir = demo.path("runs", name)
     audio_stem = os.path.splitext(os.path.basename(args.audio))[0]
     common = [f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"]
-    from utils.core.models import bf16_wanted
+    from utils.core.devices import bf16_wanted
 
     bf16 = bf16_wanted(args.bf16)
 

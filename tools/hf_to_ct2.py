@@ -20,8 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from utils.core.languages import LANGUAGES  # noqa: E402
-from utils.inference.transcriber import exit_on_user_error, print_config  # noqa: E402
+from utils.core.cli import print_config  # noqa: E402
+from utils.core.languages import LANGUAGES, is_multilingual  # noqa: E402
+from utils.inference.transcriber import exit_on_user_error  # noqa: E402
 
 QUANTIZATIONS = ("float16", "float32", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
                  "int16", "bfloat16")
@@ -73,7 +74,7 @@ def convert(model_dir: str, output_dir: str, quantization: Optional[str], force:
         ct2_config_path = os.path.join(staging, "config.json")
         with open(ct2_config_path, encoding="utf-8") as file:
             ct2_config = json.load(file)
-        multilingual = config.vocab_size >= 51865
+        multilingual = is_multilingual(config.vocab_size)
         if multilingual and not ct2_config.get("lang_ids"):
             ct2_config["lang_ids"] = language_token_ids(model_dir)
             with open(ct2_config_path, "w", encoding="utf-8") as file:

@@ -41,7 +41,8 @@ def plain_attention(query, key, value):
 def attention(args) -> None:
     """Cross-attention over the encoder frames: one query row (a decode step) and a label-length
     query with its backward pass (a training step)."""
-    from utils.inference.backends.transformers import cpu_has_amx, plain_product_for_decode_steps
+    from utils.core.devices import cpu_has_amx
+    from utils.inference.backends.transformers import plain_product_for_decode_steps
 
     heads, width = 8, 64
     for dtype in (torch.float32, torch.bfloat16):
@@ -65,7 +66,7 @@ def lora_model(model_path: str, dropout: float):
     from transformers import WhisperForConditionalGeneration
 
     from finetune import DEFAULT_TARGET_MODULES
-    from utils.core.models import add_adapter
+    from utils.training.lora import add_adapter
 
     model = WhisperForConditionalGeneration.from_pretrained(model_path)
     model = add_adapter(model, use_adalora=False, r=32, alpha=64, dropout=dropout,
@@ -91,8 +92,8 @@ def train_step(args) -> None:
     beforehand (the experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from utils.training.fast_lora import speed_up_lora
     from utils.training.callbacks import keep_large_tensors_in_the_heap
+    from utils.training.fast_lora import speed_up_lora
 
     keep_large_tensors_in_the_heap()    # as finetune.py does on a CPU
     for rate in (0.05, 0.0):
@@ -136,7 +137,8 @@ def dropout(args) -> None:
 
 def encoder_calls(args) -> None:
     from utils.core.audio import load_audio
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     audio = load_audio(args.audio_path)
     for memo in (True, False):
@@ -165,8 +167,9 @@ def decode_attention(args) -> None:
     its one-token decode steps forced through sdpa, then the plain product, rounds interleaved."""
     import utils.inference.backends.transformers as backend
     from utils.core.audio import load_audio
-    from utils.core.models import cpu_supports_bf16
-    from utils.inference.transcriber import TranscribeOptions, load_transcriber
+    from utils.core.devices import cpu_supports_bf16
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
 
     dtype = "bfloat16" if cpu_supports_bf16() else "float32"
     audio = load_audio(args.audio_path)
@@ -198,7 +201,8 @@ def best_of(args) -> None:
     (`utils/inference/backends/ct2.py`, which uses 1). With --reference_path, the error rate of each run too."""
     from utils.core.audio import load_audio
     from utils.core.metrics import CER_LANGUAGES, error_rate
-    from utils.inference.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions, load_transcriber
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions
 
     audio = load_audio(args.audio_path)
     reference = open(args.reference_path, encoding="utf-8").read() if args.reference_path else None

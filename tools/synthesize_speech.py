@@ -32,8 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.core.audio import SAMPLE_RATE, TIME_PRECISION, resample, save_wav  # noqa: E402
-from utils.data.manifest_writer import (ManifestWriter, make_record, manifest_audio_path,  # noqa: E402
-                                   write_text_atomic)
+from utils.data.manifest_writer import ManifestWriter, make_record, manifest_audio_path, write_text_atomic  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = int(round(TIME_PRECISION * SAMPLE_RATE))  # samples per 0.02 s timestamp step

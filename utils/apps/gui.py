@@ -15,10 +15,19 @@ from typing import Callable, Optional
 
 import PySimpleGUI as sg
 
+from utils.apps.recorder import (
+    RECORD_DIR,
+    MicrophoneError,
+    PlaybackError,
+    Recorder,
+    play,
+    save_recording,
+    stop_playback,
+)
 from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
-from utils.apps.recorder import (RECORD_DIR, MicrophoneError, PlaybackError, Recorder, play,
-                            save_recording, stop_playback)
-from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo, load_transcriber
+from utils.core.text import to_simplified
+from utils.inference.registry import load_transcriber
+from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
 from utils.inference.writers import format_timestamp, get_writer, transcript_text
 
 # Element keys; events from worker threads carry the same naming scheme.
@@ -101,12 +110,6 @@ def build_layout(settings: GuiSettings) -> list:
                                    ("Plain text", "*.txt"))),
          sg.Text(f"model: {settings.model_path} ({settings.backend})")],
     ]
-
-
-def _simplified(text: str) -> str:
-    import zhconv  # zhconv's table covers the traditional -> simplified mapping; no need to keep our own
-
-    return zhconv.convert(text, "zh-cn")
 
 
 class WhisperWindow:
@@ -297,7 +300,7 @@ class WhisperWindow:
     def _shown(self, segment: Segment) -> Segment:
         if not self.window[K_SIMPLIFY].get():
             return segment
-        return Segment(segment.start, segment.end, _simplified(segment.text), segment.words)
+        return Segment(segment.start, segment.end, to_simplified(segment.text), segment.words)
 
     def shown_segments(self) -> list[Segment]:
         """The result as displayed, copied and saved (after the Simplified Chinese option)."""

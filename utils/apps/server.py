@@ -20,17 +20,18 @@ from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from utils import REPO_ROOT
 from utils.core.audio import AudioError, load_audio
 from utils.core.languages import LANGUAGES, check_task, language_name, to_language_code
+from utils.core.text import remove_punctuation, to_simplified
 from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
 from utils.inference.writers import WriteSRT, WriteVTT, transcript_text
 
@@ -182,21 +183,6 @@ class UploadGate:
 
 
 # --- text post-processing of the original API --------------------------------------------
-
-def to_simplified(text: str) -> str:
-    from zhconv import convert
-
-    return convert(text, "zh-cn")
-
-
-def remove_punctuation(text: str) -> str:
-    """The original API's remove_pun: delete the marks. (utils.core.metrics turns them into spaces,
-    which suits word counting but would split Chinese text.)"""
-    import unicodedata
-
-    # Unicode categories cover Chinese full-width marks as well as ASCII ones.
-    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-
 
 def subtitles(writer_class, segments: list[Segment], info: TranscriptionInfo) -> str:
     buffer = io.StringIO()

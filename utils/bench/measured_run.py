@@ -7,9 +7,8 @@ import os
 import shlex
 import subprocess
 import time
+
 from utils import REPO_ROOT as REPO
-
-
 
 
 class StageFailed(RuntimeError):

@@ -7,17 +7,16 @@ from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
+from utils.core.errors import UserError
+
 SAMPLE_RATE = 16000          # Whisper's input rate
-N_FFT = 400
-HOP_LENGTH = 160
 CHUNK_LENGTH = 30            # seconds in one Whisper window
-N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE
 TIME_PRECISION = 0.02        # seconds per timestamp token
 
 AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """The user's audio cannot be read; the message names the file and the problem."""
 
 
@@ -132,3 +131,33 @@ def save_wav(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int 
     tmp = f"{path}.part"
     soundfile.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
+
+
+CUT_SEARCH_SECONDS = 10.0    # look this far back from a piece's limit for the quietest moment
+CUT_FRAME = SAMPLE_RATE // 10
+
+
+def split_at_quiet_points(audio: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
+    """Cut `audio` into contiguous pieces no longer than `max_seconds`, each ending at the
+    quietest 0.1 s frame of its last few seconds so that words are rarely cut in half.
+
+    Written here because transformers' pipeline chunking (chunk_length_s) overlaps
+    windows and merges them heuristically, which neither streams nor keeps generate's timestamps.
+    """
+    limit = int(max_seconds * SAMPLE_RATE)
+    search = min(int(CUT_SEARCH_SECONDS * SAMPLE_RATE), limit // 2)
+    pieces, start = [], 0
+    while len(audio) - start > limit:
+        window = audio[start + limit - search:start + limit]
+        frames = window[:len(window) // CUT_FRAME * CUT_FRAME].reshape(-1, CUT_FRAME)
+        quietest = int(np.argmin((frames ** 2).mean(axis=1)))
+        cut = start + limit - search + quietest * CUT_FRAME + CUT_FRAME // 2
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, len(audio)))
+    return pieces
+
+
+def duration_of(samples: np.ndarray) -> float:
+    """Seconds of 16 kHz samples."""
+    return len(samples) / SAMPLE_RATE

@@ -7,14 +7,14 @@
 
     def main(argv=None) -> int:
         args = parse_args(Arguments, argv, description=__doc__)
-        ...
+        return guarded(lambda: work(args))
 
     if __name__ == "__main__":
-        run_script(main)
+        sys.exit(main())
 
 Flags are written `--name=value` or `--name value` (the original project's habit) and a bool flag
 alone means True. A mistyped flag names the closest valid one; a user mistake (UserError) ends in
-one `error: ...` line; the exit statuses are those of utils.core.errors.
+one `error: ...` line; the exit statuses are those of utils.core.errors (guarded).
 
 Our own instead of transformers' HfArgumentParser: importing transformers takes most of a second
 (and torch with it), which every `--help` would pay; argparse is in the standard library.
@@ -200,16 +200,25 @@ def print_config(title: str, config: Any) -> None:
         print(f"  {name} = {shown!r}", flush=True)
 
 
-def run_script(main: Callable[[], Optional[int]]) -> typing.NoReturn:
-    """Run a script's `main()` and exit with its status. A UserError ends in one `error: ...` line on
-    stderr and status 2; Ctrl-C in status 130 without a traceback; anything else is a bug and keeps
-    its traceback (status 1)."""
+def guarded(run: Callable[[], Optional[int]]) -> int:
+    """Run a script's work and return its exit status: 0, or what `run` returns. A UserError ends in
+    one `error: ...` line on stderr and EXIT_USAGE; Ctrl-C in EXIT_INTERRUPTED without a traceback;
+    anything else is a bug and keeps its traceback.
+
+    Every script ends the same way:
+
+        def main(argv=None) -> int:
+            args = parse_args(Arguments, argv, description=__doc__)
+            return guarded(lambda: work(args))
+
+        if __name__ == "__main__":
+            sys.exit(main())
+    """
     try:
-        status = main()
+        return run() or 0
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        status = EXIT_USAGE
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = EXIT_INTERRUPTED
-    sys.exit(status or 0)
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED

@@ -1,7 +1,10 @@
-"""Whisper's language names and codes, and the one check every front end uses."""
+"""Whisper's languages and tasks, and the one rule for "multilingual": every script, the server, the
+window and training parse a language or a task here and nowhere else."""
 from __future__ import annotations
 
 from typing import Optional
+
+from utils.core.errors import UserError
 
 # Whisper's language table (code -> name), in the order of the tokenizer's <|xx|> tokens.
 # Kept here as data rather than imported from transformers so that torch-free front ends
@@ -40,6 +43,20 @@ TO_LANGUAGE_CODE = {**{name: code for code, name in LANGUAGES.items()}, **LANGUA
 
 TASKS = ("transcribe", "translate")
 
+# OpenAI's rule (whisper/tokenizer.py): English-only vocabularies (GPT-2's plus Whisper's specials) have
+# 51864 tokens; multilingual ones 51865 (large-v3: 51866). The tokenizers of English-only models still
+# list the language tokens, so only the vocabulary size tells the two apart.
+MULTILINGUAL_VOCAB = 51865
+
+
+class LanguageError(UserError):
+    """An unknown language or task name; the message lists the valid ones."""
+
+
+def is_multilingual(vocab_size: int) -> bool:
+    """Whether a Whisper vocabulary of `vocab_size` tokens has language and task tokens."""
+    return int(vocab_size) >= MULTILINGUAL_VOCAB
+
 
 def valid_languages() -> str:
     """One line listing every accepted code with its name, for error messages and --help."""
@@ -47,29 +64,31 @@ def valid_languages() -> str:
 
 
 def to_language_code(language: Optional[str]) -> Optional[str]:
-    """Map a name ("Chinese"), alias ("mandarin") or code ("zh", "<|zh|>") to Whisper's code.
-
-    None or "" or "auto" means "detect"; anything else unknown raises ValueError listing the valid ones.
+    """Map a name ("Chinese"), alias ("mandarin"), code ("zh") or token ("<|zh|>") to Whisper's code:
+    exactly what transformers' Whisper generate accepts (any case), plus None, "" and "auto" for
+    "not given: detect it". Anything else raises LanguageError listing the valid ones.
     """
     if language is None:
         return None
     key = language.strip().lower()
     if key.startswith("<|") and key.endswith("|>"):
         key = key[2:-2]
-    if key in ("", "auto", "none", "detect"):
+    if key in ("", "auto"):
         return None
     if key in LANGUAGES:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
-    raise ValueError(f"unknown language {language!r}; valid languages: {valid_languages()}")
+    raise LanguageError(f"unknown language {language!r}; valid languages: {valid_languages()}")
 
 
 def language_name(code: str) -> str:
+    """'zh' -> 'chinese' (codes outside the table come back unchanged)."""
     return LANGUAGES.get(code, code)
 
 
 def check_task(task: str) -> str:
+    """`task` itself when it is one of TASKS, else LanguageError naming the valid ones."""
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        raise LanguageError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     return task

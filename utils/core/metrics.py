@@ -1,12 +1,13 @@
-"""Text normalisation and error rates (CER/WER) for evaluation and for evaluation during training."""
+"""Error rates (CER/WER) for evaluation and for evaluation during training, on normalised text."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 import jiwer
+
+from utils.core.text import normalize_text
 
 METRICS = ("cer", "wer")
 # Languages whose scripts are written without spaces: scored by characters (CER), the rest by words.
@@ -15,27 +16,6 @@ CER_LANGUAGES = ("zh", "yue", "ja", "ko", "th", "lo", "my", "km", "bo")
 # Characters of scripts written without spaces; a space beside one of them is not a word boundary.
 _NO_SPACE_SCRIPT = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_NO_SPACE_SCRIPT}])\s+|\s+(?=[{_NO_SPACE_SCRIPT}])")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def remove_punctuation(text: str) -> str:
-    # jiwer.RemovePunctuation only knows Unicode category P; ASCII symbols such as $ + < > ^ ` | ~ are
-    # category S but are punctuation to a transcript reader, so strip both (NFKC maps full-width forms first).
-    return "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
-
-
-def normalize_text(text: str, *, remove_pun: bool = True, to_simple: bool = True, lower: bool = True) -> str:
-    """The same normalisation for references and hypotheses, so that only real errors are counted."""
-    text = unicodedata.normalize("NFKC", text)
-    if to_simple:
-        import zhconv
-
-        text = zhconv.convert(text, "zh-cn")
-    if remove_pun:
-        text = remove_punctuation(text)
-    if lower:
-        text = text.lower()
-    return _WHITESPACE.sub(" ", text).strip()
 
 
 @dataclass

@@ -1,25 +1,23 @@
-"""Loading Whisper models and processors, adding LoRA/AdaLoRA adapters, merging and saving them."""
+"""Finding, checking, loading and saving Whisper model folders: the one loader every layer uses, with
+one error class (ModelLoadError) for a model the user named that cannot be used."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
-import tempfile
-from typing import Optional, Sequence
+import struct
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
-import torch
+from utils.core.errors import UserError
+from utils.core.files import atomic_dir
+from utils.core.languages import is_multilingual
 
 DEFAULT_LOCAL_MODEL = os.path.join("models", "whisper-base")
 DEFAULT_HUB_MODEL = "openai/whisper-base"
-# Every linear layer of attention and feed-forward, in encoder and decoder, as in the original project.
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-ADAPTER_CONFIG = "adapter_config.json"
 DOWNLOAD_HINT = "run `python tools/download_model.py --model=whisper-base` (or whisper-tiny.en)"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model, processor or adapter named by the user cannot be used; the message says why and what to do."""
 
 
@@ -95,84 +93,53 @@ def load_processor(name_or_path: str, *, local_files_only: bool = False):
                              f"({str(exc).splitlines()[0]})") from None
 
 
-MULTILINGUAL_VOCAB = 51865   # English-only Whisper vocabularies have 51864 tokens, multilingual ones more
-
-
-def is_multilingual(model) -> bool:
-    """English-only checkpoints (*.en) have no language/task tokens and reject language= in generate.
-
-    Their tokenizers still list the language tokens, so only the model's configs can tell."""
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and getattr(gen, "is_multilingual", None) is not None:
-        return bool(gen.is_multilingual)
-    return getattr(model, "config", model).vocab_size >= MULTILINGUAL_VOCAB
+def model_is_multilingual(model: Any) -> bool:
+    """Whether a loaded model (or its config) has language and task tokens: English-only checkpoints
+    (*.en) have none and reject language= in generate."""
+    return is_multilingual(getattr(model, "config", model).vocab_size)
 
 
 def checkpoint_is_multilingual(name_or_path: str, *, local_files_only: bool = False) -> bool:
-    """is_multilingual from the saved configs, without loading the weights."""
-    from transformers import GenerationConfig, WhisperConfig
+    """model_is_multilingual from the saved config.json, without loading the weights."""
+    from transformers import WhisperConfig
 
     path, offline = resolve_model(name_or_path, local_files_only=local_files_only)
     try:
-        gen = GenerationConfig.from_pretrained(path, local_files_only=offline)
-        if getattr(gen, "is_multilingual", None) is not None:
-            return bool(gen.is_multilingual)
-    except OSError:  # no generation_config.json: older exports; the vocabulary size decides
-        pass
-    return WhisperConfig.from_pretrained(path, local_files_only=offline).vocab_size >= MULTILINGUAL_VOCAB
+        return model_is_multilingual(WhisperConfig.from_pretrained(path, local_files_only=offline))
+    except OSError as exc:
+        raise ModelLoadError(f"{name_or_path}: cannot read the model's config.json "
+                             f"({str(exc).splitlines()[0]})") from None
 
 
-def check_precision(*, fp16: bool, bf16: bool, use_8bit: bool) -> None:
-    """GPU-only options fail loudly on CPU instead of silently training in fp32."""
-    if fp16 and bf16:
-        raise ModelLoadError("--fp16 and --bf16 exclude each other: pick one")
-    if torch.cuda.is_available():
-        if bf16 and not torch.cuda.is_bf16_supported():
-            raise ModelLoadError("--bf16: this GPU does not support bfloat16; use --fp16")
-        if use_8bit:
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise ModelLoadError("--use_8bit needs the bitsandbytes package: pip install bitsandbytes") from None
+def check_model_dir(model_path: str, required: Sequence[str], must_exist: bool) -> None:
+    """A local model folder must hold `required` files.
+
+    A path that does not exist may still be a hub name ("openai/whisper-base") for online users,
+    so it is only an error when `must_exist` (e.g. --local_files_only)."""
+    if not os.path.exists(model_path):
+        if must_exist:
+            raise ModelLoadError(f"{model_path}: model folder not found; {DOWNLOAD_HINT}, "
+                                 f"or pass a folder that exists")
         return
-    if bf16 and not cpu_supports_bf16():
-        raise ModelLoadError("--bf16 needs a CUDA GPU or a CPU with bfloat16 instructions (AVX512-BF16 or "
-                             "AMX) and this machine has neither; drop --bf16 (training on CPU runs in fp32)")
-    for flag, on in (("--use_8bit", use_8bit), ("--fp16", fp16)):
-        if on:
-            raise ModelLoadError(f"{flag} needs a CUDA GPU and this machine has none; drop {flag} "
-                                 f"(training on CPU runs in fp32)")
-
-
-def bf16_wanted(choice: str) -> bool:
-    """A script's --bf16=auto|true|false: auto = where it is fast (a CUDA GPU with bf16, or a CPU with
-    bfloat16 instructions)."""
-    if choice != "auto":
-        return choice == "true"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX). Elsewhere
-    bfloat16 autocast is emulated and slower than fp32, so --bf16 is refused there."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
+    if not os.path.isdir(model_path):
+        raise ModelLoadError(f"{model_path}: expected a model folder, found a file")
+    missing = [name for name in required if not os.path.exists(os.path.join(model_path, name))]
+    if missing:
+        raise ModelLoadError(f"{model_path}: not a usable model folder, missing {', '.join(missing)}")
 
 
 def load_whisper(name_or_path: str, *, local_files_only: bool = False, use_8bit: bool = False,
-                 dtype: Optional[torch.dtype] = None):
+                 dtype: Any = None, **from_pretrained):
     """WhisperForConditionalGeneration from a folder or hub id; 8-bit weights only on CUDA."""
     from transformers import WhisperForConditionalGeneration
 
     path, offline = resolve_model(name_or_path, local_files_only=local_files_only)
-    kwargs = {"local_files_only": offline}
+    kwargs = {"local_files_only": offline, **from_pretrained}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if use_8bit:
+        from utils.core.devices import check_precision
+
         check_precision(fp16=False, bf16=False, use_8bit=True)
         from transformers import BitsAndBytesConfig
 
@@ -186,105 +153,9 @@ def load_whisper(name_or_path: str, *, local_files_only: bool = False, use_8bit:
     return model
 
 
-def prepare_for_finetuning(model, *, language: Optional[str], task: str, use_8bit: bool,
-                           gradient_checkpointing: bool) -> None:
-    """Generation settings that make training-time decoding and the saved model agree."""
-    # Labels carry the language/task prefix; forced ids in the config would duplicate it.
-    model.config.forced_decoder_ids = None
-    model.generation_config.forced_decoder_ids = None
-    if is_multilingual(model):
-        model.generation_config.language = language
-        model.generation_config.task = task
-    if use_8bit:
-        from peft import prepare_model_for_kbit_training
-
-        prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    if gradient_checkpointing:
-        model.config.use_cache = False
-
-
-def lora_target_modules(target_modules: Sequence[str], *, freeze_encoder: bool):
-    """peft target spec: a list of module names, or with a frozen encoder a regex limited to the decoder."""
-    names = [m.strip() for m in target_modules if m.strip()]
-    if not names:
-        raise ModelLoadError("--target_modules is empty: name at least one linear layer, e.g. q_proj,v_proj")
-    if not freeze_encoder:
-        return names
-    return r".*decoder\..*\.(" + "|".join(map(_re_escape, names)) + r")$"
-
-
-def _re_escape(name: str) -> str:
-    import re
-
-    return re.escape(name)
-
-
-def add_adapter(model, *, use_adalora: bool, r: int, alpha: int, dropout: float,
-                target_modules: Sequence[str], freeze_encoder: bool, total_step: Optional[int] = None):
-    """Wrap `model` in a peft LoRA or AdaLoRA adapter; only adapter weights stay trainable."""
-    from peft import AdaLoraConfig, LoraConfig, get_peft_model
-
-    targets = lora_target_modules(target_modules, freeze_encoder=freeze_encoder)
-    if use_adalora:
-        if not total_step or total_step < 3:
-            raise ModelLoadError(f"AdaLoRA needs at least 3 optimizer steps to allocate ranks, this run has "
-                                 f"{total_step}; train longer or drop --use_adalora")
-        # Warm up for the first 10 % of optimizer steps, fix ranks for the last 30 %, reallocate in between.
-        tinit = max(1, total_step // 10)
-        tfinal = max(1, (total_step * 3) // 10)
-        if tinit >= total_step - tfinal:
-            tinit, tfinal = 0, 1
-        config = AdaLoraConfig(init_r=max(r * 3 // 2, r + 1), target_r=r, tinit=tinit, tfinal=tfinal,
-                               deltaT=max(1, (total_step - tinit - tfinal) // 10), beta1=0.85, beta2=0.85,
-                               orth_reg_weight=0.5, lora_alpha=alpha, lora_dropout=dropout,
-                               target_modules=targets, total_step=total_step)
-    else:
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    try:
-        peft_model = get_peft_model(model, config)
-    except ValueError as exc:
-        raise ModelLoadError(f"--target_modules: {str(exc).splitlines()[0]}") from None
-    return peft_model
-
-
-def read_adapter_config(folder: str) -> dict:
-    path = os.path.join(folder, ADAPTER_CONFIG)
-    if not os.path.isdir(folder):
-        raise ModelLoadError(f"{folder}: adapter folder not found")
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"{folder}: not a LoRA adapter folder (no {ADAPTER_CONFIG}); pass a checkpoint-best "
-                             f"or checkpoint-final folder written by finetune.py")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path}: unreadable adapter config ({exc})") from None
-    if not config.get("base_model_name_or_path"):
-        raise ModelLoadError(f"{path}: field base_model_name_or_path is missing, so the base model is unknown")
-    return config
-
-
-def load_merged(lora_dir: str, *, local_files_only: bool = False):
-    """Base model named in the adapter config + adapter, merged into plain weights. Returns (model, processor, base)."""
-    from peft import PeftModel
-
-    base = read_adapter_config(lora_dir)["base_model_name_or_path"]
-    model = load_whisper(base, local_files_only=local_files_only)
-    processor = load_processor(base, local_files_only=local_files_only)
-    try:
-        model = PeftModel.from_pretrained(model, lora_dir, is_trainable=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{lora_dir}: adapter does not fit base model {base} "
-                             f"({str(exc).splitlines()[0]})") from None
-    return model.merge_and_unload(), processor, base
-
-
 def save_model_folder(model, processor, out_dir: str) -> None:
     """Write a standalone model folder atomically: build it beside `out_dir`, then rename it into place."""
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         model.generation_config.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -292,18 +163,40 @@ def save_model_folder(model, processor, out_dir: str) -> None:
         # CTranslate2 converter read preprocessor_config.json, so write it explicitly.
         processor.feature_extractor.save_pretrained(tmp)
         processor.tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
-def replace_dir(src: str, dst: str) -> None:
-    """Move a finished folder onto `dst`; a reader sees either the old or the new folder, never a mix."""
-    if os.path.isdir(dst):
-        old = f"{dst}.old-{os.getpid()}"
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+# whisper.cpp's GGML model files start with this uint32 ("ggml"), then eleven int32 hyperparameters.
+GGML_MAGIC = 0x67676D6C
+GGML_HPARAMS = ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
+                "n_text_state", "n_text_head", "n_text_layer", "n_mels", "ftype")
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json")
+
+
+def read_ggml_header(path: str) -> dict:
+    """The hyperparameters of a GGML Whisper file; ModelLoadError when it is not one."""
+    with open(path, "rb") as file:
+        head = file.read(4 + 4 * len(GGML_HPARAMS))
+    if len(head) < 4 + 4 * len(GGML_HPARAMS) or struct.unpack("<I", head[:4])[0] != GGML_MAGIC:
+        raise ModelLoadError(f"{path}: not a whisper.cpp GGML model file (make one with convert-ggml.py)")
+    return dict(zip(GGML_HPARAMS, struct.unpack(f"<{len(GGML_HPARAMS)}i", head[4:])))
+
+
+def model_format(path: str) -> str:
+    """What kind of Whisper model `path` is: "ct2" (a folder with model.bin), "transformers" (a folder
+    with config.json and weights) or "ggml" (a GGML file); ModelLoadError saying what was found."""
+    if os.path.isdir(path):
+        names = set(os.listdir(path))
+        if "model.bin" in names:
+            return "ct2"
+        if "config.json" in names and names & set(TRANSFORMERS_WEIGHTS):
+            return "transformers"
+        if "config.json" in names:
+            raise ModelLoadError(f"{path}: has config.json but no weights ({' or '.join(TRANSFORMERS_WEIGHTS[::2])})")
+        shown = ", ".join(sorted(names)[:6]) + (", ..." if len(names) > 6 else "") if names else "nothing"
+        raise ModelLoadError(f"{path}: not a model folder: it holds {shown}, but neither model.bin "
+                             f"(CTranslate2) nor config.json with weights (transformers)")
+    if os.path.isfile(path):
+        read_ggml_header(path)
+        return "ggml"
+    raise ModelLoadError(f"{path}: no such model file or folder; {DOWNLOAD_HINT}, or pass a path that exists")

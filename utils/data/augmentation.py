@@ -17,8 +17,8 @@ import numpy as np
 
 from utils import REPO_ROOT
 from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
-from utils.data.manifest import DataError, header_duration
 from utils.data.labels import MAX_TIMESTAMP_INDEX, timestamp_index
+from utils.data.manifest import DataError, header_duration
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm")
 _NOISE_CACHE_SAMPLES = 16_000_000   # 64 MB of float32 per process

@@ -22,38 +22,12 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 from utils.core.audio import CHUNK_LENGTH, TIME_PRECISION
+from utils.core.languages import TASKS, check_task, is_multilingual, to_language_code
 
 MAX_TIMESTAMP_INDEX = round(CHUNK_LENGTH / TIME_PRECISION)   # <|30.00|> is index 1500
-TASKS = ("transcribe", "translate")
-
-
-def language_code(language: Optional[str]) -> Optional[str]:
-    """'Chinese', 'chinese', 'zh', '<|zh|>' -> 'zh'; None/'' -> None; unknown -> ValueError."""
-    # transformers' own table, so the accepted names are the ones its generate() accepts.
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    if language is None:
-        return None
-    name = str(language).strip().lower()
-    if name.startswith("<|") and name.endswith("|>"):
-        name = name[2:-2]
-    if not name:
-        return None
-    if name in LANGUAGES:
-        return name
-    if name in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[name]
-    raise ValueError(f"unknown language {language!r}: use a Whisper language name or code "
-                     f"such as 'Chinese', 'zh', 'English' or 'en'")
-
-
 def timestamp_index(seconds: float) -> int:
     """Position of `seconds` on Whisper's 0.02 s grid (0 -> <|0.00|>, 1500 -> <|30.00|>)."""
     return int(round(float(seconds) / TIME_PRECISION))
-
-
-def snap_to_grid(seconds: float) -> float:
-    return round(timestamp_index(seconds) * TIME_PRECISION, 2)
 
 
 def validate_segment(start, end, clip_duration: Optional[float] = None) -> Optional[str]:
@@ -122,9 +96,8 @@ def special_ids(tokenizer) -> _SpecialIds:
         sot=ids["startoftranscript"], eot=ids["endoftext"], transcribe=ids["transcribe"],
         translate=ids["translate"], notimestamps=ids["notimestamps"], nospeech=nospeech,
         timestamp_begin=timestamp_begin,
-        # GPT-2's vocabulary (English-only models) ends with <|endoftext|> at 50256; the
-        # multilingual one has one more regular token, so its specials start one later.
-        multilingual=ids["endoftext"] != 50256,
+        # The vocabulary ends with the 1501 timestamp tokens <|0.00|> ... <|30.00|>.
+        multilingual=is_multilingual(timestamp_begin + MAX_TIMESTAMP_INDEX + 1),
     )
     try:
         _SPECIAL_CACHE[tokenizer] = result
@@ -133,16 +106,12 @@ def special_ids(tokenizer) -> _SpecialIds:
     return result
 
 
-def is_multilingual(tokenizer) -> bool:
-    return special_ids(tokenizer).multilingual
-
-
 def prefix_ids(tokenizer, *, language: Optional[str], task: Optional[str]) -> list[int]:
     """<|startoftranscript|> [<|lang|>] [<|task|>]: the part every label of a sample starts with."""
     ids = special_ids(tokenizer)
-    code = language_code(language)
+    code = to_language_code(language)
     if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}: use 'transcribe' or 'translate'")
+        check_task(task)
     if not ids.multilingual:
         if code not in (None, "en"):
             raise ValueError(f"an English-only model cannot be trained on language {language!r}")
@@ -178,7 +147,7 @@ def build_labels(tokenizer, *, sentence: Optional[str], sentences: Optional[Sequ
     """
     ids = special_ids(tokenizer)
     labels = prefix_ids(tokenizer, language=language, task=task)
-    code = language_code(language)
+    code = to_language_code(language)
     text = sentence or ""
     segments: list[tuple[float, float, str]] = [_segment(s) for s in (sentences or [])]
 

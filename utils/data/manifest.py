@@ -29,7 +29,8 @@ import torch
 
 from utils import REPO_ROOT
 from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
-from utils.data.labels import build_labels, language_code, prefix_ids, validate_segment
+from utils.core.languages import to_language_code
+from utils.data.labels import build_labels, prefix_ids, validate_segment
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
         if not isinstance(language, str):
             raise DataError(f"field 'language' must be a string, got {language!r}")
         try:
-            language = language_code(language)
+            language = to_language_code(language)
         except ValueError as exc:
             raise DataError(f"field 'language': {exc}") from None
 
@@ -430,7 +431,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                 raise ValueError(f"max_label_length must be at least 4 tokens, got {max_label_length}")
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        self.language = language_code(language)
+        self.language = to_language_code(language)
         self.augmenter = Augmenter.from_file(augment_config_path) if augment_config_path else None
         if self.augmenter is not None:
             logger.info("%s: augmentation %s", self.manifest_path, self.augmenter.describe())

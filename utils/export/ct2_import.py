@@ -28,6 +28,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from utils.core.languages import is_multilingual as vocabulary_is_multilingual
+
 SUPPORTED_BINARY_VERSIONS = (5, 6)   # what ctranslate2 4.x writes and reads for Whisper
 WHISPER_SPEC_NAME = "WhisperSpec"
 MAX_TARGET_POSITIONS = 448           # Whisper's decoder context (tokens)
@@ -521,8 +523,7 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     ct2_config = read_ct2_config(model_dir)
     # Imported only now, so that a bad model folder is reported without loading torch first.
     import torch
-    from transformers import (WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
     tokenizer, added_tokens = build_tokenizer(model_dir, vocabulary, return_added=True,
                                               normalizer_file=normalizer_file)
@@ -530,7 +531,7 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
                                                      "decoder/embeddings/weight")].dtype
     if is_multilingual is None:
         # openai/whisper's rule: the multilingual vocabulary is the larger one.
-        is_multilingual = dims["vocab_size"] >= 51865
+        is_multilingual = vocabulary_is_multilingual(dims["vocab_size"])
     generation_config = build_generation_config(
         tokenizer, is_multilingual=is_multilingual,
         alignment_heads=ct2_config.get("alignment_heads"),

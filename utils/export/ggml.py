@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-GGML_MAGIC = 0x67676D6C
+from utils.core.models import GGML_MAGIC
+
 GGML_F32, GGML_F16 = 0, 1
 
 # transformers name piece -> whisper.cpp name piece, inside a layer ("blocks.N.")

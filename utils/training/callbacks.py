@@ -15,8 +15,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from transformers import TrainerCallback
 
+from utils.core.files import replace_dir
 from utils.core.metrics import error_rate
-from utils.core.models import replace_dir
 
 BEST_DIR = "checkpoint-best"
 FINAL_DIR = "checkpoint-final"

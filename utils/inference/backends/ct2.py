@@ -8,10 +8,18 @@ from typing import Iterator
 
 import numpy as np
 
-from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE
-from utils.inference.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
-                               TranscriptionInfo, Word, check_model_dir, duration_of,
-                               split_at_quiet_points, temperature_schedule)
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, split_at_quiet_points
+from utils.core.models import ModelLoadError, check_model_dir
+from utils.inference.transcriber import (
+    MAX_NEW_TOKENS_PER_WINDOW,
+    ResolvedOptions,
+    Segment,
+    Transcriber,
+    TranscriptionError,
+    TranscriptionInfo,
+    Word,
+    temperature_schedule,
+)
 
 # faster-whisper's compression-ratio threshold: text that gzips better than this is a repetition loop.
 LOOP_COMPRESSION_RATIO = 2.4
@@ -30,14 +38,14 @@ class CT2Transcriber(Transcriber):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         if compute_type not in COMPUTE_TYPES:
-            raise ValueError(f"unknown compute_type {compute_type!r}; valid: {', '.join(COMPUTE_TYPES)}")
+            raise TranscriptionError(f"unknown compute_type {compute_type!r}; valid: {', '.join(COMPUTE_TYPES)}")
         if batch_size < 1 or num_workers < 1 or cpu_threads < 0:
-            raise ValueError("batch_size and num_workers must be at least 1, cpu_threads at least 0")
+            raise TranscriptionError("batch_size and num_workers must be at least 1, cpu_threads at least 0")
         if use_gpu and ctranslate2.get_cuda_device_count() == 0:
-            raise ValueError("use_gpu was requested but CTranslate2 sees no CUDA GPU; run without --use_gpu")
+            raise TranscriptionError("use_gpu was requested but CTranslate2 sees no CUDA GPU; run without --use_gpu")
         if os.path.isdir(model_path) and not os.path.exists(os.path.join(model_path, "model.bin")) \
                 and os.path.exists(os.path.join(model_path, "config.json")):
-            raise FileNotFoundError(f"{model_path}: this is a transformers model, not a CTranslate2 one; "
+            raise ModelLoadError(f"{model_path}: this is a transformers model, not a CTranslate2 one; "
                                     f"convert it with tools/hf_to_ct2.py first")
         # faster-whisper reads the mel count from preprocessor_config.json; without it a
         # 128-mel model (large-v3) would silently get 80-mel features.
@@ -47,7 +55,7 @@ class CT2Transcriber(Transcriber):
                                       compute_type=compute_type, cpu_threads=cpu_threads,
                                       num_workers=num_workers, local_files_only=local_files_only)
         except (OSError, RuntimeError, ValueError) as exc:
-            raise FileNotFoundError(f"{model_path}: cannot load a CTranslate2 Whisper model ({exc})") from None
+            raise ModelLoadError(f"{model_path}: cannot load a CTranslate2 Whisper model ({exc})") from None
         self.batch_size = batch_size
         self.pipeline = BatchedInferencePipeline(self.model) if batch_size > 1 else None
         self.multilingual = bool(self.model.model.is_multilingual)

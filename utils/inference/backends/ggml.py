@@ -4,28 +4,17 @@ from __future__ import annotations
 import atexit
 import os
 import queue
-import struct
 import threading
 from typing import Iterator
 
 import numpy as np
 
-from utils.export.ggml import GGML_MAGIC
-from utils.inference.transcriber import ResolvedOptions, Segment, Transcriber, TranscriptionInfo, duration_of
+from utils.core.audio import duration_of
+from utils.core.languages import is_multilingual
+from utils.core.models import ModelLoadError, read_ggml_header
+from utils.inference.transcriber import ResolvedOptions, Segment, Transcriber, TranscriptionError, TranscriptionInfo
 
-MULTILINGUAL_VOCAB = 51865   # English-only Whisper vocabularies are one token shorter
 BLANK_AUDIO = "[BLANK_AUDIO]"  # whisper.cpp's text for a window without speech; no transcript text
-
-
-def read_ggml_header(path: str) -> dict:
-    """The hparams of a GGML Whisper file; ValueError when it is not one."""
-    with open(path, "rb") as file:
-        head = file.read(4 + 11 * 4)
-    if len(head) < 48 or struct.unpack("<I", head[:4])[0] != GGML_MAGIC:
-        raise ValueError(f"{path}: not a whisper.cpp GGML model file (make one with convert-ggml.py)")
-    names = ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_ctx",
-             "n_text_state", "n_text_head", "n_text_layer", "n_mels", "ftype")
-    return dict(zip(names, struct.unpack("<11i", head[4:])))
 
 
 class GGMLTranscriber(Transcriber):
@@ -34,11 +23,11 @@ class GGMLTranscriber(Transcriber):
 
     def __init__(self, model_path: str, cpu_threads: int = 0):
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"{model_path}: GGML model file not found (make one with convert-ggml.py)")
+            raise ModelLoadError(f"{model_path}: GGML model file not found (make one with convert-ggml.py)")
         if cpu_threads < 0:
-            raise ValueError(f"cpu_threads must be >= 0, got {cpu_threads}")
+            raise TranscriptionError(f"cpu_threads must be >= 0, got {cpu_threads}")
         self.header = read_ggml_header(model_path)
-        self.multilingual = self.header["n_vocab"] >= MULTILINGUAL_VOCAB
+        self.multilingual = is_multilingual(self.header["n_vocab"])
         self.model_path = model_path
         self.n_threads = cpu_threads or min(4, os.cpu_count() or 1)
         self._models = {}
@@ -58,7 +47,7 @@ class GGMLTranscriber(Transcriber):
                                            n_threads=self.n_threads, print_progress=False,
                                            print_realtime=False, redirect_whispercpp_logs_to=None)
             if self._models[strategy]._ctx is None:
-                raise ValueError(f"{self.model_path}: whisper.cpp could not load this model file")
+                raise ModelLoadError(f"{self.model_path}: whisper.cpp could not load this model file")
         return self._models[strategy]
 
     def preload(self, beam_size: int = 1) -> None:

@@ -8,26 +8,24 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE
+from utils.core import devices
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, split_at_quiet_points
 from utils.core.languages import LANGUAGES
-from utils.inference.transcriber import (MAX_NEW_TOKENS_PER_WINDOW, ResolvedOptions, Segment, Transcriber,
-                               TranscriptionInfo, check_model_dir, duration_of, split_at_quiet_points,
-                               temperature_schedule)
+from utils.core.models import check_model_dir, load_processor, load_whisper, model_is_multilingual
+from utils.inference.transcriber import (
+    MAX_NEW_TOKENS_PER_WINDOW,
+    ResolvedOptions,
+    Segment,
+    Transcriber,
+    TranscriptionError,
+    TranscriptionInfo,
+    temperature_schedule,
+)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
-# The weight and activation types this backend runs in (the server's and the window's --compute_type).
-DTYPES = ("float32", "bfloat16", "float16")
+# The weight and activation types this backend runs in (--compute_type of the server and the window).
+COMPUTE_TYPES = ("float32", "bfloat16", "float16")
 
-
-def check_compute_type(compute_type: str, use_gpu: bool) -> None:
-    """The server's and the window's --compute_type for this backend, refused in their flags' words
-    before the model loads."""
-    if compute_type not in DTYPES:
-        raise ValueError(f"--compute_type={compute_type} is a CTranslate2 type; the transformers backend "
-                         f"takes {', '.join(DTYPES)} (int8: use --backend=ct2)")
-    if compute_type == "float16" and not use_gpu:
-        raise ValueError("--compute_type=float16 with --backend=transformers needs --use_gpu; on a CPU use "
-                         "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
 # Audio is cut into pieces decoded as one batch. With batch_size 1 a piece spans several
 # windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
 # with batch_size > 1 pieces are single 30 s windows decoded side by side.
@@ -152,19 +150,12 @@ class EncoderOutputMemo:
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
-def cpu_has_amx() -> bool:
-    import torch
-
-    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private, so asked defensively
-    return bool(is_amx is not None and is_amx())
-
-
 @functools.lru_cache(maxsize=None)
 def plain_product_for_decode_steps(dtype) -> bool:
     """Whether one-token decode steps in `dtype` take the plain product instead of sdpa on this CPU."""
     import torch
 
-    return dtype != torch.float32 and not cpu_has_amx()
+    return dtype != torch.float32 and not devices.cpu_has_amx()
 
 
 def _sdpa_cpu_decode(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -202,6 +193,44 @@ def register_cpu_attention() -> str:
     return CPU_ATTENTION
 
 
+def check_options(*, use_gpu: bool, batch_size: int, attn_implementation: str,
+                  assistant_model_path: Optional[str], compute_type: Optional[str], cpu_threads: int,
+                  use_int8: bool) -> None:
+    """Refuse, before the model loads, an option this backend cannot honour on this machine."""
+    import torch
+
+    if batch_size < 1:
+        raise TranscriptionError(f"batch_size must be at least 1, got {batch_size}")
+    if cpu_threads < 0:
+        raise TranscriptionError(f"cpu_threads must be >= 0, got {cpu_threads}")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise TranscriptionError(f"unknown attn_implementation {attn_implementation!r}; "
+                                 f"valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if use_gpu and not torch.cuda.is_available():
+        raise TranscriptionError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
+    if use_int8 and use_gpu:
+        raise TranscriptionError("use_int8 is dynamic int8 quantization for the CPU; on a GPU run in float16 "
+                                 "(the default) or use infer_ct2.py --use_int8 (int8_float16)")
+    if compute_type is not None and compute_type not in COMPUTE_TYPES:
+        raise TranscriptionError(f"compute_type={compute_type} is not one the transformers backend runs in; "
+                                 f"it takes {', '.join(COMPUTE_TYPES)} (int8: --use_int8, or --backend=ct2)")
+    if compute_type == "float16" and not use_gpu:
+        raise TranscriptionError("compute_type=float16 on the transformers backend needs a CUDA GPU (use_gpu); "
+                                 "on a CPU use float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
+    if compute_type == "bfloat16" and not use_gpu:
+        if not devices.cpu_supports_bf16():
+            raise TranscriptionError(
+                "bfloat16 on the CPU needs AVX512-BF16 or AMX instructions and this CPU has neither (there "
+                "it is emulated, slower than float32); run in float32, or use the ct2 backend in int8 "
+                "(infer_ct2.py --use_int8) for a faster CPU path")
+        if use_int8:
+            raise TranscriptionError("use_int8 and bfloat16 exclude each other: pick one")
+    if attn_implementation == "flash_attention_2" and not use_gpu:
+        raise TranscriptionError("flash_attention_2 needs a CUDA GPU (--use_gpu); use sdpa on CPU")
+    if assistant_model_path and batch_size != 1:
+        raise TranscriptionError("speculative decoding (assistant_model_path) works with batch_size 1 only")
+
+
 class TransformersTranscriber(Transcriber):
     backend = "transformers"
     unsupported = ("word_timestamps", "vad_filter")
@@ -209,87 +238,47 @@ class TransformersTranscriber(Transcriber):
     def __init__(self, model_path: str, use_gpu: bool = False, batch_size: int = 1,
                  attn_implementation: str = "sdpa", use_compile: bool = False,
                  assistant_model_path: Optional[str] = None, local_files_only: bool = True,
-                 dtype: Optional[str] = None, cpu_threads: int = 0, use_int8: bool = False):
+                 compute_type: Optional[str] = None, cpu_threads: int = 0, use_int8: bool = False):
         import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if cpu_threads < 0:
-            raise ValueError(f"cpu_threads must be >= 0, got {cpu_threads}")
-        if cpu_threads:
-            # Process-wide: torch has one intra-op pool. On a CPU shared with other work, fewer
-            # threads than cores can be much faster (see docs/performance.md).
-            torch.set_num_threads(cpu_threads)
-        if attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"unknown attn_implementation {attn_implementation!r}; "
-                             f"valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
-        if use_int8 and use_gpu:
-            raise ValueError("use_int8 is dynamic int8 quantization for the CPU; on a GPU run in float16 (the "
-                             "default) or use infer_ct2.py --use_int8 (int8_float16)")
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"the transformers backend runs in {', '.join(DTYPES)}, not {dtype!r}"
-                             + (" (int8: use_int8, or the ct2 backend)" if "int8" in dtype else ""))
-        if dtype == "float16" and not use_gpu:
-            raise ValueError("float16 on the transformers backend needs a CUDA GPU (use_gpu); on a CPU use "
-                             "float32, or bfloat16 where the CPU has AVX512-BF16/AMX")
-        if dtype == "bfloat16" and not use_gpu:
-            from utils.core.models import cpu_supports_bf16
-
-            if not cpu_supports_bf16():
-                raise ValueError("bfloat16 on the CPU needs AVX512-BF16 or AMX instructions and this CPU has "
-                                 "neither (there it is emulated, slower than float32); run in float32, or use "
-                                 "the ct2 backend in int8 (infer_ct2.py --use_int8) for a faster CPU path")
-            if use_int8:
-                raise ValueError("use_int8 and bfloat16 exclude each other: pick one")
-        if use_gpu and not torch.cuda.is_available():
-            raise ValueError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
-        if attn_implementation == "flash_attention_2" and not use_gpu:
-            raise ValueError("flash_attention_2 needs a CUDA GPU (--use_gpu); use sdpa on CPU")
-        if assistant_model_path and batch_size != 1:
-            raise ValueError("speculative decoding (assistant_model_path) works with batch_size 1 only")
+        check_options(use_gpu=use_gpu, batch_size=batch_size, attn_implementation=attn_implementation,
+                      assistant_model_path=assistant_model_path, compute_type=compute_type,
+                      cpu_threads=cpu_threads, use_int8=use_int8)
         check_model_dir(model_path, ("config.json",), must_exist=local_files_only)
-
+        if cpu_threads:
+            # Process-wide: torch has one intra-op pool (docs/performance.md: fewer threads than cores
+            # can be faster on a CPU shared with other work).
+            torch.set_num_threads(cpu_threads)
         self.device = torch.device("cuda:0" if use_gpu else "cpu")
-        if dtype is None:
-            torch_dtype = torch.float16 if use_gpu else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        self.dtype = getattr(torch, compute_type) if compute_type else (torch.float16 if use_gpu else torch.float32)
         self.batch_size = batch_size
-        load = dict(local_files_only=local_files_only)
         if attn_implementation == "sdpa" and not use_gpu:
             attn_implementation = register_cpu_attention()
-        try:
-            self.processor = WhisperProcessor.from_pretrained(model_path, **load)
-            self.model = WhisperForConditionalGeneration.from_pretrained(
-                model_path, dtype=torch_dtype, attn_implementation=attn_implementation, **load)
-        except OSError as exc:
-            raise FileNotFoundError(f"{model_path}: cannot load a Whisper model ({exc})") from None
-        self.model.to(self.device).eval()
-        self.dtype = torch_dtype
+        load = dict(local_files_only=local_files_only, dtype=self.dtype, attn_implementation=attn_implementation)
+        self.processor = load_processor(model_path, local_files_only=local_files_only)
+        self.model = load_whisper(model_path, **load).to(self.device).eval()
         self.assistant = None
         if assistant_model_path:
             check_model_dir(assistant_model_path, ("config.json",), must_exist=local_files_only)
-            self.assistant = WhisperForConditionalGeneration.from_pretrained(
-                assistant_model_path, dtype=torch_dtype, attn_implementation=attn_implementation,
-                **load).to(self.device).eval()
+            self.assistant = load_whisper(assistant_model_path, **load).to(self.device).eval()
         if use_int8:
             self.model = quantize_linear_layers(self.model)
         EncoderOutputMemo(self.model.get_encoder())
         if use_compile:
             self.model.forward = torch.compile(self.model.forward)
+        self.multilingual = model_is_multilingual(self.model)
+        self.lang_to_id = self._language_ids()
 
+    def _language_ids(self) -> dict:
+        """<|xx|> -> token id of every language, as generate needs them in the generation config."""
         gen = self.model.generation_config
-        self.lang_to_id = dict(getattr(gen, "lang_to_id", None) or {})
-        multilingual = getattr(gen, "is_multilingual", None)
-        if multilingual is None:
-            multilingual = bool(self.lang_to_id) or self.model.config.vocab_size >= 51865
-        self.multilingual = bool(multilingual)
-        if self.multilingual and not self.lang_to_id:
+        lang_to_id = dict(getattr(gen, "lang_to_id", None) or {})
+        if self.multilingual and not lang_to_id:
             # Some saved fine-tunes lose lang_to_id; the tokenizer still knows the tokens.
             tok = self.processor.tokenizer
-            self.lang_to_id = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in LANGUAGES}
-            gen.lang_to_id = self.lang_to_id
+            lang_to_id = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in LANGUAGES}
+            gen.lang_to_id = lang_to_id
+        return lang_to_id
 
     # -- language detection -------------------------------------------------------------
     def detect_language(self, features) -> tuple[str, float]:

@@ -1,0 +1,91 @@
+"""The backend registry: every engine behind the Transcriber interface, by name, in one table.
+
+infer.py, infer_ct2.py, the server, the window, WhisperDesktop and the benchmarks read it for the
+names `--backend` accepts, each backend's default model and the options it takes. Adding a backend
+is one module in utils/inference/backends/ and one `Backend(...)` line here.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from utils.core.errors import UsageError
+from utils.core.models import model_format
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str               # utils.inference.backends.<module>, imported only when used
+    class_name: str
+    default_model: str        # what tools/download_model.py and convert-ggml.py write by default
+    options: tuple[str, ...]  # keyword options of the class, besides the model path
+    summary: str
+
+    def load_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.class_name)
+
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    Backend("transformers", "utils.inference.backends.transformers", "TransformersTranscriber",
+            "models/whisper-base",
+            ("use_gpu", "batch_size", "attn_implementation", "use_compile", "assistant_model_path",
+             "local_files_only", "compute_type", "cpu_threads", "use_int8"),
+            "PyTorch through transformers' long-form generate (any transformers Whisper folder)"),
+    Backend("ct2", "utils.inference.backends.ct2", "CT2Transcriber", "models/whisper-base-ct2",
+            ("use_gpu", "compute_type", "batch_size", "num_workers", "cpu_threads", "local_files_only"),
+            "CTranslate2 through faster-whisper (tools/hf_to_ct2.py makes the folder)"),
+    Backend("ggml", "utils.inference.backends.ggml", "GGMLTranscriber", "models/ggml-model.bin",
+            ("cpu_threads",),
+            "whisper.cpp through pywhispercpp (convert-ggml.py makes the file)"),
+)}
+BACKEND_NAMES = tuple(BACKENDS)
+BACKEND_CHOICES = (AUTO, *BACKEND_NAMES)
+
+
+def resolve_backend(backend: str, model_path: str) -> str:
+    """The backend's name; for "auto" the one that reads `model_path` (ModelLoadError when none does)."""
+    if backend == AUTO:
+        if not os.path.exists(model_path) and model_path.count("/") == 1 and not model_path.startswith("."):
+            return "transformers"   # a Hugging Face Hub id such as openai/whisper-base
+        return model_format(model_path)
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKEND_CHOICES)}")
+    return backend
+
+
+def backend_options(backend: str, flags: Mapping[str, Any], defaults: Mapping[str, Any] = {}) -> dict:
+    """The options of `backend` taken from a script's `flags` (name -> value).
+
+    A flag that is None, or equal to its entry in `defaults`, counts as not given. A given flag that
+    this backend does not take is a UsageError naming the backends that do, so that no flag is
+    silently ignored."""
+    chosen = BACKENDS[backend]
+    options = {}
+    for name, value in flags.items():
+        if value is None or (name in defaults and value == defaults[name]):
+            continue
+        if name not in chosen.options:
+            takers = [b.name for b in BACKENDS.values() if name in b.options]
+            raise UsageError(f"--{name} applies only to --backend={' or '.join(takers)}, not {backend}")
+        options[name] = value
+    return options
+
+
+def default_model(backend: str) -> str:
+    return BACKENDS[backend].default_model
+
+
+def load_transcriber(backend: str, model_path: str, **options):
+    """Open `model_path` with the named backend ("auto": by what the path holds)."""
+    name = resolve_backend(backend, model_path)
+    chosen = BACKENDS[name]
+    unknown = sorted(set(options) - set(chosen.options))
+    if unknown:
+        raise UsageError(f"the {name} backend takes no option {', '.join(unknown)}; "
+                         f"it takes {', '.join(chosen.options)}")
+    return chosen.load_class()(model_path, **options)
