@@ -5,27 +5,26 @@
 The file runs in whisper.cpp itself, in pywhispercpp, and in the WhisperDesktop/Android apps.
 """
 import os
+import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from utils.core.cli import print_config
-from utils.export.ggml import export_ggml
-from utils.inference.transcriber import exit_on_user_error
+from utils.core.cli import guarded, parse_args, print_config
+from utils.inference.registry import default_model
 
 
 @dataclass
 class ConvertArguments:
-    model_dir: str = field(default="models/whisper-base",
+    model_dir: str = field(default=default_model("transformers"),
                            metadata={"help": "transformers model folder (merged fine-tune or base model)"})
-    output_path: str = field(default="models/ggml-model.bin", metadata={"help": "GGML file to write"})
+    output_path: str = field(default=default_model("ggml"), metadata={"help": "GGML file to write"})
     use_f16: bool = field(default=True, metadata={
         "help": "store weight matrices as float16 (half the size). False writes float32, which "
                 "whisper.cpp's CPU build (as bundled in pywhispercpp 1.5) cannot run: see docs/inference.md"})
 
 
-def main():
-    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses()
+def convert(args: ConvertArguments) -> None:
+    from utils.export.ggml import export_ggml
+
     print_config("convert-ggml.py configuration", args)
     summary = export_ggml(args.model_dir, args.output_path, use_f16=args.use_f16)
     print(f"wrote {args.output_path}: {summary['tensors']} tensors, {summary['vocab']} tokens, "
@@ -33,5 +32,10 @@ def main():
           f"{os.path.getsize(args.output_path) / 2**20:.1f} MiB")
 
 
+def main(argv=None) -> int:
+    args = parse_args(ConvertArguments, argv, description=__doc__)
+    return guarded(lambda: convert(args))
+
+
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    sys.exit(main())

@@ -192,12 +192,12 @@ def test_cli_reports_truncated_model_in_one_line_and_writes_nothing(tiny, tmp_pa
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ct2_to_hf.py"),
                              f"--model_dir={tmp_path / 'cut'}", f"--output_dir={out}"],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "model.bin: truncated at byte offset" in lines[0]
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
 # ---------------------------------------------------------------- converter
@@ -320,7 +320,7 @@ def test_output_dir_is_not_overwritten_without_permission(tiny, tmp_path):
     out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(Ct2FormatError, match="--overwrite"):
         convert_ct2_to_hf(tiny["ct2"]["int8"], str(out))
     assert (out / "keep.txt").read_text() == "user data"
     convert_ct2_to_hf(tiny["ct2"]["int8"], str(out), overwrite=True, is_multilingual=True)

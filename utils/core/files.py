@@ -84,6 +84,12 @@ def atomic_dir(path: PathLike) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(path))}.", suffix=".part", dir=parent)
     try:
         yield tmp
+        # mkdtemp (and safetensors) make owner-only entries; a model or checkpoint folder is shared.
+        os.chmod(tmp, 0o755)
+        for name in os.listdir(tmp):
+            entry = os.path.join(tmp, name)
+            if os.path.isfile(entry) and not os.stat(entry).st_mode & 0o044:
+                os.chmod(entry, 0o644)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

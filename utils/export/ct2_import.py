@@ -28,6 +28,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from utils.core.errors import UserError
+from utils.core.files import atomic_dir
 from utils.core.languages import is_multilingual as vocabulary_is_multilingual
 
 SUPPORTED_BINARY_VERSIONS = (5, 6)   # what ctranslate2 4.x writes and reads for Whisper
@@ -44,10 +46,9 @@ _DTYPE_NAMES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5
 _ACTIVATIONS = {0: "relu", 1: "gelu_new", 2: "silu", 3: "gelu", 4: "gelu", 5: "tanh"}
 
 MODEL_FILE = "model.bin"
-VOCABULARY_FILES = ("vocabulary.json", "vocabulary.txt")
 
 
-class Ct2FormatError(ValueError):
+class Ct2FormatError(UserError):
     """A CTranslate2 model folder or model.bin is unusable; the message names file and offset."""
 
 
@@ -498,22 +499,7 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     interrupted run never leaves something that looks complete.
     """
     model_dir, output_dir = os.fspath(model_dir), os.fspath(output_dir)
-    if dtype not in SAVE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(SAVE_DTYPES)}, not {dtype!r}")
-    if normalizer_file is not None and not os.path.isfile(normalizer_file):
-        raise FileNotFoundError(f"{normalizer_file}: normalizer file not found")
-    if not os.path.isdir(model_dir):
-        raise Ct2FormatError(f"{model_dir}: not a folder; pass the CTranslate2 model folder "
-                             f"(the one holding {MODEL_FILE})")
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        if not overwrite:
-            raise FileExistsError(f"{output_dir}: already exists and is not empty; choose another "
-                                  f"output folder or pass --overwrite")
-    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
-        hint = (" it looks like a transformers folder already" if
-                os.path.isfile(os.path.join(model_dir, "model.safetensors")) else "")
-        raise Ct2FormatError(f"{model_dir}: has no {MODEL_FILE}, so it is not a CTranslate2 "
-                             f"model folder{';' + hint if hint else ''}")
+    _check_paths(model_dir, output_dir, dtype=dtype, overwrite=overwrite, normalizer_file=normalizer_file)
     model = read_model_bin(os.path.join(model_dir, MODEL_FILE))
     dims = whisper_dimensions(model)
     vocabulary = read_vocabulary(model_dir)
@@ -521,16 +507,11 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         raise Ct2FormatError(f"{model_dir}: the vocabulary has {len(vocabulary)} tokens but "
                              f"{MODEL_FILE} has {dims['vocab_size']} embeddings")
     ct2_config = read_ct2_config(model_dir)
-    # Imported only now, so that a bad model folder is reported without loading torch first.
-    import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
-
     tokenizer, added_tokens = build_tokenizer(model_dir, vocabulary, return_added=True,
                                               normalizer_file=normalizer_file)
     stored_dtype = model.variables[model.aliases.get("decoder/embeddings/weight",
                                                      "decoder/embeddings/weight")].dtype
     if is_multilingual is None:
-        # openai/whisper's rule: the multilingual vocabulary is the larger one.
         is_multilingual = vocabulary_is_multilingual(dims["vocab_size"])
     generation_config = build_generation_config(
         tokenizer, is_multilingual=is_multilingual,
@@ -538,6 +519,41 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         suppress_tokens=ct2_config.get("suppress_ids"),
         begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
         lang_ids=ct2_config.get("lang_ids") if is_multilingual else None)
+    hf_model = _transformers_model(model, dims, generation_config, dtype, model_dir)
+    del model
+    _save_folder(hf_model, tokenizer, dims["num_mel_bins"], output_dir,
+                 normalizer_file or os.path.join(model_dir, "normalizer.json"))
+    return ImportSummary(output_dir=output_dir, is_multilingual=is_multilingual,
+                         parameters=sum(p.numel() for p in hf_model.parameters()),
+                         stored_dtype=stored_dtype, saved_dtype=dtype, added_tokens=added_tokens)
+
+
+def _check_paths(model_dir: str, output_dir: str, *, dtype: str, overwrite: bool,
+                 normalizer_file: Optional[str]) -> None:
+    """Refuse a conversion that cannot work before anything is read or written."""
+    if dtype not in SAVE_DTYPES:
+        raise Ct2FormatError(f"dtype must be one of {', '.join(SAVE_DTYPES)}, not {dtype!r}")
+    if normalizer_file is not None and not os.path.isfile(normalizer_file):
+        raise Ct2FormatError(f"{normalizer_file}: normalizer file not found")
+    if not os.path.isdir(model_dir):
+        raise Ct2FormatError(f"{model_dir}: not a folder; pass the CTranslate2 model folder "
+                             f"(the one holding {MODEL_FILE})")
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        if not overwrite:
+            raise Ct2FormatError(f"{output_dir}: already exists and is not empty; choose another "
+                                 f"output folder or pass --overwrite")
+    if not os.path.isfile(os.path.join(model_dir, MODEL_FILE)):
+        hint = (" it looks like a transformers folder already" if
+                os.path.isfile(os.path.join(model_dir, "model.safetensors")) else "")
+        raise Ct2FormatError(f"{model_dir}: has no {MODEL_FILE}, so it is not a CTranslate2 "
+                             f"model folder{';' + hint if hint else ''}")
+
+
+def _transformers_model(model: Ct2Model, dims: dict, generation_config, dtype: str, model_dir: str):
+    """WhisperForConditionalGeneration holding the CTranslate2 weights, in `dtype`."""
+    # Imported only now, so that a bad model folder is reported without loading torch first.
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     config = WhisperConfig(
         **dims,
@@ -550,7 +566,6 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         scale_embedding=False, tie_word_embeddings=True, use_cache=True,
     )
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in whisper_state_dict(model, dims).items()}
-    del model
     with torch.device("meta"):
         hf_model = WhisperForConditionalGeneration(config)
     state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
@@ -561,14 +576,17 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
     hf_model.tie_weights()
     hf_model.to(getattr(torch, dtype))
     hf_model.generation_config = generation_config
-    hf_model.eval()
+    return hf_model.eval()
 
-    parent = os.path.dirname(os.path.abspath(output_dir)) or "."
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.partial-", dir=parent)
-    try:
+
+def _save_folder(hf_model, tokenizer, n_mels: int, output_dir: str, normalizer_source: str) -> None:
+    from transformers import WhisperFeatureExtractor, WhisperProcessor
+
+    if os.path.isfile(output_dir):
+        os.remove(output_dir)   # --overwrite of a file where the folder goes
+    with atomic_dir(output_dir) as staging:
         hf_model.save_pretrained(staging)
-        feature_extractor = WhisperFeatureExtractor(feature_size=dims["num_mel_bins"])
+        feature_extractor = WhisperFeatureExtractor(feature_size=n_mels)
         processor = WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
         processor.save_pretrained(staging)
         # transformers 5's processor no longer writes preprocessor_config.json itself;
@@ -576,19 +594,5 @@ def convert_ct2_to_hf(model_dir: str | os.PathLike, output_dir: str | os.PathLik
         feature_extractor.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         # transformers 5 does not save the spelling table itself; from_pretrained reads it back.
-        normalizer_source = normalizer_file or os.path.join(model_dir, "normalizer.json")
         if os.path.isfile(normalizer_source):
             shutil.copyfile(normalizer_source, os.path.join(staging, "normalizer.json"))
-        # mkdtemp (and safetensors) create owner-only files; a model folder is meant to be shared.
-        os.chmod(staging, 0o755)
-        for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), 0o644)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir) if os.path.isdir(output_dir) else os.remove(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ImportSummary(output_dir=output_dir, is_multilingual=is_multilingual,
-                         parameters=sum(p.numel() for p in hf_model.parameters()),
-                         stored_dtype=stored_dtype, saved_dtype=dtype, added_tokens=added_tokens)

@@ -21,7 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from utils.core.models import GGML_MAGIC
+from utils.core.files import atomic_write
+from utils.core.models import GGML_MAGIC, model_format
+from utils.export import ExportError
 
 GGML_F32, GGML_F16 = 0, 1
 
@@ -70,7 +72,7 @@ def ggml_tensor_name(hf_name: str) -> Optional[str]:
         for hf_piece, cpp_piece in _LAYER_NAMES:
             if module == hf_piece:
                 return f"{side}.blocks.{index}.{cpp_piece}.{kind}"
-    raise ValueError(f"parameter {hf_name!r} has no whisper.cpp counterpart; is this a Whisper model?")
+    raise ExportError(f"parameter {hf_name!r} has no whisper.cpp counterpart; is this a Whisper model?")
 
 
 def _token_bytes(tokenizer) -> list[bytes]:
@@ -82,7 +84,7 @@ def _token_bytes(tokenizer) -> list[bytes]:
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     by_id = {index: token for token, index in tokenizer.get_vocab().items() if index < eot}
     if len(by_id) != eot:
-        raise ValueError(f"tokenizer has {len(by_id)} ordinary tokens below <|endoftext|> ({eot}); "
+        raise ExportError(f"tokenizer has {len(by_id)} ordinary tokens below <|endoftext|> ({eot}); "
                          f"expected {eot}")
     return [bytes(byte_decoder[char] for char in by_id[index]) for index in range(eot)]
 
@@ -93,61 +95,61 @@ def export_ggml(model_dir: str, output_path: str, use_f16: bool = True, progress
     Returns a summary (tensor count, bytes, hparams). The file appears only when complete.
     """
     import torch
-    from tqdm import tqdm
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    if not os.path.isdir(model_dir) or not os.path.exists(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"{model_dir}: not a transformers model folder (no config.json)")
+    if model_format(model_dir) != "transformers":
+        raise ExportError(f"{model_dir}: convert-ggml.py needs a transformers model folder; this is a "
+                          f"{model_format(model_dir)} model (tools/ct2_to_hf.py turns a CTranslate2 folder "
+                          f"into a transformers one)")
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = WhisperTokenizer.from_pretrained(model_dir)
     feature_extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
     config = model.config
     state = model.state_dict()
     if not torch.equal(state["proj_out.weight"], state["model.decoder.embed_tokens.weight"]):
-        raise ValueError(f"{model_dir}: output projection is not tied to the token embedding; "
-                         f"whisper.cpp cannot represent that model")
-
+        raise ExportError(f"{model_dir}: output projection is not tied to the token embedding; "
+                          f"whisper.cpp cannot represent that model")
     hparams = [config.vocab_size, config.max_source_positions, config.d_model,
                config.encoder_attention_heads, config.encoder_layers, config.max_target_positions,
                config.d_model, config.decoder_attention_heads, config.decoder_layers,
                config.num_mel_bins, GGML_F16 if use_f16 else GGML_F32]
     filters = np.ascontiguousarray(feature_extractor.mel_filters.T, dtype=np.float32)  # (n_mels, bins)
     if filters.shape[0] != config.num_mel_bins:
-        raise ValueError(f"{model_dir}: feature extractor has {filters.shape[0]} mel bins, "
-                         f"model expects {config.num_mel_bins}")
+        raise ExportError(f"{model_dir}: feature extractor has {filters.shape[0]} mel bins, "
+                          f"model expects {config.num_mel_bins}")
     tokens = _token_bytes(tokenizer)
-
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    tmp = f"{output_path}.part"
-    count = 0
-    try:
-        with open(tmp, "wb") as out:
-            out.write(struct.pack("<I", GGML_MAGIC))
-            out.write(struct.pack("<11i", *hparams))
-            out.write(struct.pack("<2i", *filters.shape))
-            out.write(filters.astype("<f4").tobytes())
-            out.write(struct.pack("<i", len(tokens)))
-            for token in tokens:
-                out.write(struct.pack("<i", len(token)))
-                out.write(token)
-            for hf_name, tensor in tqdm(state.items(), desc="writing tensors", disable=not progress):
-                name = ggml_tensor_name(hf_name)
-                if name is None:
-                    continue
-                data = tensor.detach().cpu().numpy()
-                if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
-                    data = data.reshape(-1, 1)   # whisper.cpp adds them as (n_state, 1)
-                half = use_f16 and data.ndim >= 2 and name not in _ALWAYS_F32
-                data = data.astype("<f2" if half else "<f4")
-                encoded = name.encode("utf-8")
-                out.write(struct.pack("<3i", data.ndim, len(encoded), GGML_F16 if half else GGML_F32))
-                out.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
-                out.write(encoded)
-                out.write(np.ascontiguousarray(data).tobytes())
-                count += 1
-        os.replace(tmp, output_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(output_path, "wb") as out:
+        out.write(struct.pack("<I", GGML_MAGIC))
+        out.write(struct.pack("<11i", *hparams))
+        out.write(struct.pack("<2i", *filters.shape))
+        out.write(filters.astype("<f4").tobytes())
+        out.write(struct.pack("<i", len(tokens)))
+        for token in tokens:
+            out.write(struct.pack("<i", len(token)))
+            out.write(token)
+        count = _write_tensors(out, state, use_f16, progress)
     return {"tensors": count, "bytes": os.path.getsize(output_path), "vocab": len(tokens),
             "n_mels": config.num_mel_bins, "layers": config.encoder_layers, "f16": use_f16}
+
+
+def _write_tensors(out, state: dict, use_f16: bool, progress: bool) -> int:
+    """Every tensor whisper.cpp reads, in its names and layout; returns how many were written."""
+    from tqdm import tqdm
+
+    count = 0
+    for hf_name, tensor in tqdm(state.items(), desc="writing tensors", disable=not progress):
+        name = ggml_tensor_name(hf_name)
+        if name is None:
+            continue
+        data = tensor.detach().cpu().numpy()
+        if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
+            data = data.reshape(-1, 1)   # whisper.cpp adds them as (n_state, 1)
+        half = use_f16 and data.ndim >= 2 and name not in _ALWAYS_F32
+        data = data.astype("<f2" if half else "<f4")
+        encoded = name.encode("utf-8")
+        out.write(struct.pack("<3i", data.ndim, len(encoded), GGML_F16 if half else GGML_F32))
+        out.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
+        out.write(encoded)
+        out.write(np.ascontiguousarray(data).tobytes())
+        count += 1
+    return count

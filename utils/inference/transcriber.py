@@ -77,14 +77,15 @@ class Transcriber:
     # Options an engine cannot honour are rejected, never silently ignored.
     unsupported: tuple[str, ...] = ()
 
-    def transcribe(self, audio: AudioInput, options: TranscribeOptions = TranscribeOptions()
+    def transcribe(self, audio: AudioInput, options: Optional[TranscribeOptions] = None
                    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Decode `audio` (path, bytes or 16 kHz mono float32 array) and return (segments, info).
 
         Raises AudioError for unreadable audio, LanguageError for an unknown language/task and
-        TranscriptionError for an option this backend cannot honour. Segments come from a generator: iterate to decode.
+        TranscriptionError for an option this backend cannot honour. Segments come from a
+        generator: iterate to decode. `options` None means TranscribeOptions() (detect the language).
         """
-        resolved = self.resolve_options(options)
+        resolved = self.resolve_options(options or TranscribeOptions())
         samples = as_samples(audio)
         return self._transcribe(samples, resolved)
 

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Callable, Optional, Sequence, TextIO
 
+from utils.core.errors import UsageError
+from utils.core.files import atomic_write
 from utils.inference.transcriber import Segment, TranscriptionInfo
 
 
@@ -41,12 +43,9 @@ class ResultWriter:
 
     def __call__(self, segments: Sequence[Segment], info: Optional[TranscriptionInfo],
                  audio_path: str) -> str:
-        os.makedirs(self.output_dir, exist_ok=True)
         path = self.output_path(audio_path)
-        tmp = f"{path}.part"
-        with open(tmp, "w", encoding="utf-8") as file:
+        with atomic_write(path) as file:
             self.write(list(segments), info, file)
-        os.replace(tmp, path)
         return path
 
     def write(self, segments: list[Segment], info: Optional[TranscriptionInfo], file: TextIO) -> None:
@@ -145,5 +144,5 @@ def get_writer(output_format: str, output_dir: str) -> Callable[..., str]:
 
         return write_all
     if output_format not in WRITERS:
-        raise ValueError(f"unknown output format {output_format!r}; valid formats: {', '.join(FORMATS)}")
+        raise UsageError(f"unknown output format {output_format!r}; valid formats: {', '.join(FORMATS)}")
     return WRITERS[output_format](output_dir)

@@ -108,8 +108,8 @@ class CT2Transcriber(Transcriber):
         # The first temperature already looped; a retry stops at the first one that does not loop.
         # log_prob_threshold is off (on hard audio nearly every window is below -1, so every retry
         # would run to 1.0), and one sample per temperature: of best_of=5 samples the most probable
-        # is picked, often the loop again (test_long.wav: 10.8 s at CER 55.1 % with 1, 24.5 s at 56.3 %
-        # with 5; `python tools/microbenchmarks.py best-of`).
+        # is picked, often the loop again, and five samples cost more than twice the time for no gain
+        # (`python tools/microbenchmarks.py best-of`, docs/performance.md).
         retry = dict(kwargs, temperature=kwargs["temperature"][1:], best_of=1, log_prob_threshold=None,
                      compression_ratio_threshold=LOOP_COMPRESSION_RATIO)
         starts = [s / SAMPLE_RATE for s, _ in windows]

@@ -79,10 +79,10 @@ logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsSetFilt
 
 
 def quantize_linear_layers(model):
-    """Every nn.Linear as dynamic int8 (int8 weights, activations quantized per call). On the benchmark
-    file (docs/performance.md) batched decoding got 1.4x faster than float32 on an AMD EPYC (slower on
-    an Intel Xeon with AMX, whose float32 is faster) and its CER rose from 55 % to 73-92 %: one scale
-    per weight matrix is coarse for Whisper's weights (CTranslate2 keeps one per row).
+    """Every nn.Linear as dynamic int8 (int8 weights, activations quantized per call): faster than
+    float32 on CPUs without bfloat16, slower on ones with AMX, and less accurate either way, because one
+    scale per weight matrix is coarse for Whisper's weights (CTranslate2 keeps one per row); the
+    measurements are in docs/performance.md.
 
     torch's own dynamic quantization rather than a new dependency: it needs no calibration data, works
     on any x86/ARM CPU torch supports, and is what CTranslate2's int8 does for its engine. torch marks
@@ -103,10 +103,9 @@ class EncoderOutputMemo:
 
     transformers' Whisper generate calls the encoder again for each of its own passes over the same
     window: once to decode, once more in its no-speech check (WhisperNoSpeechDetection re-runs the
-    whole model on the features), and once per temperature fallback. Batched, on the benchmark file:
-    18 window passes through the encoder instead of 9, 17.6 s instead of 12.6 s (`python
-    tools/microbenchmarks.py encoder-calls`). Installed as the encoder's forward, this remembers the last batch's outputs by the
-    content of each window's features and answers a repeat call (the same windows, or a subset as in
+    whole model on the features), and once per temperature fallback: twice the encoder passes
+    (`python tools/microbenchmarks.py encoder-calls`, docs/performance.md). Installed as the encoder's
+    forward, this remembers the last batch's outputs by the content of each window's features and answers a repeat call (the same windows, or a subset as in
     a fallback) from memory. Written here because generate has no option to keep its encoder outputs.
     """
 
@@ -139,14 +138,11 @@ class EncoderOutputMemo:
         return out
 
 
-# torch's CPU scaled_dot_product_attention is slow in bfloat16 for a single query row (every step of
-# decoding) on CPUs without AMX: on the 2-core AMD EPYC (AVX512-BF16, no AMX) a cross-attention step
-# over 1500 encoder frames (batch 9) took 6.5 ms, against 1.3 ms for a plain matmul-softmax-matmul.
-# With AMX tiles the kernel is fast: on the Intel Xeon (AMX) 0.72 ms against 0.91 ms, and a whole
-# batched bfloat16 transcription of test_long.wav 4.16 s against 4.51 s. In float32 the two are even on
-# both (1.9/2.2 ms and 1.3/1.2 ms). `python tools/microbenchmarks.py attention` (and `decode-attention`)
-# measure it. So on CPU "sdpa" means sdpa, except for one-token bfloat16/float16 steps on a CPU without
-# AMX, which take the plain product.
+# torch's CPU scaled_dot_product_attention is several times slower in bfloat16 than a plain
+# matmul-softmax-matmul for a single query row (every step of decoding) on CPUs without AMX; with AMX
+# tiles sdpa is the faster one, and in float32 the two are even (`python tools/microbenchmarks.py
+# attention` and `decode-attention`, docs/performance.md). So on CPU "sdpa" means sdpa, except for
+# one-token bfloat16/float16 steps on a CPU without AMX, which take the plain product.
 CPU_ATTENTION = "sdpa_cpu_decode"
 
 
@@ -311,7 +307,6 @@ class TransformersTranscriber(Transcriber):
     # -- transcription ------------------------------------------------------------------
     def _transcribe(self, audio: np.ndarray, resolved: ResolvedOptions
                     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        opts = resolved.options
         duration = duration_of(audio)
         language, probability = resolved.language, None
         if language is None:
