@@ -1,121 +1,152 @@
 """A desktop window for Whisper: pick a file or record, watch the text appear, copy or save it.
 
     python infer_gui.py --model_path=models/whisper-base
-    python infer_gui.py --backend=ct2 --model_path=models/whisper-base-ct2 --language=zh
+    python infer_gui.py --model_path=models/whisper-base-ct2 --compute_type=int8 --language=zh
     python infer_gui.py --backend=ggml --model_path=models/ggml-model.bin
+
+The backend follows what --model_path holds unless --backend names one; a flag that the backend
+cannot use is refused at start with one sentence.
 """
 import sys
-from dataclasses import dataclass, field
-from typing import Literal, Optional
+from dataclasses import dataclass, field, fields
+from typing import Optional
 
-from transformers import HfArgumentParser
-
-try:
-    from utils.apps.gui import DisplayError, GuiSettings, WhisperWindow
-except ModuleNotFoundError as missing:
-    if missing.name not in ("tkinter", "_tkinter"):
-        raise
-    sys.exit("error: this Python has no Tk support (tkinter), which the window needs; install it "
-             "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)")
 from utils.apps.recorder import RECORD_DIR
-from utils.core.cli import print_config
-from utils.inference.backends.transformers import check_compute_type
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.errors import UsageError
+from utils.core.languages import TASKS, to_language_code
+from utils.inference.registry import (
+    AUTO,
+    BACKEND_CHOICES,
+    BACKEND_NAMES,
+    BACKENDS,
+    backend_options,
+    default_model,
+    resolve_backend,
+)
 
-DEFAULT_MODELS = {"transformers": "models/whisper-base", "ct2": "models/whisper-base-ct2",
-                  "ggml": "models/ggml-model.bin"}
+# The flags handed to the backend itself (through the registry, which knows which backend takes which).
+ENGINE_FLAGS = ("use_gpu", "compute_type", "cpu_threads", "batch_size", "use_compile", "local_files_only",
+                "use_int8")
+
+
+def _takers(option: str) -> str:
+    return " or ".join(b.name for b in BACKENDS.values() if option in b.options)
+
+
+def _for(option: str) -> str:
+    """Which backends take `option`, for a help text."""
+    if all(option in b.options for b in BACKENDS.values()):
+        return "any backend"
+    return f"--backend={_takers(option)}"
 
 
 @dataclass
 class GuiArguments:
     model_path: Optional[str] = field(default=None, metadata={
-        "help": "model for the backend: transformers folder, CTranslate2 folder or GGML .bin file; "
-                f"unset = {DEFAULT_MODELS}"})
-    backend: Literal["transformers", "ct2", "ggml"] = field(default="transformers", metadata={
-        "help": "inference engine: transformers (PyTorch), ct2 (faster-whisper) or ggml (whisper.cpp)"})
+        "help": "model for the backend: transformers folder, CTranslate2 folder or GGML .bin file; unset = "
+                "the backend's default (" + ", ".join(f"{b.name}: {b.default_model}" for b in BACKENDS.values())
+                + f"; for auto the {BACKEND_NAMES[0]} one)"})
+    backend: str = field(default=AUTO, metadata={
+        "choices": BACKEND_CHOICES,
+        "help": "inference engine; auto = the one that reads --model_path. "
+                + "; ".join(f"{b.name}: {b.summary}" for b in BACKENDS.values())})
     language: Optional[str] = field(default=None, metadata={
         "help": "spoken language shown in the window at start, name or code (chinese, zh); unset = detect"})
-    task: Literal["transcribe", "translate"] = field(default="transcribe", metadata={
-        "help": "task selected at start: transcribe, or translate to English"})
-    num_beams: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
-    beam_size: Optional[int] = field(default=None, metadata={
-        "help": "the original project's name for --num_beams"})
+    task: str = field(default="transcribe", metadata={
+        "choices": TASKS, "help": "task selected at start: transcribe, or translate to English"})
+    num_beams: int = field(default=1, metadata={
+        "help": "beam width; 1 = greedy decoding (--beam_size is the original project's name)",
+        "aliases": ["--beam_size"]})
     use_int8: bool = field(default=False, metadata={
-        "help": "ct2 backend only, the original project's flag: the same as --compute_type=int8"})
+        "help": "the original project's flag, int8 weights: --backend=" + _takers("use_int8")
+                + " quantizes its linear layers (CPU); a backend with only --compute_type computes in int8 "
+                "(int8_float16 on a GPU)"})
     num_workers: Optional[int] = field(default=None, metadata={
         "help": "the original project's flag, refused: the window runs one recognition at a time "
                 "(parallel recognitions are infer_server.py --num_workers)"})
     use_gpu: bool = field(default=False, metadata={
-        "help": "run on the first CUDA GPU (transformers and ct2 backends)"})
+        "help": f"run on the first CUDA GPU ({_for('use_gpu')})"})
     compute_type: Optional[str] = field(default=None, metadata={
-        "help": "ct2: CTranslate2 compute type (int8, float16, int8_float16, ...); transformers: float32, "
-                "bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU)"})
+        "help": "precision the backend computes in: a CTranslate2 compute type (int8, int8_float16, "
+                "float16, ...) or a torch dtype (float32, bfloat16, float16), as the backend takes; "
+                f"unset = its default ({_for('compute_type')})"})
     cpu_threads: Optional[int] = field(default=None, metadata={
-        "help": "ct2 and ggml backends only: CPU threads; unset = the engine's default"})
+        "help": f"CPU threads; unset = the engine's default ({_for('cpu_threads')})"})
+    batch_size: Optional[int] = field(default=None, metadata={
+        "help": "30 s windows decoded side by side; unset = 1, sequential long-form decoding (most "
+                f"accurate) ({_for('batch_size')})"})
+    use_compile: bool = field(default=False, metadata={
+        "help": f"torch.compile the model's forward pass ({_for('use_compile')})"})
     vad_filter: bool = field(default=False, metadata={
-        "help": "ct2 backend only: skip non-speech with the Silero VAD"})
+        "help": "skip non-speech with the Silero VAD (refused by a backend without one)"})
     local_files_only: bool = field(default=True, metadata={
         "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
     record_dir: str = field(default=RECORD_DIR, metadata={"help": "folder for microphone recordings"})
 
+    def __post_init__(self):
+        if self.num_workers is not None:
+            raise UsageError("--num_workers: the window runs one recognition at a time; parallel "
+                             "recognitions are what infer_server.py --num_workers offers")
+        if self.num_beams < 1:
+            raise UsageError(f"--num_beams must be at least 1, got {self.num_beams}")
 
-def settings_from(args: GuiArguments) -> GuiSettings:
-    """Map the arguments onto the backend's options; a flag the backend cannot use is an error."""
-    def only_for(flag: str, backends: tuple) -> None:
-        if args.backend not in backends:
-            raise ValueError(f"--{flag} applies only to --backend={' or '.join(backends)}, "
-                             f"not {args.backend}")
 
-    if args.num_workers is not None:
-        raise ValueError("--num_workers: the window runs one recognition at a time; parallel "
-                         "recognitions are what infer_server.py --num_workers offers")
-    if args.beam_size is not None:
-        args.num_beams = args.beam_size
-    if args.use_int8:
-        only_for("use_int8", ("ct2",))
-        if args.compute_type not in (None, "int8"):
-            raise ValueError(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
-        args.compute_type = "int8"
-    if args.num_beams < 1:
-        raise ValueError(f"--num_beams must be at least 1, got {args.num_beams}")
-    options: dict = {}
-    if args.backend in ("transformers", "ct2"):
-        options.update(use_gpu=args.use_gpu, local_files_only=args.local_files_only)
-    elif args.use_gpu:
-        raise ValueError("--use_gpu is not available with --backend=ggml: pywhispercpp's wheel "
-                         "is a CPU build; use --backend=ct2 or transformers for a GPU")
-    if args.compute_type is not None and args.backend == "transformers":
-        check_compute_type(args.compute_type, args.use_gpu)
-        options["dtype"] = args.compute_type
-    elif args.compute_type is not None:
-        only_for("compute_type", ("ct2",))
-        options["compute_type"] = args.compute_type
-    if args.cpu_threads is not None:
-        only_for("cpu_threads", ("ct2", "ggml"))
-        options["cpu_threads"] = args.cpu_threads
+FLAG_DEFAULTS = {f.name: f.default for f in fields(GuiArguments) if f.name in ENGINE_FLAGS}
+
+
+def int8_as_compute_type(backend: str, flags: dict) -> dict:
+    """--use_int8 for a backend that has no use_int8 option but a compute type: int8 computation."""
+    taken = BACKENDS[backend].options
+    if not flags["use_int8"] or "use_int8" in taken:
+        return flags
+    if "compute_type" not in taken:
+        takers = [b.name for b in BACKENDS.values() if {"use_int8", "compute_type"} & set(b.options)]
+        raise UsageError(f"--use_int8 applies only to --backend={' or '.join(takers)}, not {backend}")
+    int8 = "int8_float16" if flags["use_gpu"] else "int8"
+    if flags["compute_type"] not in (None, int8):
+        raise UsageError(f"--use_int8 and --compute_type={flags['compute_type']} contradict each other; "
+                         f"give one of them")
+    return {**flags, "use_int8": None, "compute_type": int8}
+
+
+def check_vad_filter(backend: str) -> None:
+    """--vad_filter is an option of each recognition, refused here rather than at the first one."""
+    takers = [name for name in BACKEND_NAMES if "vad_filter" not in BACKENDS[name].load_class().unsupported]
+    if backend not in takers:
+        raise UsageError(f"--vad_filter applies only to --backend={' or '.join(takers)}, not {backend}")
+
+
+def settings_from(args: GuiArguments):
+    """The window's settings: the backend resolved, its options checked against the registry."""
+    from utils.apps.gui import GuiSettings  # here, not at the top: --help must not load the toolkit
+
+    model_path = args.model_path or default_model(BACKEND_NAMES[0] if args.backend == AUTO else args.backend)
+    backend = resolve_backend(args.backend, model_path)
+    # Checked before the window opens: a misspelt language fails here, not at the first recognition.
+    to_language_code(args.language)
+    flags = int8_as_compute_type(backend, {name: getattr(args, name) for name in ENGINE_FLAGS})
+    options = backend_options(backend, flags, defaults=FLAG_DEFAULTS)
     if args.vad_filter:
-        only_for("vad_filter", ("ct2",))
-    return GuiSettings(model_path=args.model_path or DEFAULT_MODELS[args.backend],
-                       backend=args.backend, backend_options=options, language=args.language,
+        check_vad_filter(backend)
+    return GuiSettings(model_path=model_path, backend=backend, backend_options=options, language=args.language,
                        task=args.task, beam_size=args.num_beams, vad_filter=args.vad_filter,
                        record_dir=args.record_dir, title="Whisper")
 
 
-def main() -> None:
-    (args,) = HfArgumentParser(GuiArguments).parse_args_into_dataclasses()
-    try:
-        settings = settings_from(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+def open_window(args: GuiArguments) -> None:
+    settings = settings_from(args)
     print_config("infer_gui.py configuration", settings)
-    try:
-        window = WhisperWindow(settings)
-    except DisplayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from utils.apps.gui import WhisperWindow
+
     # The model loads on a worker thread once the window is up; problems appear as dialogs.
-    window.run()
+    WhisperWindow(settings).run()
+
+
+def main(argv=None) -> int:
+    args = parse_args(GuiArguments, argv, description=__doc__)
+    return guarded(lambda: open_window(args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

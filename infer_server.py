@@ -1,182 +1,203 @@
 """Serve a Whisper model over HTTP: the original `/recognition` API, OpenAI's audio API
 (`/v1/audio/transcriptions`, `/v1/audio/translations`), a web page at `/` and OpenAPI docs at `/docs`.
 
-    python infer_server.py --host=0.0.0.0 --port=5000 --model_path=models/whisper-base-ct2 --backend=ct2
+    python infer_server.py --host=0.0.0.0 --port=5000 --model_path=models/whisper-base-ct2
+    python infer_server.py --port=0 --model_path=models/whisper-base    # any free port, printed at start
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
+import socket
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
-import numpy as np
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.errors import UsageError, UserError
+from utils.core.languages import to_language_code
+from utils.core.models import model_name
+from utils.inference.registry import (
+    BACKEND_CHOICES,
+    BACKENDS,
+    backend_options,
+    default_model,
+    load_transcriber,
+    resolve_backend,
+)
 
-from utils.inference.backends.transformers import check_compute_type
-
-
-def str2bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface")
-    add("--port", type=int, default=5000, help="TCP port")
-    add("--model_path", default="models/whisper-base-ct2",
-        help="model folder: a transformers Whisper for --backend=transformers, a CTranslate2 "
-             "conversion for --backend=ct2")
-    add("--backend", choices=("transformers", "ct2"), default="ct2",
-        help="inference engine behind the service")
-    add("--use_gpu", type=str2bool, default=False, help="run the model on CUDA")
-    add("--compute_type", default=None,
-        help="ct2: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32; transformers: "
-             "float32, bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU) "
-             "(default: the backend's choice for the device)")
-    add("--temperature_increment_on_fallback", type=float, default=0.2,
-        help="Whisper's fallback: a window that loops or is unsure is decoded again at this much "
-             "higher temperature (sampling); 0 = greedy only, so answers are reproducible")
-    add("--use_int8", type=str2bool, default=False,
-        help="ct2 only, the original project's flag: the same as --compute_type=int8")
-    add("--local_files_only", type=str2bool, default=True,
-        help="never contact the Hugging Face hub; False lets --model_path be a hub name")
-    add("--beam_size", "--num_beams", dest="beam_size", type=positive_int, default=1,
-        help="beam search width (1 = greedy); --num_beams is the same setting")
-    add("--batch_size", type=positive_int, default=1,
-        help="windows of one long upload decoded together (batched inference)")
-    add("--vad_filter", type=str2bool, default=False,
-        help="skip silence with a voice-activity detector (ct2 backend)")
-    add("--language", default=None,
-        help="language when a request names none, e.g. zh or chinese; default: detect")
-    add("--num_workers", type=positive_int, default=1,
-        help="recognitions that run at the same time")
-    add("--max_queue", type=int, default=16,
-        help="requests that may wait for a worker; beyond, the server answers 503 with Retry-After")
-    add("--max_upload_mb", type=float, default=100.0, help="largest accepted upload, in MB (413 beyond)")
-    add("--api_key", default=os.environ.get("WHISPER_SERVER_API_KEY"),
-        help="when set, every endpoint but /health, / and /docs needs 'Authorization: Bearer <key>' "
-             "(default: the WHISPER_SERVER_API_KEY environment variable, else no key)")
-    add("--cpu_threads", type=int, default=0,
-        help="CPU threads per recognition (0 = the backend's default); with --backend=transformers "
-             "torch's threads, shared by all workers")
-    add("--warmup", type=str2bool, default=True,
-        help="run one second of silence through the model before opening the port, so the first "
-             "request is as fast as the rest and a broken model fails at start")
-    add("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"),
-        help="uvicorn's log level")
-    return parser
+API_KEY_VARIABLE = "WHISPER_SERVER_API_KEY"
+# The flags handed to the engine (when the chosen backend takes them), rather than to the app.
+ENGINE_FLAGS = ("use_gpu", "compute_type", "use_int8", "batch_size", "cpu_threads", "local_files_only")
 
 
-def backend_options(args) -> dict:
-    options = {"use_gpu": args.use_gpu, "batch_size": args.batch_size,
-               "local_files_only": args.local_files_only}
-    if args.backend == "ct2":
-        # faster-whisper runs this many transcriptions in parallel on one loaded model.
+@dataclass
+class ServerArguments:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on; 0.0.0.0 for every interface"})
+    port: int = field(default=5000, metadata={
+        "help": "TCP port; 0 = any free port, named by the 'serving on http://...' line at start"})
+    model_path: str = field(default=default_model("ct2"), metadata={
+        "help": "a CTranslate2 folder (model.bin), a transformers folder (config.json and weights) or a "
+                "GGML file; with --local_files_only=False also a hub name"})
+    backend: str = field(default="auto", metadata={
+        "help": "inference engine; auto = the one that reads --model_path", "choices": BACKEND_CHOICES})
+    use_gpu: bool = field(default=False, metadata={"help": "run the model on CUDA"})
+    compute_type: Optional[str] = field(default=None, metadata={
+        "help": "ct2: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32; transformers: "
+                "float32, bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU); unset = the "
+                "backend's choice for the device"})
+    temperature_increment_on_fallback: float = field(default=0.2, metadata={
+        "help": "Whisper's fallback: a window that loops or is unsure is decoded again at this much higher "
+                "temperature (sampling); 0 = greedy only, so answers are reproducible"})
+    use_int8: bool = field(default=False, metadata={
+        "help": "the original project's flag: ct2: --compute_type=int8 (int8_float16 on a GPU); "
+                "transformers: dynamic int8 quantization on the CPU"})
+    local_files_only: bool = field(default=True, metadata={
+        "help": "never contact the Hugging Face hub; False lets --model_path be a hub name"})
+    beam_size: int = field(default=1, metadata={
+        "help": "beam search width (1 = greedy); --num_beams is the same setting", "aliases": ["--num_beams"]})
+    batch_size: int = field(default=1, metadata={"help": "windows of one long upload decoded together"})
+    vad_filter: bool = field(default=False, metadata={
+        "help": "skip silence with a voice-activity detector (backends that have one: ct2)"})
+    language: Optional[str] = field(default=None, metadata={
+        "help": "language when a request names none, e.g. zh or chinese; unset = detect"})
+    num_workers: int = field(default=1, metadata={"help": "recognitions that run at the same time"})
+    max_queue: int = field(default=16, metadata={
+        "help": "requests that may wait for a worker; beyond, the server answers 503 with Retry-After"})
+    max_upload_mb: float = field(default=100.0, metadata={"help": "largest accepted upload, in MB (413 beyond)"})
+    api_key: Optional[str] = field(default=None, metadata={
+        "secret": True,
+        "help": "when set, every endpoint but /health, / and /docs needs 'Authorization: Bearer <key>'; "
+                f"unset = the {API_KEY_VARIABLE} environment variable, else no key"})
+    cpu_threads: int = field(default=0, metadata={
+        "help": "CPU threads per recognition (0 = the backend's default); with --backend=transformers "
+                "torch's threads, shared by all workers"})
+    warmup: bool = field(default=True, metadata={
+        "help": "run one second of silence through the model before opening the port, so the first "
+                "request is as fast as the rest and a broken model fails at start"})
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = field(
+        default="info", metadata={"help": "uvicorn's log level"})
+
+    def __post_init__(self):
+        if self.api_key is None:
+            # Read here, not as the default: --help prints defaults, and the key must not show there.
+            self.api_key = os.environ.get(API_KEY_VARIABLE)
+        if self.use_int8 and self.compute_type not in (None, "int8"):
+            raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "
+                             f"give one of them")
+        check_ranges(self)
+        try:
+            self.language = to_language_code(self.language)
+        except UserError as exc:
+            # The first clause names the language; the list of 100 valid ones would drown it.
+            raise UsageError(f"--language: {str(exc).split(';')[0]}") from None
+
+
+def check_ranges(args: ServerArguments) -> None:
+    at_least = {"beam_size": 1, "batch_size": 1, "num_workers": 1, "max_queue": 0, "cpu_threads": 0,
+                "temperature_increment_on_fallback": 0}
+    for name, low in at_least.items():
+        if getattr(args, name) < low:
+            raise UsageError(f"--{name} must be {low} or more, got {getattr(args, name)}")
+    if args.max_upload_mb <= 0:
+        raise UsageError(f"--max_upload_mb must be above 0, got {args.max_upload_mb}")
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port must be 0 (any free port) to 65535, got {args.port}")
+
+
+def engine_options(args: ServerArguments, backend: str) -> dict:
+    """The keyword options of `backend` from the flags; a flag it does not take is a UsageError."""
+    flags = {name: getattr(args, name) for name in ENGINE_FLAGS}
+    takes = BACKENDS[backend].options
+    if args.use_int8 and "use_int8" not in takes and "compute_type" in takes:
+        # The original project's --use_int8 names CTranslate2's int8 compute type.
+        flags.update(use_int8=None, compute_type="int8_float16" if args.use_gpu else "int8")
+    defaults = {item.name: item.default for item in dataclasses.fields(ServerArguments)}
+    options = backend_options(backend, flags, defaults)
+    if "num_workers" in takes:
+        # The engine runs this many transcriptions in parallel on one loaded model (faster-whisper).
         options["num_workers"] = args.num_workers
-        if args.compute_type:
-            options["compute_type"] = args.compute_type
-    elif args.compute_type:
-        options["dtype"] = args.compute_type
-    if args.cpu_threads:
-        options["cpu_threads"] = args.cpu_threads
     return options
 
 
-def check_args(parser: argparse.ArgumentParser, args) -> None:
-    if args.use_int8:
-        if args.compute_type not in (None, "int8"):
-            parser.error(f"--use_int8 and --compute_type={args.compute_type} contradict each other")
-        args.compute_type = "int8"
-    if args.backend == "transformers" and args.compute_type is not None:
-        try:
-            check_compute_type(args.compute_type, args.use_gpu)
-        except ValueError as exc:
-            parser.error(str(exc))
-    if args.vad_filter and args.backend != "ct2":
-        parser.error("--vad_filter needs --backend=ct2 (faster-whisper's Silero VAD)")
-    if args.temperature_increment_on_fallback < 0:
-        parser.error("--temperature_increment_on_fallback must be 0 or more, "
-                     f"got {args.temperature_increment_on_fallback}")
-    if args.cpu_threads < 0:
-        parser.error(f"--cpu_threads must be 0 or more, got {args.cpu_threads}")
-    if args.max_queue < 0:
-        parser.error(f"--max_queue must be 0 or more, got {args.max_queue}")
-    if args.max_upload_mb <= 0:
-        parser.error(f"--max_upload_mb must be above 0, got {args.max_upload_mb}")
-    if not 0 < args.port < 65536:
-        parser.error(f"--port must be 1-65535, got {args.port}")
-    if args.local_files_only and not os.path.isdir(args.model_path):
-        parser.error(f"--model_path {args.model_path}: model folder not found "
-                     f"(fetch one with `make models`, or point at your fine-tuned model)")
-    if args.language:
-        from utils.core.languages import to_language_code
+def check_request_options(args: ServerArguments, backend: str) -> None:
+    """Refuse at start a default every request would be refused for."""
+    unsupported = BACKENDS[backend].load_class().unsupported
+    if args.vad_filter and "vad_filter" in unsupported:
+        takers = [name for name, b in BACKENDS.items() if "vad_filter" not in b.load_class().unsupported]
+        raise UsageError(f"--vad_filter applies only to --backend={' or '.join(takers)}, not {backend}")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now so that a taken port fails before the slow model load; it
+    accepts connections only once uvicorn serves on it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise UsageError(f"--host={host} --port={port}: cannot listen there ({exc.strerror or exc}); "
+                         f"pick another port, or --port=0 for any free one") from None
+    return sock
+
+
+def load_model(args: ServerArguments, backend: str, options: dict):
+    started = time.monotonic()
+    transcriber = load_transcriber(backend, args.model_path, **options)
+    if args.warmup:
+        # One short silent recognition makes the first real request as fast as the rest and proves
+        # the model and the request defaults work before the port opens.
+        import numpy as np
+
+        from utils.inference.transcriber import TranscribeOptions
 
         try:
-            args.language = to_language_code(args.language)
-        except ValueError as exc:
-            parser.error(f"--language: {str(exc).split(';')[0]}")
+            segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32), TranscribeOptions(
+                language=args.language or "en", beam_size=args.beam_size, vad_filter=args.vad_filter))
+            list(segments)
+        except UserError as exc:
+            if args.language:
+                raise UsageError(f"--language={args.language}: {exc}") from None
+            raise
+    warmed = " and warmed up" if args.warmup else ""
+    print(f"loaded {args.model_path} on the {backend} backend{warmed} in {time.monotonic() - started:.1f} s",
+          flush=True)
+    return transcriber
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    shown = {**vars(args), "api_key": "(set)" if args.api_key else None}
-    print("-" * 20, "configuration", "-" * 20)
-    for name, value in shown.items():
-        print(f"{name}: {value}")
-    print("-" * 55, flush=True)
+def serve(args: ServerArguments) -> None:
+    print_config("infer_server.py configuration", args)
+    backend = resolve_backend(args.backend, args.model_path)
+    options = engine_options(args, backend)
+    check_request_options(args, backend)
+    sock = listening_socket(args.host, args.port)
+    transcriber = load_model(args, backend, options)
 
     import uvicorn
 
     from utils.apps.server import ServerSettings, create_app
-    from utils.inference.registry import load_transcriber
-    from utils.inference.transcriber import TranscribeOptions
-
-    started = time.monotonic()
-    try:
-        transcriber = load_transcriber(args.backend, args.model_path, **backend_options(args))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: cannot load the model: {exc}", file=sys.stderr)
-        return 2
-    # One short silent recognition makes the first real request as fast as the rest and proves
-    # the model works before the port opens.
-    try:
-        if args.warmup:
-            segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32),
-                                                 TranscribeOptions(language=args.language or "en"))
-            list(segments)
-    except ValueError as exc:
-        print(f"error: --language={args.language}: {exc}", file=sys.stderr)
-        return 2
-    print(f"model loaded{' and warmed up' if args.warmup else ''} in {time.monotonic() - started:.1f} s", flush=True)
 
     settings = ServerSettings(
-        backend=args.backend, model_name=os.path.basename(os.path.normpath(args.model_path)),
-        num_workers=args.num_workers, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-        api_key=args.api_key, language=args.language, beam_size=args.beam_size,
-        vad_filter=args.vad_filter,
+        backend=backend, model_name=model_name(args.model_path), num_workers=args.num_workers,
+        max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
+        language=args.language, beam_size=args.beam_size, vad_filter=args.vad_filter,
         temperature_increment_on_fallback=args.temperature_increment_on_fallback)
-    app = create_app(transcriber, settings)
-    print(f"serving on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    # Tests and tools started with --port=0 read the port from this line.
+    print(f"serving on http://{shown_host}:{port}/  (API docs: /docs)", flush=True)
     # One uvicorn process: the worker pool inside the app gives concurrency without loading
     # the model once per process.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(transcriber, settings), log_level=args.log_level))
+    server.run(sockets=[sock])
+
+
+def main(argv=None) -> int:
+    args = parse_args(ServerArguments, argv, description=__doc__)
+    return guarded(lambda: serve(args))
 
 
 if __name__ == "__main__":

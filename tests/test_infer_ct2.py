@@ -135,7 +135,7 @@ def test_hf_to_ct2_conversion_keeps_language_detection(tmp_path, whisper_base_di
     shipped = " ".join(s.text for s in ct2_base.transcribe(path)[0])
     assert wer(shipped, " ".join(s.text for s in segments)) <= 0.1
     again = run("tools/hf_to_ct2.py", f"--model_dir={whisper_base_dir}", f"--output_dir={out}")
-    assert again.returncode == 1 and "--force" in again.stderr
+    assert again.returncode == 2 and "--force" in again.stderr
 
 
 def test_hf_to_ct2_repairs_missing_language_ids(tmp_path, tiny_whisper_dir):

@@ -44,7 +44,7 @@ def test_split_at_quiet_points_cuts_in_pauses():
 
 
 def test_unknown_backend_and_bad_audio(tiny_whisper_dir):
-    with pytest.raises(ValueError, match="valid backends: transformers, ct2, ggml"):
+    with pytest.raises(ValueError, match="valid backends: auto, transformers, ct2, ggml"):
         load_transcriber("onnx", str(tiny_whisper_dir))
     transcriber = load_transcriber("transformers", str(tiny_whisper_dir))
     with pytest.raises(AudioError, match="not a readable audio file"):
@@ -185,14 +185,63 @@ def test_transformers_on_cpu_uses_the_decode_step_attention_and_bf16_where_suppo
     texts = [" ".join(s.text for s in t.transcribe(path, TranscribeOptions(language="en"))[0]) for t in (plain, eager)]
     assert texts[0] == texts[1] and wer(sentence, texts[0]) <= 0.35
     if utils.core.devices.cpu_supports_bf16():
-        bf16 = load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
+        bf16 = load_transcriber("transformers", str(whisper_tiny_en_dir), compute_type="bfloat16")
         assert bf16.model.model.decoder.layers[0].fc1.weight.dtype == torch.bfloat16
         text = " ".join(s.text for s in bf16.transcribe(path, TranscribeOptions(language="en"))[0])
         assert wer(sentence, text) <= 0.35
-    for dtype, message in [("int8", "runs in float32, bfloat16, float16, not 'int8'"),
-                           ("float16", "float16 on the transformers backend needs a CUDA GPU")]:
+    for dtype, message in [("int8", "compute_type=int8 is not one the transformers backend runs in; it takes "
+                                    "float32, bfloat16, float16"),
+                           ("float16", "compute_type=float16 on the transformers backend needs a CUDA GPU")]:
         with pytest.raises(ValueError, match=message):
-            load_transcriber("transformers", str(whisper_tiny_en_dir), dtype=dtype)
+            load_transcriber("transformers", str(whisper_tiny_en_dir), compute_type=dtype)
     monkeypatch.setattr(utils.core.devices, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ValueError, match="needs AVX512-BF16 or AMX"):
-        load_transcriber("transformers", str(whisper_tiny_en_dir), dtype="bfloat16")
+        load_transcriber("transformers", str(whisper_tiny_en_dir), compute_type="bfloat16")
+
+
+def test_registry_names_every_backend_and_its_constructor_options():
+    import inspect
+
+    from utils.inference.registry import BACKEND_CHOICES, BACKENDS
+
+    assert BACKEND_CHOICES == ("auto", "transformers", "ct2", "ggml")
+    for backend in BACKENDS.values():
+        cls = backend.load_class()
+        parameters = list(inspect.signature(cls.__init__).parameters)[2:]   # self, model_path
+        assert tuple(parameters) == backend.options, backend.name
+        assert cls.backend == backend.name
+
+
+def test_auto_backend_follows_what_the_path_holds(tiny_whisper_dir, whisper_base_dir, tmp_path):
+    from utils.core.models import GGML_MAGIC, ModelLoadError
+    from utils.inference.registry import resolve_backend
+
+    assert resolve_backend("auto", str(tiny_whisper_dir)) == "transformers"
+    assert resolve_backend("auto", str(whisper_base_dir.parent / "whisper-base-ct2")) == "ct2"
+    ggml = tmp_path / "model.bin"
+    ggml.write_bytes(GGML_MAGIC.to_bytes(4, "little") + bytes(44))
+    assert resolve_backend("auto", str(ggml)) == "ggml"
+    assert resolve_backend("auto", "openai/whisper-base") == "transformers"   # a hub id, for online users
+    assert resolve_backend("ct2", str(tiny_whisper_dir)) == "ct2"             # asked for by name: not second-guessed
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelLoadError, match="notes.txt: not a whisper.cpp GGML model file"):
+        resolve_backend("auto", str(tmp_path / "notes.txt"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("x")
+    with pytest.raises(ModelLoadError, match="not a model folder: it holds readme.md, but neither model.bin"):
+        resolve_backend("auto", str(empty))
+    with pytest.raises(ModelLoadError, match="no such model file or folder"):
+        resolve_backend("auto", str(tmp_path / "missing"))
+
+
+def test_backend_options_keep_what_a_backend_takes_and_refuse_the_rest():
+    from utils.core.errors import UsageError
+    from utils.inference.registry import backend_options
+
+    flags = {"use_gpu": False, "batch_size": 4, "vad_filter": None, "cpu_threads": 2}
+    assert backend_options("ct2", flags) == {"use_gpu": False, "batch_size": 4, "cpu_threads": 2}
+    assert backend_options("ggml", {"cpu_threads": 2, "batch_size": 1}, defaults={"batch_size": 1}) == \
+        {"cpu_threads": 2}
+    with pytest.raises(UsageError, match="--batch_size applies only to --backend=transformers or ct2, not ggml"):
+        backend_options("ggml", {"batch_size": 4}, defaults={"batch_size": 1})

@@ -9,8 +9,8 @@ threads are shared out so that workers x threads = `--total_threads`, otherwise 
 would also mean more threads and the comparison would measure oversubscription. Rounds are
 interleaved and the table shows medians.
 """
-import argparse
-import json
+from __future__ import annotations
+
 import os
 import socket
 import statistics
@@ -19,49 +19,85 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tools.benchmark_inference import machine_description, write_atomic, write_readme_section  # noqa: E402
+from utils.bench.report import (  # noqa: E402
+    command_line,
+    machine_description,
+    pyplot,
+    save_figure,
+    write_readme_section,
+)
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
+from utils.core.errors import UsageError, UserError  # noqa: E402
+from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
+from utils.inference.registry import default_model  # noqa: E402
+
+BACKEND = "ct2"     # the engine whose --num_workers the benchmark compares
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("--model_path", default="models/whisper-base-ct2", help="CTranslate2 model folder the server loads")
-    add("--audio_path", default="dataset/audio/en_test_0001.flac", help="the upload every request sends")
-    add("--language", default="en", help="language the requests ask for (skips detection)")
-    add("--compute_type", default="int8", help="CTranslate2 compute type of the server")
-    add("--workers", default="1,2", help="comma-separated --num_workers values to compare")
-    add("--total_threads", type=int, default=os.cpu_count() or 1,
-        help="CPU threads shared by all workers (each worker gets total_threads // workers, at least 1)")
-    add("--requests", type=int, default=24, help="requests per measurement")
-    add("--concurrency", type=int, default=4, help="client threads sending at the same time")
-    add("--repeats", type=int, default=3, help="interleaved rounds; the table shows medians")
-    add("--startup_timeout", type=float, default=180.0, help="seconds to wait for the server's /health")
-    add("--output_prefix", default=None, help="write <prefix>.md, <prefix>.json and <prefix>.png")
-    add("--readme", default=None, help="also put the table, the goal and the chart in this README's "
-                                       "'speed-server' section (between its marker comments)")
-    return parser
+@dataclass
+class ServerBenchmarkArguments:
+    model_path: str = field(default=default_model(BACKEND), metadata={
+        "help": "CTranslate2 model folder the server loads"})
+    audio_path: str = field(default="dataset/audio/en_test_0001.flac", metadata={
+        "help": "the upload every request sends"})
+    language: str = field(default="en", metadata={"help": "language the requests ask for (skips detection)"})
+    compute_type: str = field(default="int8", metadata={"help": "CTranslate2 compute type of the server"})
+    workers: str = field(default="1,2", metadata={"help": "comma-separated --num_workers values to compare"})
+    total_threads: int = field(default=os.cpu_count() or 1, metadata={
+        "help": "CPU threads shared by all workers (each worker gets total_threads // workers, at least 1)"})
+    requests: int = field(default=24, metadata={"help": "requests per measurement"})
+    concurrency: int = field(default=4, metadata={"help": "client threads sending at the same time"})
+    repeats: int = field(default=3, metadata={"help": "interleaved rounds; the table shows medians"})
+    startup_timeout: float = field(default=180.0, metadata={"help": "seconds to wait for the server's /health"})
+    output_prefix: Optional[str] = field(default=None, metadata={
+        "help": "write <prefix>.md, <prefix>.json and <prefix>.png"})
+    readme: Optional[str] = field(default=None, metadata={
+        "help": "also put the table, the goal and the chart in this README's 'speed-server' section "
+                "(between its marker comments)"})
+
+    def __post_init__(self):
+        try:
+            values = [int(value) for value in self.workers.split(",") if value.strip()]
+        except ValueError:
+            raise UsageError(f"--workers: expected comma-separated integers, got {self.workers!r}") from None
+        if not values or min(values) < 1:
+            raise UsageError(f"--workers: every value must be at least 1, got {self.workers!r}")
+        for name in ("total_threads", "requests", "concurrency", "repeats"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def worker_counts(self) -> list[int]:
+        return [int(value) for value in self.workers.split(",") if value.strip()]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def reserve_port() -> socket.socket:
+    """A bound loopback socket on a free port. Held until the server has bound the same port (both
+    set SO_REUSEADDR and this one never listens, which Linux allows), so that no other process can
+    take the port between choosing it and the server starting."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 class Server:
     """infer_server.py in its own process on loopback; stopped (never left running) by `stop`."""
 
-    def __init__(self, args, workers: int, threads: int, log_path: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, args: ServerBenchmarkArguments, workers: int, threads: int, log_path: str):
+        self._port = reserve_port()
+        port = self._port.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "w")
-        command = [sys.executable, "infer_server.py", f"--port={self.port}", "--log_level=warning",
-                   "--backend=ct2", f"--model_path={args.model_path}", f"--compute_type={args.compute_type}",
+        command = [sys.executable, "infer_server.py", f"--port={port}", "--log_level=warning",
+                   f"--backend={BACKEND}", f"--model_path={args.model_path}", f"--compute_type={args.compute_type}",
                    f"--num_workers={workers}", f"--cpu_threads={threads}", f"--language={args.language}",
                    f"--max_queue={args.concurrency}"]
         self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
@@ -72,14 +108,16 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"infer_server.py exited with {self.process.returncode}; see {self.log_path}")
+                raise UserError(f"infer_server.py exited with {self.process.returncode}; see {self.log_path}")
             try:
                 if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    self._port.close()
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"infer_server.py did not answer /health within {timeout:.0f} s; see {self.log_path}")
+        raise UserError(f"infer_server.py did not answer /health within {timeout:.0f} s; see {self.log_path} "
+                        f"(or raise --startup_timeout)")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -89,6 +127,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._port.close()
         self._log.close()
 
 
@@ -99,7 +138,7 @@ def one_request(url: str, audio: bytes, name: str) -> tuple[float, str]:
     response = requests.post(url + "/recognition", files={"audio": (name, audio)}, timeout=600)
     latency = time.perf_counter() - began
     if response.status_code != 200:
-        raise RuntimeError(f"server answered {response.status_code}: {response.text[:200]}")
+        raise UserError(f"infer_server.py answered {response.status_code}: {response.text[:200]}")
     text = " ".join(item["text"] for item in response.json()["results"])
     return latency, text
 
@@ -125,11 +164,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def bar_chart(rows: list[dict], path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [f"num_workers={row['workers']}" for row in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
     left.bar(labels, [row["requests_per_s"] for row in rows], color="#1f77b4")
@@ -143,42 +178,18 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
     right.legend()
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path + ".part.png", dpi=100)
-    plt.close(figure)
-    os.replace(path + ".part.png", path)
+    save_figure(figure, path)
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        workers_list = [int(value) for value in args.workers.split(",") if value.strip()]
-    except ValueError:
-        parser.error(f"--workers: expected comma-separated integers, got {args.workers!r}")
-    if not workers_list or min(workers_list) < 1:
-        parser.error(f"--workers: every value must be at least 1, got {args.workers!r}")
-    for name in ("total_threads", "requests", "concurrency", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not os.path.isfile(os.path.join(args.model_path, "model.bin")):
-        parser.error(f"--model_path {args.model_path}: not a CTranslate2 model folder (no model.bin)")
-    if not os.path.isfile(args.audio_path):
-        parser.error(f"--audio_path {args.audio_path}: file not found")
-    print("benchmark_server.py configuration:")
-    for name, value in vars(args).items():
-        print(f"  {name} = {value!r}")
-    with open(args.audio_path, "rb") as file:
-        audio = file.read()
-    name = os.path.basename(args.audio_path)
-
+def run_rounds(args: ServerBenchmarkArguments, audio: bytes, name: str) -> dict[int, list]:
+    """--num_workers value -> its measurements, one server process each, rounds interleaved."""
     from tqdm import tqdm
 
     logs = tempfile.mkdtemp(prefix="benchmark-server-")
-    load_before = os.getloadavg()
-    runs: dict[int, list] = {workers: [] for workers in workers_list}
-    with tqdm(total=len(workers_list) * args.repeats, desc="server runs", file=sys.stderr) as bar:
+    runs: dict[int, list] = {workers: [] for workers in args.worker_counts}
+    with tqdm(total=len(runs) * args.repeats, desc="server runs", file=sys.stderr) as bar:
         for round_index in range(args.repeats):
-            for workers in workers_list:
+            for workers in runs:
                 threads = max(1, args.total_threads // workers)
                 server = Server(args, workers, threads, os.path.join(logs, f"server-{workers}-{round_index}.log"))
                 try:
@@ -189,51 +200,83 @@ def main(argv=None) -> int:
                 result["threads_per_worker"] = threads
                 runs[workers].append(result)
                 bar.write(f"round {round_index + 1} num_workers={workers} x {threads} threads: "
-                          f"{result['requests_per_s']:.2f} req/s, p50 {result['p50_s']:.2f} s, p95 {result['p95_s']:.2f} s")
+                          f"{result['requests_per_s']:.2f} req/s, p50 {result['p50_s']:.2f} s, "
+                          f"p95 {result['p95_s']:.2f} s")
                 bar.update(1)
-    load_after = os.getloadavg()
+    return runs
 
-    rows = []
-    for workers, results in runs.items():
-        rows.append({"workers": workers, "threads_per_worker": results[0]["threads_per_worker"],
-                     "requests_per_s": statistics.median(r["requests_per_s"] for r in results),
-                     "p50_s": statistics.median(r["p50_s"] for r in results),
-                     "p95_s": statistics.median(r["p95_s"] for r in results),
-                     "rounds": [round(r["requests_per_s"], 3) for r in results],
-                     "text": results[0]["text"]})
-    header = (f"`infer_server.py --backend=ct2 --compute_type={args.compute_type}` on loopback, "
-              f"{args.requests} requests of `{name}` from {args.concurrency} concurrent clients, "
-              f"median of {args.repeats} interleaved rounds. Machine: {machine_description()}; "
-              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.")
-    lines = [header, "", "| --num_workers | threads per worker | requests/s | p50 latency s | p95 latency s | rounds (req/s) |",
-             "|---|---|---|---|---|---|"]
+
+def summarise(runs: dict[int, list]) -> list[dict]:
+    return [{"workers": workers, "threads_per_worker": results[0]["threads_per_worker"],
+             "requests_per_s": statistics.median(r["requests_per_s"] for r in results),
+             "p50_s": statistics.median(r["p50_s"] for r in results),
+             "p95_s": statistics.median(r["p95_s"] for r in results),
+             "rounds": [round(r["requests_per_s"], 3) for r in results],
+             "text": results[0]["text"]} for workers, results in runs.items()]
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| --num_workers | threads per worker | requests/s | p50 latency s | p95 latency s | "
+             "rounds (req/s) |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['workers']} | {row['threads_per_worker']} | {row['requests_per_s']:.2f} | "
                      f"{row['p50_s']:.2f} | {row['p95_s']:.2f} | {', '.join(f'{v:.2f}' for v in row['rounds'])} |")
-    table = "\n".join(lines) + "\n"
-    summary = []
-    if len(rows) > 1:
-        first, best = rows[0], max(rows[1:], key=lambda row: row["requests_per_s"])
-        summary.append(f"num_workers={best['workers']} gives {best['requests_per_s'] / first['requests_per_s']:.2f}x "
-                       f"the throughput of num_workers={first['workers']} (goal 1.5x)")
+    return "\n".join(lines) + "\n"
+
+
+def goals(rows: list[dict]) -> list[str]:
+    if len(rows) < 2:
+        return []
+    first, best = rows[0], max(rows[1:], key=lambda row: row["requests_per_s"])
+    return [f"num_workers={best['workers']} gives {best['requests_per_s'] / first['requests_per_s']:.2f}x "
+            f"the throughput of num_workers={first['workers']} (goal 1.5x)"]
+
+
+def check_inputs(args: ServerBenchmarkArguments) -> None:
+    if not os.path.isfile(os.path.join(args.model_path, "model.bin")):
+        raise UserError(f"--model_path {args.model_path}: not a CTranslate2 model folder (no model.bin)")
+    if not os.path.isfile(args.audio_path):
+        raise UserError(f"--audio_path {args.audio_path}: file not found")
+
+
+def benchmark(args: ServerBenchmarkArguments, command: str) -> None:
+    check_inputs(args)
+    print_config("benchmark_server.py configuration", args)
+    with open(args.audio_path, "rb") as file:
+        audio = file.read()
+    name = os.path.basename(args.audio_path)
+    load_before = os.getloadavg()
+    runs = run_rounds(args, audio, name)
+    load_after = os.getloadavg()
+
+    rows = summarise(runs)
+    header = (f"`infer_server.py --backend={BACKEND} --compute_type={args.compute_type}` on loopback, "
+              f"{args.requests} requests of `{name}` from {args.concurrency} concurrent clients, "
+              f"median of {args.repeats} interleaved rounds. Machine: {machine_description()}; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.")
+    table = markdown(rows, header)
+    summary = goals(rows)
     print("\n" + table)
     for line in summary:
         print(line)
     if args.output_prefix:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output_prefix)), exist_ok=True)
-        write_atomic(args.output_prefix + ".md", table + "\n" + "".join(f"- {line}\n" for line in summary))
-        write_atomic(args.output_prefix + ".json", json.dumps(
-            {"header": header, "rows": rows, "runs": {str(k): v for k, v in runs.items()}, "goals": summary},
-            ensure_ascii=False, indent=1))
+        write_text_atomic(args.output_prefix + ".md", table + "\n" + "".join(f"- {line}\n" for line in summary))
+        write_json_atomic(args.output_prefix + ".json", {"header": header, "rows": rows, "goals": summary,
+                                                         "runs": {str(k): v for k, v in runs.items()}}, indent=1)
         bar_chart(rows, args.output_prefix + ".png", f"infer_server.py, {name}, {args.concurrency} clients")
         print(f"wrote {args.output_prefix}.md, .json and .png")
     if args.readme:
-        write_readme_section(args.readme, "speed-server", table, summary,
+        write_readme_section(args.readme, "speed-server", command, table, summary,
                              args.output_prefix + ".png" if args.output_prefix else None)
     best = max(rows, key=lambda row: row["requests_per_s"])
     print(f"server benchmark: {sum(len(r) for r in runs.values())} measurements of {args.requests} requests; "
           f"best: num_workers={best['workers']} at {best['requests_per_s']:.2f} requests/s")
-    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(ServerBenchmarkArguments, argv, description=__doc__)
+    return guarded(lambda: benchmark(args, command_line("tools/benchmark_server.py", argv)))
 
 
 if __name__ == "__main__":

@@ -17,22 +17,25 @@ configuration alike), and the table shows each one's median.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from transformers.hf_argparser import string_to_bool
-
 from utils.bench.measured_run import StageFailed, run_measured  # noqa: E402
-from utils.training.callbacks import write_json_atomic  # noqa: E402
+from utils.bench.report import command_line, machine_description  # noqa: E402
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
+from utils.core.errors import UsageError, UserError  # noqa: E402
+from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
+from utils.core.models import model_name  # noqa: E402
+from utils.inference.registry import default_model  # noqa: E402
 
 CONFIGS = {
     "all-modules": ["--freeze_encoder=False"],
@@ -42,7 +45,8 @@ CONFIGS = {
     "frozen-bf16": ["--freeze_encoder=True", "--cache_encoder_outputs=False", "--bf16=True"],
     "frozen-cached-bf16": ["--freeze_encoder=True", "--cache_encoder_outputs=True", "--bf16=True"],
     # Without LoRA dropout: its masks over the 1500 stored encoder frames that feed every cross-attention
-    # k/v adapter are about a quarter of a decoder step on a CPU (torch profiler: bernoulli_ + mul).
+    # k/v adapter are a large part of a decoder step on a CPU (torch profiler: bernoulli_ + mul; the
+    # share is in docs/performance.md).
     "frozen-nodrop": ["--freeze_encoder=True", "--cache_encoder_outputs=False", "--lora_dropout=0"],
     "frozen-cached-nodrop": ["--freeze_encoder=True", "--cache_encoder_outputs=True", "--lora_dropout=0"],
 }
@@ -54,44 +58,52 @@ def reference_of(config: str) -> str:
     return "frozen" if config == "all-modules" else config.replace("-cached", "")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--base_model", default="models/whisper-base", help="Whisper model folder")
-    parser.add_argument("--train_data", default="dataset/zh_train.jsonl", help="manifest the clips come from")
-    parser.add_argument("--num_clips", type=int, default=24, help="first N clips of --train_data")
-    parser.add_argument("--epochs", type=float, default=3, help="epochs per run")
-    parser.add_argument("--batch_size", type=int, default=4, help="clips per step")
-    parser.add_argument("--configs", default="frozen,frozen-cached",
-                        help="comma-separated, from: " + ", ".join(CONFIGS))
-    parser.add_argument("--language", default="Chinese", help="language of the clips")
-    parser.add_argument("--fp16", type=string_to_bool, default=False, help="mixed precision float16 (CUDA only)")
-    parser.add_argument("--bf16", type=string_to_bool, default=False,
-                        help="mixed precision bfloat16 (CUDA with bf16, or a CPU with AVX512-BF16/AMX)")
-    parser.add_argument("--use_8bit", type=string_to_bool, default=False, help="8-bit base weights (CUDA + bitsandbytes)")
-    parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the table shows medians")
-    parser.add_argument("--output_dir", default="output/benchmark_training", help="runs, logs, results.json")
-    parser.add_argument("--table", default="docs/training_benchmark.md", help="markdown table to write")
-    parser.add_argument("--readme", default="",
-                        help="also put the table in this README's 'speed-training' section (between its markers)")
-    args = parser.parse_args(argv)
-    args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in args.config_list if c not in CONFIGS]
-    if unknown or not args.config_list:
-        parser.error(f"--configs: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONFIGS)}")
-    for name in ("num_clips", "epochs", "batch_size", "repeats"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+@dataclass
+class TrainingBenchmarkArguments:
+    base_model: str = field(default=default_model("transformers"), metadata={"help": "Whisper model folder"})
+    train_data: str = field(default="dataset/zh_train.jsonl", metadata={"help": "manifest the clips come from"})
+    num_clips: int = field(default=24, metadata={"help": "first N clips of --train_data"})
+    epochs: float = field(default=3, metadata={"help": "epochs per run"})
+    batch_size: int = field(default=4, metadata={"help": "clips per step"})
+    configs: str = field(default="frozen,frozen-cached", metadata={
+        "help": "comma-separated, from: " + ", ".join(CONFIGS)})
+    language: str = field(default="Chinese", metadata={"help": "language of the clips"})
+    fp16: bool = field(default=False, metadata={"help": "mixed precision float16 (CUDA only)"})
+    bf16: bool = field(default=False, metadata={
+        "help": "mixed precision bfloat16 (CUDA with bf16, or a CPU with AVX512-BF16/AMX)"})
+    use_8bit: bool = field(default=False, metadata={"help": "8-bit base weights (CUDA + bitsandbytes)"})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader workers"})
+    repeats: int = field(default=1, metadata={"help": "interleaved rounds; the table shows medians"})
+    output_dir: str = field(default="output/benchmark_training", metadata={"help": "runs, logs, results.json"})
+    table: str = field(default="docs/training_benchmark.md", metadata={"help": "markdown table to write"})
+    readme: Optional[str] = field(default=None, metadata={
+        "help": "also put the table in this README's 'speed-training' section (between its markers)"})
+
+    def __post_init__(self):
+        unknown = [c for c in self.config_list if c not in CONFIGS]
+        if unknown or not self.config_list:
+            raise UsageError(f"--configs: unknown {', '.join(unknown) or '(none given)'}; "
+                             f"choose from {', '.join(CONFIGS)}")
+        for name in ("num_clips", "epochs", "batch_size", "repeats"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
+
+    @property
+    def config_list(self) -> list[str]:
+        return [c.strip() for c in self.configs.split(",") if c.strip()]
+
+
+def check_inputs(args: TrainingBenchmarkArguments) -> None:
     if not os.path.isfile(os.path.join(args.base_model, "config.json")):
-        parser.error(f"--base_model: {args.base_model} is not a model folder; run "
-                     f"`python tools/download_model.py --model=whisper-base`")
+        raise UserError(f"--base_model: {args.base_model} is not a model folder; run "
+                        f"`python tools/download_model.py --model=whisper-base`")
     if not os.path.isfile(args.train_data):
-        parser.error(f"--train_data: {args.train_data} not found")
-    return args
+        raise UserError(f"--train_data: {args.train_data} not found")
 
 
-def subset(args) -> str:
+def subset(args: TrainingBenchmarkArguments) -> str:
     """The first --num_clips speech clips of --train_data, as a manifest of its own."""
     kept = []
     with open(args.train_data, encoding="utf-8") as handle:
@@ -101,13 +113,11 @@ def subset(args) -> str:
             if len(kept) == args.num_clips:
                 break
     path = os.path.join(args.output_dir, f"train_{len(kept)}.jsonl")
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
+    write_text_atomic(path, "".join(kept))
     return path
 
 
-def run_config(args, name: str, train: str) -> dict:
+def run_config(args: TrainingBenchmarkArguments, name: str, train: str) -> dict:
     out = os.path.join(args.output_dir, name)
     cache = os.path.join(out, "encoder_cache")
     shutil.rmtree(cache, ignore_errors=True)        # every run pays for its own encoder pass
@@ -120,8 +130,11 @@ def run_config(args, name: str, train: str) -> dict:
                f"--use_8bit={args.use_8bit}", "--local_files_only=True", *CONFIGS[name]]
     if "--cache_encoder_outputs=True" in command:
         command.append(f"--encoder_cache_dir={cache}")
-    measured = run_measured(command, os.path.join(args.output_dir, "logs", f"{name}.log"))
-    model = os.path.basename(os.path.normpath(args.base_model))
+    try:
+        measured = run_measured(command, os.path.join(args.output_dir, "logs", f"{name}.log"))
+    except StageFailed as exc:
+        raise StageFailed(f"{name}: {exc}") from None
+    model = model_name(args.base_model)
     with open(os.path.join(out, model, "train_results.json"), encoding="utf-8") as handle:
         results = json.load(handle)
     with open(os.path.join(out, model, "checkpoint-final", "trainer_state.json"), encoding="utf-8") as handle:
@@ -150,12 +163,7 @@ def median_row(runs: list[dict]) -> dict:
     return row
 
 
-def write_table(args, rows: list[dict], command: str) -> None:
-    import torch
-
-    from tools.benchmark_inference import machine_description
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {machine_description()}"
+def table_lines(rows: list[dict]) -> list[str]:
     by_name = {r["config"]: r for r in rows}
     table = ["| configuration | samples/s | min-max | training time | of which encoder pass | peak RSS | speed-up |",
              "|---|---|---|---|---|---|---|"]
@@ -165,6 +173,13 @@ def write_table(args, rows: list[dict], command: str) -> None:
         table.append(f"| {r['config']} | {r['samples_per_second']:.2f} | {low:.2f}-{high:.2f} | "
                      f"{r['train_seconds']:.0f} s | {r['encoder_pass_seconds']:.0f} s | {r['peak_rss_gib']:.1f} GiB | "
                      f"{r['samples_per_second'] / reference['samples_per_second']:.2f}x vs {reference['config']} |")
+    return table
+
+
+def loss_notes(rows: list[dict]) -> list[str]:
+    """Whether reading stored encoder outputs changed the training: each cached run's loss curve against
+    the run that recomputes the encoder."""
+    by_name = {r["config"]: r for r in rows}
     notes = []
     for cached in (name for name in by_name if "-cached" in name):
         plain = reference_of(cached)
@@ -173,6 +188,14 @@ def write_table(args, rows: list[dict], command: str) -> None:
             diff = max(abs(x - y) for x, y in zip(a, b))
             notes.append(f"Loss curves of `{plain}` and `{cached}`: {len(a)} logged steps, largest difference "
                          f"{diff:.2e} (same seed, same batches; first loss {b[0]:.3f}, last {b[-1]:.3f}).")
+    return notes
+
+
+def write_table(args: TrainingBenchmarkArguments, rows: list[dict], command: str) -> None:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {machine_description()}"
+    table, notes = table_lines(rows), loss_notes(rows)
     header = (f"Device: {device}; torch {torch.__version__}; {rows[0]['samples']:g} samples per run "
               f"({args.num_clips} clips x {args.epochs:g} epochs), batch {args.batch_size}; median of "
               f"{args.repeats} interleaved round{'s' if args.repeats > 1 else ''}.")
@@ -181,10 +204,7 @@ def write_table(args, rows: list[dict], command: str) -> None:
              "", "Speed-up: samples per second against the run that recomputes the encoder at the same precision. "
                  "Training time is Trainer's train_runtime plus the one-off encoder passes (training and test clips); "
                  "peak RSS covers the finetune.py process and its DataLoader workers.", ""]
-    tmp = f"{args.table}.part"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
-    os.replace(tmp, args.table)
+    write_text_atomic(args.table, "\n".join(lines))
     if args.readme:
         from utils.bench.readme_section import replace_section
 
@@ -192,27 +212,18 @@ def write_table(args, rows: list[dict], command: str) -> None:
                         "\n".join(["```bash", command, "```", "", header, "", *table, "", *notes]))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    command = "python tools/benchmark_training.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    print("----------- Configuration -----------")
-    for key, value in vars(args).items():
-        if key != "config_list":
-            print(f"{key}: {value}")
-    print("-------------------------------------", flush=True)
+def benchmark(args: TrainingBenchmarkArguments, command: str) -> None:
     from tqdm import tqdm
 
+    check_inputs(args)
+    print_config("benchmark_training.py configuration", args)
     train = subset(args)
     runs = {name: [] for name in args.config_list}
     start = time.perf_counter()
     with tqdm(total=len(runs) * args.repeats, desc="Runs", unit="run") as bar:
         for _ in range(args.repeats):
             for name in args.config_list:
-                try:
-                    runs[name].append(run_config(args, name, train))
-                except StageFailed as exc:
-                    print(f"error: {name}: {exc}", file=sys.stderr)
-                    return 1
+                runs[name].append(run_config(args, name, train))
                 r = runs[name][-1]
                 print(f"{name}: {r['samples_per_second']:.2f} samples/s, peak RSS {r['peak_rss_gib']:.1f} GiB",
                       flush=True)
@@ -224,7 +235,12 @@ def main(argv=None) -> int:
     print("training benchmark: " + ", ".join(f"{r['config']} {r['samples_per_second']:.2f} samples/s" for r in rows)
           + f" (medians of {args.repeats}); table {args.table} ({(time.perf_counter() - start) / 60:.1f} min)",
           flush=True)
-    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(TrainingBenchmarkArguments, argv, description=__doc__)
+    return guarded(lambda: benchmark(args, command_line("tools/benchmark_training.py", argv)))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import PySimpleGUI as sg
-
 from utils.apps.recorder import (
     RECORD_DIR,
     MicrophoneError,
@@ -25,10 +23,27 @@ from utils.apps.recorder import (
     stop_playback,
 )
 from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
+from utils.core.errors import UserError
+from utils.core.languages import TASKS
 from utils.core.text import to_simplified
 from utils.inference.registry import load_transcriber
-from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
+from utils.inference.transcriber import (
+    Segment,
+    TranscribeOptions,
+    Transcriber,
+    TranscriptionError,
+    TranscriptionInfo,
+)
 from utils.inference.writers import format_timestamp, get_writer, transcript_text
+
+try:
+    import PySimpleGUI as sg
+except ModuleNotFoundError as missing:
+    if missing.name not in ("tkinter", "_tkinter"):
+        raise
+    raise UserError("this Python has no Tk support (tkinter), which the window needs; install it "
+                    "(Debian/Ubuntu: apt-get install python3-tk; pyenv: install tk-dev, then rebuild Python)"
+                    ) from None
 
 # Element keys; events from worker threads carry the same naming scheme.
 K_FILE, K_PLAY, K_STOP_PLAY = "-FILE-", "-PLAY-", "-STOP-PLAY-"
@@ -49,14 +64,19 @@ AUDIO_FILE_TYPES = (
 MIN_RECORDING_SECONDS = 0.3
 
 
-class DisplayError(RuntimeError):
+# Dialog titles by what the worker was doing when it failed.
+STAGE_TITLES = {"audio": "cannot read the audio", "model": "cannot load the model",
+                "options": "invalid option", "recognition": "recognition failed"}
+
+
+class DisplayError(UserError):
     """The window cannot be shown: no graphical display (e.g. over ssh without X forwarding)."""
 
 
 @dataclass
 class GuiSettings:
     model_path: str
-    backend: str = "transformers"
+    backend: str   # a name in utils.inference.registry.BACKENDS
     backend_options: dict = field(default_factory=dict)
     language: Optional[str] = None
     task: str = "transcribe"
@@ -83,7 +103,6 @@ def show_dialog(title: str, message: str) -> None:
 
 
 def build_layout(settings: GuiSettings) -> list:
-    tasks = ["transcribe", "translate"]
     return [
         [sg.Text("Audio file", size=(10, 1)), sg.Input(key=K_FILE, expand_x=True),
          sg.FileBrowse("Browse…", file_types=AUDIO_FILE_TYPES, target=K_FILE),
@@ -92,7 +111,7 @@ def build_layout(settings: GuiSettings) -> list:
          sg.Text(_clock(0), key=K_ELAPSED, size=(8, 1)),
          sg.Text(f"recordings are saved under {settings.record_dir}/")],
         [sg.Text("Task", size=(10, 1)),
-         sg.Combo(tasks, default_value=settings.task, key=K_TASK, readonly=True, size=(11, 1)),
+         sg.Combo(list(TASKS), default_value=settings.task, key=K_TASK, readonly=True, size=(11, 1)),
          sg.Text("Language"), sg.Input(settings.language or "", key=K_LANGUAGE, size=(10, 1),
                                        tooltip="name or code (chinese, zh); empty = detect"),
          sg.Checkbox("One paragraph (no timestamps)", key=K_JOIN, enable_events=True),
@@ -253,7 +272,7 @@ class WhisperWindow:
                 post(E_SEGMENT, segment)
             post(E_DONE, time.perf_counter() - self._started_at)
         except Exception as exc:
-            post(E_FAILED, (stage, _describe_error(stage, exc, self.settings)))
+            post(E_FAILED, _describe_error(stage, exc, self.settings))
 
     def _on_loaded(self, seconds: float) -> None:
         self.set_status(f"Model loaded in {seconds:.1f} s.")
@@ -277,7 +296,7 @@ class WhisperWindow:
                             f"{min(segment.end, self.info.duration):.1f} / {self.info.duration:.1f} s")
 
     def _on_done(self, seconds: Optional[float]) -> None:
-        job, self.busy = self.busy, None
+        self.busy = None
         if seconds is None:   # a model-only job
             return
         self.window[K_PROGRESS].update(PROGRESS_STEPS)
@@ -289,12 +308,10 @@ class WhisperWindow:
         self.set_status(f"Done: {duration:.1f} s of audio in {seconds:.1f} s, "
                         f"{len(self.segments)} segments{language}.")
 
-    def _on_failed(self, stage: str, message: str) -> None:
+    def _on_failed(self, title: str, message: str) -> None:
         self.busy = None
         self.window[K_PROGRESS].update(0)
-        titles = {"audio": "cannot read the audio", "model": "cannot load the model",
-                  "options": "invalid option", "recognition": "recognition failed"}
-        self.tell(titles.get(stage, "error"), message)
+        self.tell(title, message)
 
     # ---- display --------------------------------------------------------------------------
     def _shown(self, segment: Segment) -> Segment:
@@ -404,14 +421,19 @@ def _timestamped_line(segment: Segment) -> str:
             f"{segment.text.strip()}")
 
 
-def _describe_error(stage: str, exc: Exception, settings: GuiSettings) -> str:
-    """One sentence for the dialog; unexpected errors also go to the console with a traceback."""
+def _describe_error(stage: str, exc: Exception, settings: GuiSettings) -> tuple[str, str]:
+    """(dialog title, one sentence); unexpected errors also go to the console with a traceback."""
+    if stage == "model" and isinstance(exc, TranscriptionError):
+        # The backend refused one of its options before loading (a compute type it cannot run,
+        # a GPU that is not there): the model itself may be fine.
+        return "invalid option", f"{_sentence(str(exc))} Start the program with other options (see --help)."
+    title = STAGE_TITLES[stage]
     if isinstance(exc, AudioError):
-        return _sentence(str(exc))
+        return title, _sentence(str(exc))
     if stage == "model" and isinstance(exc, (OSError, ValueError, ImportError, RuntimeError)):
-        return (f"The {settings.backend} model at {settings.model_path} could not be loaded ({exc}). "
-                f"Start the program with --model_path pointing at a {settings.backend} model.")
-    if isinstance(exc, ValueError):
-        return _sentence(str(exc))
+        return title, (f"The {settings.backend} model at {settings.model_path} could not be loaded ({exc}). "
+                       f"Start the program with --model_path pointing at a {settings.backend} model.")
+    if isinstance(exc, UserError):
+        return title, _sentence(str(exc))
     traceback.print_exc()
-    return f"{type(exc).__name__}: {exc} (details are printed in the console)."
+    return title, f"{type(exc).__name__}: {exc} (details are printed in the console)."

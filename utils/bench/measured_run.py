@@ -9,10 +9,12 @@ import subprocess
 import time
 
 from utils import REPO_ROOT as REPO
+from utils.core.errors import UserError
 
 
-class StageFailed(RuntimeError):
-    """A measured command exited with an error; the message names it and its log."""
+class StageFailed(UserError):
+    """A measured command exited with an error; the message names it and the last line of its log,
+    where the whole story is."""
 
 
 def run_measured(command: list[str], log_path: str) -> dict:

@@ -79,71 +79,81 @@ def _resolve_dir(path: str) -> Optional[str]:
     return None
 
 
+def _check_params(kind: str, params: Any, where: str) -> None:
+    """The parameters of one entry against _SCHEMA, and the ranges they describe."""
+    if not isinstance(params, dict):
+        raise AugmentationConfigError(f"{where}: 'params' must be an object")
+    schema = _SCHEMA[kind]
+    unknown = sorted(set(params) - set(schema))
+    if unknown:
+        raise AugmentationConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "
+                                      f"accepted: {', '.join(schema)}")
+    for name, (value_kind, required) in schema.items():
+        if name not in params:
+            if required:
+                raise AugmentationConfigError(f"{where}: missing parameter '{name}'")
+            continue
+        problem = _check_value(value_kind, params[name])
+        if problem:
+            raise AugmentationConfigError(f"{where}: '{name}' {problem}, got {params[name]!r}")
+    if kind in _RANGES:
+        low, high = params[f"min_{_RANGES[kind]}"], params[f"max_{_RANGES[kind]}"]
+        if low > high:
+            raise AugmentationConfigError(f"{where}: min_{_RANGES[kind]} ({low}) is greater than "
+                                          f"max_{_RANGES[kind]} ({high})")
+    if kind == "speed" and params["min_speed_rate"] <= 0:
+        raise AugmentationConfigError(f"{where}: speed rates must be positive")
+    if kind == "shift" and max(abs(params["min_shift_ms"]), abs(params["max_shift_ms"])) > 1000:
+        raise AugmentationConfigError(f"{where}: shifts are limited to ±1000 ms (a larger advance "
+                                      f"cuts speech off the start)")
+
+
+def _noise_files(noise_dir: str, where: str) -> list[str]:
+    """Every readable audio file under `noise_dir` (checked now, not in a DataLoader worker)."""
+    directory = _resolve_dir(noise_dir)
+    if directory is None:
+        raise AugmentationConfigError(f"{where}: noise_dir {noise_dir!r} is not a "
+                                      f"directory (set prob to 0 to switch noise off)")
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(directory)
+                   for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
+    if not files:
+        raise AugmentationConfigError(f"{where}: noise_dir {directory} holds no audio files")
+    for noise_file in files:
+        try:
+            seconds = header_duration(noise_file)
+        except AudioError as exc:
+            raise AugmentationConfigError(f"{where}: {exc}") from None
+        if seconds <= 0:
+            raise AugmentationConfigError(f"{where}: noise file {noise_file} has no samples")
+    return files
+
+
+def _parse_entry(entry: Any, where: str) -> AugmentStep:
+    if not isinstance(entry, dict):
+        raise AugmentationConfigError(f"{where}: expected an object with 'type', 'params', 'prob'")
+    unknown = sorted(set(entry) - {"type", "params", "prob"})
+    if unknown:
+        raise AugmentationConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kind = entry.get("type")
+    if kind not in _SCHEMA:
+        raise AugmentationConfigError(f"{where}: 'type' is {kind!r}; use one of {', '.join(_SCHEMA)}")
+    where = f"{where} ({kind})"
+    prob = entry.get("prob", None)
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+        raise AugmentationConfigError(f"{where}: 'prob' must be a number from 0 to 1, got {prob!r}")
+    params = entry.get("params")
+    _check_params(kind, params, where)
+    step = AugmentStep(kind, dict(params), float(prob))
+    if kind == "noise" and prob > 0:
+        step.noise_files = _noise_files(params["noise_dir"], where)
+    return step
+
+
 def parse_config(entries: Any, source: str = "<config>") -> list[AugmentStep]:
     """Validate a loaded config; every problem is reported as '<source>: entry N (type): ...'."""
     if not isinstance(entries, list):
         raise AugmentationConfigError(f"{source}: expected a JSON list of augmentation entries")
-    steps = []
-    for number, entry in enumerate(entries, start=1):
-        where = f"{source}: entry {number}"
-        if not isinstance(entry, dict):
-            raise AugmentationConfigError(f"{where}: expected an object with 'type', 'params', 'prob'")
-        unknown = sorted(set(entry) - {"type", "params", "prob"})
-        if unknown:
-            raise AugmentationConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        kind = entry.get("type")
-        if kind not in _SCHEMA:
-            raise AugmentationConfigError(f"{where}: 'type' is {kind!r}; use one of {', '.join(_SCHEMA)}")
-        where = f"{where} ({kind})"
-        prob = entry.get("prob", None)
-        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
-            raise AugmentationConfigError(f"{where}: 'prob' must be a number from 0 to 1, got {prob!r}")
-        params = entry.get("params")
-        if not isinstance(params, dict):
-            raise AugmentationConfigError(f"{where}: 'params' must be an object")
-        schema = _SCHEMA[kind]
-        unknown = sorted(set(params) - set(schema))
-        if unknown:
-            raise AugmentationConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "
-                                          f"accepted: {', '.join(schema)}")
-        for name, (value_kind, required) in schema.items():
-            if name not in params:
-                if required:
-                    raise AugmentationConfigError(f"{where}: missing parameter '{name}'")
-                continue
-            problem = _check_value(value_kind, params[name])
-            if problem:
-                raise AugmentationConfigError(f"{where}: '{name}' {problem}, got {params[name]!r}")
-        if kind in _RANGES:
-            low, high = params[f"min_{_RANGES[kind]}"], params[f"max_{_RANGES[kind]}"]
-            if low > high:
-                raise AugmentationConfigError(f"{where}: min_{_RANGES[kind]} ({low}) is greater than "
-                                              f"max_{_RANGES[kind]} ({high})")
-        if kind == "speed" and params["min_speed_rate"] <= 0:
-            raise AugmentationConfigError(f"{where}: speed rates must be positive")
-        if kind == "shift" and max(abs(params["min_shift_ms"]), abs(params["max_shift_ms"])) > 1000:
-            raise AugmentationConfigError(f"{where}: shifts are limited to ±1000 ms (a larger advance "
-                                          f"cuts speech off the start)")
-        step = AugmentStep(kind, dict(params), float(prob))
-        if kind == "noise" and prob > 0:
-            directory = _resolve_dir(params["noise_dir"])
-            if directory is None:
-                raise AugmentationConfigError(f"{where}: noise_dir {params['noise_dir']!r} is not a "
-                                              f"directory (set prob to 0 to switch noise off)")
-            step.noise_files = sorted(
-                os.path.join(root, name) for root, _, names in os.walk(directory)
-                for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
-            if not step.noise_files:
-                raise AugmentationConfigError(f"{where}: noise_dir {directory} holds no audio files")
-            for noise_file in step.noise_files:
-                try:
-                    seconds = header_duration(noise_file)
-                except AudioError as exc:
-                    raise AugmentationConfigError(f"{where}: {exc}") from None
-                if seconds <= 0:
-                    raise AugmentationConfigError(f"{where}: noise file {noise_file} has no samples")
-        steps.append(step)
-    return steps
+    return [_parse_entry(entry, f"{source}: entry {number}") for number, entry in enumerate(entries, start=1)]
 
 
 def load_config(path: str) -> list[AugmentStep]:

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 from utils.core.audio import CHUNK_LENGTH, TIME_PRECISION
-from utils.core.languages import TASKS, check_task, is_multilingual, to_language_code
+from utils.core.languages import check_task, is_multilingual, to_language_code
 
 MAX_TIMESTAMP_INDEX = round(CHUNK_LENGTH / TIME_PRECISION)   # <|30.00|> is index 1500
+
+
 def timestamp_index(seconds: float) -> int:
     """Position of `seconds` on Whisper's 0.02 s grid (0 -> <|0.00|>, 1500 -> <|30.00|>)."""
     return int(round(float(seconds) / TIME_PRECISION))
@@ -110,7 +112,7 @@ def prefix_ids(tokenizer, *, language: Optional[str], task: Optional[str]) -> li
     """<|startoftranscript|> [<|lang|>] [<|task|>]: the part every label of a sample starts with."""
     ids = special_ids(tokenizer)
     code = to_language_code(language)
-    if task is not None and task not in TASKS:
+    if task is not None:
         check_task(task)
     if not ids.multilingual:
         if code not in (None, "en"):

@@ -1,4 +1,4 @@
-"""Training data: the jsonlines manifest, its validation, and the torch Dataset that feeds Whisper.
+"""Training data manifests: the jsonlines format, its validation, and the Arrow table it becomes.
 
 A manifest line (format in docs/data-format.md):
 
@@ -8,12 +8,11 @@ A manifest line (format in docs/data-format.md):
 
 `load_manifest` validates every line once and stores the result as a memory-mapped
 Arrow table (datasets' cache), so millions of lines never become Python objects.
-`SpeechDataset` decodes, augments and extracts features per item, i.e. inside
-DataLoader workers.
+`utils.data.dataset.SpeechDataset` turns its rows into model inputs. This module needs no
+torch, so tools that only check or count data stay light.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import itertools
@@ -24,26 +23,26 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-import numpy as np
-import torch
-
 from utils import REPO_ROOT
 from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from utils.core.errors import UserError
+from utils.core.files import write_json_atomic
 from utils.core.languages import to_language_code
-from utils.data.labels import build_labels, prefix_ids, validate_segment
+from utils.data.labels import validate_segment
 
 logger = logging.getLogger(__name__)
 
 # Bump when the stored columns or the validation rules change, so old caches are not reused.
-_FORMAT_VERSION = 1
+FORMAT_VERSION = 1
 # Header durations and hand-written slice ends disagree by rounding; allow this much.
 _DURATION_SLACK = 0.05
 _REASONS_KEPT = 10
 _BLOCK = 256            # lines whose audio headers are read together
 _HEADER_THREADS = 8
+STATS_FILE = "manifest_stats.json"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the user's data or data settings; a line's problem starts '<file>:<line>: '."""
 
     def __init__(self, message: Any = "", *args):
@@ -107,8 +106,6 @@ def header_duration(path: str) -> float:
     return len(load_audio(path)) / SAMPLE_RATE
 
 
-
-
 def _resolve_audio(path: str, manifest_dir: str) -> str:
     # The original project writes paths relative to the working directory; a manifest
     # moved together with its audio has them relative to itself; the shipped manifests
@@ -124,11 +121,17 @@ def _resolve_audio(path: str, manifest_dir: str) -> str:
     return path
 
 
-def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
-    """One validated row; raises DataError with the problem (without the file:line prefix)."""
-    if not isinstance(obj, dict):
-        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
-    audio = obj.get("audio")
+def _audio_file_duration(path: str, raw_path: str) -> float:
+    if not os.path.exists(path):
+        raise DataError(f"audio file not found: {raw_path}")
+    try:
+        return _file_duration(path)
+    except AudioError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _parse_audio(audio: Any) -> tuple[str, Optional[float], Optional[float]]:
+    """(path as written, start_time, end_time) of the line's 'audio' object."""
     if not isinstance(audio, dict):
         raise DataError("missing field 'audio' (an object with 'path')")
     raw_path = audio.get("path")
@@ -142,13 +145,16 @@ def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
         raise DataError(f"audio.start_time {start_time} is negative")
     if end_time is not None and end_time <= (start_time or 0):
         raise DataError(f"audio.end_time {end_time} is not after audio.start_time {start_time or 0}")
+    return raw_path, start_time, end_time
 
+
+def _parse_text(obj: dict) -> tuple[str, Optional[str], Optional[float]]:
+    """(sentence, language code or None, declared duration or None) of a line."""
     if "sentence" not in obj:
         raise DataError("missing field 'sentence' (use \"\" for a clip without speech)")
     sentence = obj["sentence"]
     if not isinstance(sentence, str):
         raise DataError(f"field 'sentence' must be a string, got {type(sentence).__name__}")
-
     language = obj.get("language")
     if language is not None:
         if not isinstance(language, str):
@@ -157,70 +163,75 @@ def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
             language = to_language_code(language)
         except ValueError as exc:
             raise DataError(f"field 'language': {exc}") from None
-
     declared = obj.get("duration")
     if declared is not None and (not _is_number(declared) or declared <= 0):
         raise DataError(f"field 'duration' must be a positive number of seconds, got {declared!r}")
+    return sentence, language, declared
 
-    path = _resolve_audio(raw_path, manifest_dir)
-    file_duration = None
-    if check_audio:
-        if not os.path.exists(path):
-            raise DataError(f"audio file not found: {raw_path}")
-        try:
-            file_duration = _file_duration(path)
-        except AudioError as exc:
-            raise DataError(str(exc)) from None
-        if file_duration <= 0:
-            raise DataError(f"audio file has no samples: {raw_path}")
-        if start_time is not None and start_time >= file_duration:
-            raise DataError(f"audio.start_time {start_time} is past the end of {raw_path} "
-                            f"({file_duration:.2f} s)")
-        if end_time is not None and end_time > file_duration + _DURATION_SLACK:
-            raise DataError(f"audio.end_time {end_time} is past the end of {raw_path} "
-                            f"({file_duration:.2f} s)")
 
-    # The clip's length: a slice says it exactly; otherwise the header (when read) beats the
-    # line's "duration", which is only trusted when the audio is not checked.
+def _checked_file_duration(path: str, raw_path: str, start_time: Optional[float],
+                           end_time: Optional[float]) -> float:
+    """The audio file's length, after checking that the slice lies inside it."""
+    file_duration = _audio_file_duration(path, raw_path)
+    if file_duration <= 0:
+        raise DataError(f"audio file has no samples: {raw_path}")
+    if start_time is not None and start_time >= file_duration:
+        raise DataError(f"audio.start_time {start_time} is past the end of {raw_path} ({file_duration:.2f} s)")
+    if end_time is not None and end_time > file_duration + _DURATION_SLACK:
+        raise DataError(f"audio.end_time {end_time} is past the end of {raw_path} ({file_duration:.2f} s)")
+    return file_duration
+
+
+def _clip_duration(path: str, raw_path: str, start_time: Optional[float], end_time: Optional[float],
+                   file_duration: Optional[float], declared: Optional[float]) -> float:
+    # A slice says its length exactly; otherwise the header (when read) beats the line's
+    # "duration", which is only trusted when the audio is not checked.
+    start = start_time or 0.0
     if end_time is not None:
-        duration = end_time - (start_time or 0.0)
-        if file_duration is not None:
-            duration = min(file_duration, end_time) - (start_time or 0.0)
-    elif file_duration is not None:
-        duration = file_duration - (start_time or 0.0)
-    elif declared is not None and start_time is None:
-        duration = float(declared)
-    else:
-        if not os.path.exists(path):
-            raise DataError(f"audio file not found: {raw_path}")
-        try:
-            duration = _file_duration(path) - (start_time or 0.0)
-        except AudioError as exc:
-            raise DataError(str(exc)) from None
+        return (end_time if file_duration is None else min(file_duration, end_time)) - start
+    if file_duration is not None:
+        return file_duration - start
+    if declared is not None and start_time is None:
+        return float(declared)
+    return _audio_file_duration(path, raw_path) - start
 
-    sentences = obj.get("sentences")
-    if sentences is not None:
-        if not isinstance(sentences, list):
-            raise DataError("field 'sentences' must be a list of {start, end, text}")
-        checked = []
-        previous_start = -1.0
-        for number, seg in enumerate(sentences, start=1):
-            if not isinstance(seg, dict) or not {"start", "end", "text"} <= set(seg):
-                raise DataError(f"sentences[{number}] must be an object with 'start', 'end', 'text'")
-            if not isinstance(seg["text"], str):
-                raise DataError(f"sentences[{number}].text must be a string")
-            problem = validate_segment(seg["start"], seg["end"], clip_duration=duration)
-            if problem:
-                raise DataError(f"sentences[{number}]: impossible timestamp: {problem}")
-            if seg["start"] < previous_start:
-                raise DataError(f"sentences[{number}] starts at {seg['start']}, before the "
-                                f"previous one ({previous_start}): sentences must be in time order")
-            previous_start = seg["start"]
-            checked.append({"start": float(seg["start"]), "end": float(seg["end"]), "text": seg["text"]})
-        if not sentence.strip() and any(seg["text"].strip() for seg in checked):
-            raise DataError("'sentence' is empty (no speech) but 'sentences' has text")
-        sentences = checked
 
+def _parse_sentences(sentences: Any, sentence: str, duration: float) -> Optional[list]:
+    """The line's timestamped 'sentences', checked against each other and the clip's length."""
+    if sentences is None:
+        return None
+    if not isinstance(sentences, list):
+        raise DataError("field 'sentences' must be a list of {start, end, text}")
+    checked = []
+    previous_start = -1.0
+    for number, seg in enumerate(sentences, start=1):
+        if not isinstance(seg, dict) or not {"start", "end", "text"} <= set(seg):
+            raise DataError(f"sentences[{number}] must be an object with 'start', 'end', 'text'")
+        if not isinstance(seg["text"], str):
+            raise DataError(f"sentences[{number}].text must be a string")
+        problem = validate_segment(seg["start"], seg["end"], clip_duration=duration)
+        if problem:
+            raise DataError(f"sentences[{number}]: impossible timestamp: {problem}")
+        if seg["start"] < previous_start:
+            raise DataError(f"sentences[{number}] starts at {seg['start']}, before the "
+                            f"previous one ({previous_start}): sentences must be in time order")
+        previous_start = seg["start"]
+        checked.append({"start": float(seg["start"]), "end": float(seg["end"]), "text": seg["text"]})
+    if not sentence.strip() and any(seg["text"].strip() for seg in checked):
+        raise DataError("'sentence' is empty (no speech) but 'sentences' has text")
+    return checked
+
+
+def _parse_line(obj: Any, manifest_dir: str, check_audio: bool) -> dict:
+    """One validated row; raises DataError with the problem (without the file:line prefix)."""
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+    raw_path, start_time, end_time = _parse_audio(obj.get("audio"))
+    sentence, language, declared = _parse_text(obj)
+    path = _resolve_audio(raw_path, manifest_dir)
+    file_duration = _checked_file_duration(path, raw_path, start_time, end_time) if check_audio else None
+    duration = _clip_duration(path, raw_path, start_time, end_time, file_duration, declared)
+    sentences = _parse_sentences(obj.get("sentences"), sentence, duration)
     return {"path": path, "start_time": None if start_time is None else float(start_time),
             "end_time": None if end_time is None else float(end_time), "sentence": sentence,
             "sentences": sentences, "language": language, "duration": float(duration)}
@@ -302,7 +313,7 @@ def _generate_rows(manifest, fingerprint, min_audio_len, max_audio_len, skip_bad
 def _fingerprint(manifest: str, **options) -> str:
     stat = os.stat(manifest)
     key = json.dumps({"path": os.path.abspath(manifest), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-                      "cwd": os.getcwd(), "version": _FORMAT_VERSION, **options}, sort_keys=True)
+                      "cwd": os.getcwd(), "version": FORMAT_VERSION, **options}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -316,59 +327,67 @@ def _find_data_error(exc: BaseException) -> Optional[DataError]:
     return None
 
 
-def _check_lengths(min_audio_len: float, max_audio_len: float) -> None:
+def check_lengths(min_audio_len: float, max_audio_len: float) -> None:
+    """DataError unless 0 <= min_audio_len < max_audio_len <= 30 s (Whisper's window)."""
     if not 0 <= min_audio_len:
-        raise ValueError(f"min_audio_len must be >= 0, got {min_audio_len}")
+        raise DataError(f"min_audio_len must be >= 0, got {min_audio_len}")
     if max_audio_len > CHUNK_LENGTH:
-        raise ValueError(f"max_audio_len {max_audio_len} is longer than Whisper's {CHUNK_LENGTH} s "
-                         f"window; longer clips would be cut and their labels would lie")
+        raise DataError(f"max_audio_len {max_audio_len} is longer than Whisper's {CHUNK_LENGTH} s "
+                        f"window; longer clips would be cut and their labels would lie")
     if max_audio_len <= min_audio_len:
-        raise ValueError(f"max_audio_len ({max_audio_len}) must be greater than min_audio_len "
-                         f"({min_audio_len})")
+        raise DataError(f"max_audio_len ({max_audio_len}) must be greater than min_audio_len "
+                        f"({min_audio_len})")
 
 
-def _load(path, *, min_audio_len, max_audio_len, skip_bad, check_audio, cache_dir):
+def _build_table(path: str, fingerprint: str, options: dict, cache_dir: Optional[str]):
+    """The validated rows as an Arrow-backed datasets.Dataset (cached by fingerprint); None when the
+    manifest was read completely and no row was kept (datasets refuses to store zero rows)."""
     import datasets
 
-    _check_lengths(min_audio_len, max_audio_len)
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: manifest file not found")
-    options = dict(min_audio_len=min_audio_len, max_audio_len=max_audio_len, skip_bad=skip_bad,
-                   check_audio=check_audio)
-    fingerprint = _fingerprint(path, **options)
     _RUN_STATS.pop(fingerprint, None)
     try:
-        data = datasets.Dataset.from_generator(
+        return datasets.Dataset.from_generator(
             _generate_rows, features=_features(), cache_dir=cache_dir, fingerprint=fingerprint,
             gen_kwargs=dict(manifest=path, fingerprint=fingerprint, **options))
     except Exception as exc:
         data_error = _find_data_error(exc)
         if data_error is not None:
             raise DataError(str(data_error)) from None
-        # datasets refuses to store zero rows; that case gets its own message below.
         finished = _RUN_STATS.get(fingerprint, {})
         if finished.get("complete") and finished.get("kept") == 0:
-            data = None
-        else:
-            raise
+            return None
+        raise
+
+
+def _table_stats(data, fingerprint: str) -> dict:
     # A cache hit runs no generator; the counts of the run that built the cache lie beside it.
     stats = _RUN_STATS.pop(fingerprint, None)
+    if stats is not None:
+        stats.pop("complete", None)
     if data is not None and data.cache_files:
-        stats_file = os.path.join(os.path.dirname(data.cache_files[0]["filename"]), "manifest_stats.json")
+        stats_file = os.path.join(os.path.dirname(data.cache_files[0]["filename"]), STATS_FILE)
         if stats is not None:
-            tmp = f"{stats_file}.part{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(stats, handle)
-            os.replace(tmp, stats_file)
+            write_json_atomic(stats_file, stats, indent=None)
         elif os.path.exists(stats_file):
             with open(stats_file, encoding="utf-8") as handle:
                 stats = json.load(handle)
-    if stats is not None:
-        stats.pop("complete", None)
-    stats = stats or {"lines": len(data) if data is not None else 0,
-                      "kept": len(data) if data is not None else 0,
-                      "bad": 0, "too_short": 0, "too_long": 0, "bad_examples": []}
+    rows = len(data) if data is not None else 0
+    return stats or {"lines": rows, "kept": rows, "bad": 0, "too_short": 0, "too_long": 0, "bad_examples": []}
+
+
+def read_manifest(path, *, min_audio_len: float = 0.5, max_audio_len: float = 30.0, skip_bad: bool = False,
+                  check_audio: bool = True, cache_dir: Optional[str] = None) -> tuple[Any, dict]:
+    """load_manifest's table and its counts: {"lines", "kept", "bad", "too_short", "too_long",
+    "bad_examples"}."""
+    check_lengths(min_audio_len, max_audio_len)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: manifest file not found")
+    options = dict(min_audio_len=min_audio_len, max_audio_len=max_audio_len, skip_bad=skip_bad,
+                   check_audio=check_audio)
+    fingerprint = _fingerprint(path, **options)
+    data = _build_table(path, fingerprint, options, cache_dir)
+    stats = _table_stats(data, fingerprint)
     if stats["bad"]:
         logger.warning("%s: skipped %d bad line(s) of %d, e.g. %s", path, stats["bad"], stats["lines"],
                        "; ".join(stats["bad_examples"][:3]))
@@ -394,206 +413,6 @@ def load_manifest(path, *, min_audio_len: float = 0.5, max_audio_len: float = 30
     training); without it only lines lacking a duration touch their audio.
     `cache_dir`: where datasets keeps the Arrow file (default: HF_DATASETS_CACHE).
     """
-    data, _ = _load(path, min_audio_len=min_audio_len, max_audio_len=max_audio_len,
-                    skip_bad=skip_bad, check_audio=check_audio, cache_dir=cache_dir)
+    data, _ = read_manifest(path, min_audio_len=min_audio_len, max_audio_len=max_audio_len,
+                            skip_bad=skip_bad, check_audio=check_audio, cache_dir=cache_dir)
     return data
-
-
-class SpeechDataset(torch.utils.data.Dataset):
-    """Items {"input_features": float32 [n_mels, 3000], "labels": list[int]} from a manifest.
-
-    Audio decoding, augmentation and feature extraction run in __getitem__ (so in DataLoader
-    workers). `language` applies to samples without their own "language"; None and no
-    per-sample language means no language token. No-speech samples are kept with the
-    <|nospeech|> label. Samples whose labels exceed `max_label_length` tokens (after the
-    leading <|startoftranscript|>, which the collator removes) are left out and counted.
-    """
-
-    def __init__(self, manifest_path, processor, *, language: Optional[str] = None,
-                 task: str = "transcribe", timestamps: bool = False, min_audio_len: float = 0.5,
-                 max_audio_len: float = 30.0, augment_config_path: Optional[str] = None,
-                 skip_bad: bool = False, max_label_length: int = 448,
-                 cache_dir: Optional[str] = None):
-        from utils.data.augmentation import Augmenter
-
-        self.manifest_path = os.fspath(manifest_path)
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.feature_extractor = processor.feature_extractor
-        self.task = task
-        self.timestamps = bool(timestamps)
-        self.skip_bad = skip_bad
-        # Checked against the tokenizer now, not in the first worker's first batch.
-        try:
-            prefix_ids(self.tokenizer, language=language, task=task)
-            _check_lengths(min_audio_len, max_audio_len)
-            if max_label_length < 4:
-                raise ValueError(f"max_label_length must be at least 4 tokens, got {max_label_length}")
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-        self.language = to_language_code(language)
-        self.augmenter = Augmenter.from_file(augment_config_path) if augment_config_path else None
-        if self.augmenter is not None:
-            logger.info("%s: augmentation %s", self.manifest_path, self.augmenter.describe())
-
-        data, stats = _load(self.manifest_path, min_audio_len=min_audio_len, max_audio_len=max_audio_len,
-                            skip_bad=skip_bad, check_audio=True, cache_dir=cache_dir)
-        self.stats = {key: value for key, value in stats.items() if key != "bad_examples"}
-        self.bad_examples = list(stats.get("bad_examples", []))
-        data = self._check_languages(data)
-        if self.timestamps:
-            data = self._check_timestamps(data)
-        data = self._drop_long_labels(data, max_label_length)
-        if len(data) == 0:
-            raise DataError(f"{self.manifest_path}: no usable samples left")
-        self.data = data
-        self.stats["kept"] = len(data)
-        self._rng = None
-        self._rng_key = None
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def head(self, count: int) -> "SpeechDataset":
-        """The same dataset cut to its first `count` samples (all of them when it has fewer)."""
-        if count >= len(self.data):
-            return self
-        cut = copy.copy(self)
-        cut.data = self.data.select(range(count))
-        cut.stats = {**self.stats, "kept": count}
-        return cut
-
-    # --- validation that needs the tokenizer or the training mode ---------------------
-
-    def _reject_or_drop(self, data, bad_rows: list[int], problem: str):
-        lines = data.select(bad_rows[:1])["line"]
-        if not self.skip_bad:
-            raise DataError(f"{self.manifest_path}:{lines[0]}: {problem}")
-        logger.warning("%s: skipped %d line(s): %s (first: line %d)", self.manifest_path, len(bad_rows),
-                       problem, lines[0])
-        self.stats["bad"] = self.stats.get("bad", 0) + len(bad_rows)
-        keep = np.ones(len(data), dtype=bool)
-        keep[bad_rows] = False
-        # Later checks read the Arrow table directly, so materialise the selection.
-        return data.select(np.flatnonzero(keep)).flatten_indices()
-
-    def _check_languages(self, data):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        problems = {}
-        for code in data.unique("language"):
-            if code is None:
-                continue
-            try:
-                prefix_ids(self.tokenizer, language=code, task=self.task)
-            except ValueError as exc:
-                problems[code] = str(exc)
-        if not problems:
-            return data
-        column = data.data.column("language")
-        mask = pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(problems))), False)
-        bad_rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False).astype(bool)).tolist()
-        first = column[bad_rows[0]].as_py()
-        return self._reject_or_drop(data, bad_rows, f"field 'language': {problems[first]}")
-
-    def _check_timestamps(self, data):
-        import pyarrow.compute as pc
-
-        table = data.data
-        speech = pc.not_equal(pc.utf8_trim_whitespace(table.column("sentence")), "")
-        no_segments = pc.fill_null(pc.equal(pc.list_value_length(table.column("sentences")), 0), True)
-        mask = pc.and_(speech, no_segments).to_numpy(zero_copy_only=False).astype(bool)
-        bad_rows = np.flatnonzero(mask).tolist()
-        if bad_rows:
-            data = self._reject_or_drop(
-                data, bad_rows, "timestamp training needs 'sentences' with start/end times for "
-                                "every clip with speech")
-        return data
-
-    def _drop_long_labels(self, data, max_label_length: int):
-        tokenizer, language, task, timestamps = self.tokenizer, self.language, self.task, self.timestamps
-
-        def short_enough(batch):
-            keep = []
-            for sentence, sentences, lang in zip(batch["sentence"], batch["sentences"], batch["language"]):
-                labels = build_labels(tokenizer, sentence=sentence, sentences=sentences,
-                                      language=lang or language, task=task, timestamps=timestamps)
-                keep.append(len(labels) - 1 <= max_label_length)
-            return keep
-
-        key = json.dumps([data._fingerprint, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
-                          language, task, timestamps, max_label_length, _FORMAT_VERSION])
-        before = len(data)
-        data = data.filter(short_enough, batched=True, batch_size=1000,
-                           desc="Checking label lengths",
-                           new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
-        dropped = before - len(data)
-        self.stats["too_many_tokens"] = dropped
-        if dropped:
-            logger.warning("%s: left out %d sample(s) whose labels are longer than %d tokens",
-                           self.manifest_path, dropped, max_label_length)
-        return data
-
-    # --- items --------------------------------------------------------------------------
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_rng"] = state["_rng_key"] = None
-        return state
-
-    def _generator(self) -> np.random.Generator:
-        # torch seeds every DataLoader worker differently (and anew each epoch), and
-        # torch.manual_seed / transformers.set_seed fix it: following torch.initial_seed()
-        # makes augmentation reproducible without a seed argument of our own.
-        key = (os.getpid(), torch.initial_seed())
-        if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng(torch.initial_seed() % (2 ** 63))
-            self._rng_key = key
-        return self._rng
-
-    def load_item(self, index: int) -> dict:
-        """Audio (16 kHz float32), segments and text of one sample after augmentation."""
-        from utils.data.augmentation import Segment
-
-        row = self.data[int(index)]
-        try:
-            audio = load_audio(row["path"], row["start_time"], row["end_time"])
-        except AudioError as exc:
-            raise DataError(f"{self.manifest_path}:{row['line']}: {exc}") from None
-        segments = [Segment(s["start"], s["end"], s["text"]) for s in (row["sentences"] or [])]
-        if self.augmenter is not None:
-            audio, segments, _ = self.augmenter(audio, segments, self._generator())
-        return {"audio": audio, "segments": segments, "sentence": row["sentence"],
-                "has_segments": row["sentences"] is not None, "language": row["language"] or self.language,
-                "line": row["line"]}
-
-    def _build_labels(self, sentence: str, sentences: Optional[list], language: Optional[str], line: int) -> list:
-        try:
-            return build_labels(self.tokenizer, sentence=sentence, sentences=sentences, language=language,
-                                task=self.task, timestamps=self.timestamps)
-        except ValueError as exc:
-            raise DataError(f"{self.manifest_path}:{line}: {exc}") from None
-
-    def _spectrogram(self, audio: np.ndarray) -> np.ndarray:
-        features = self.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
-        return features.astype(np.float32, copy=False)
-
-    def features(self, index: int) -> np.ndarray:
-        """Log-mel spectrogram of one sample (after augmentation, when configured)."""
-        return self._spectrogram(self.load_item(index)["audio"])
-
-    def labels(self, index: int) -> list:
-        """Label ids of one sample from the manifest alone, without decoding its audio; only valid
-        without augmentation (which may shift the segments)."""
-        if self.augmenter is not None:
-            raise RuntimeError("labels() without audio is wrong under augmentation; use dataset[index]")
-        row = self.data[int(index)]
-        return self._build_labels(row["sentence"], row["sentences"], row["language"] or self.language, row["line"])
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.load_item(index)
-        sentences = ([{"start": s.start, "end": s.end, "text": s.text} for s in item["segments"]]
-                     if item["has_segments"] else None)
-        labels = self._build_labels(item["sentence"], sentences, item["language"], item["line"])
-        return {"input_features": self._spectrogram(item["audio"]), "labels": labels}

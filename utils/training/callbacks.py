@@ -1,21 +1,19 @@
 """Pieces of a fine-tuning run that Seq2SeqTrainer does not provide: adapter checkpoints that are never
-half-written, AdaLoRA's rank reallocation, decoding metrics and the printed configuration."""
+half-written, AdaLoRA's rank reallocation, decoding metrics and glibc's allocator settings for CPU steps."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import math
 import os
 import re
 import shutil
 import sys
-import tempfile
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 from transformers import TrainerCallback
 
-from utils.core.files import replace_dir
+from utils.core.files import atomic_dir
 from utils.core.metrics import error_rate
 
 BEST_DIR = "checkpoint-best"
@@ -34,9 +32,8 @@ def keep_large_tensors_in_the_heap() -> bool:
 
     By default glibc gives each allocation over 32 MB fresh pages from mmap and unmaps them on free, so
     every large activation of a CPU training step (the encoder's 8 x 1500 x 2048 feed-forward tensors
-    are 98 MB each) is page-faulted and zeroed anew by the kernel, step after step. Reusing heap memory
-    instead made the training benchmark's frozen-encoder run 37.5 s instead of 40-45 s, and its
-    cached run 9.5-10.3 s of training instead of 11.7 s (docs/performance.md). The same effect as
+    are 98 MB each) is page-faulted and zeroed anew by the kernel, step after step; reusing heap memory
+    instead shortens CPU training steps (docs/performance.md has the figures). The same effect as
     starting the process with MALLOC_MMAP_MAX_=0; no library sets it for us (jemalloc/tcmalloc would
     need LD_PRELOAD before the process starts)."""
     if not sys.platform.startswith("linux"):
@@ -49,53 +46,12 @@ def keep_large_tensors_in_the_heap() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def print_config(title: str, *configs) -> None:
-    """The effective configuration, once per run (rank 0 only under torchrun/accelerate)."""
-    if not is_main_process():
-        return
-    print(f"----------- {title} -----------", flush=True)
-    for config in configs:
-        items = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-        for key, value in items.items():
-            print(f"{key}: {value}", flush=True)
-    print("-" * (24 + len(title)), flush=True)
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """A JSON file written beside its target and renamed into place."""
-    import json
-
-    tmp = f"{path}.part{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
-
-
 def copy_adapter_atomic(src: str, dst: str) -> None:
-    """Copy an adapter checkpoint to `dst` via a temporary folder beside it and a rename."""
-    parent = os.path.dirname(os.path.abspath(dst))
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", dir=parent)
-    try:
+    """Copy the files of an adapter checkpoint (ADAPTER_FILES) to `dst`, which appears complete or not at all."""
+    with atomic_dir(dst) as tmp:
         for name in ADAPTER_FILES:
             if os.path.isfile(os.path.join(src, name)):
                 shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
-        replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def save_adapter_atomic(model, dst: str) -> None:
-    """model.save_pretrained into a folder beside `dst`, then rename: an interrupted save leaves no half-folder."""
-    parent = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", dir=parent)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 _STEP_DIR = re.compile(r"^checkpoint-(\d+)$")

@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Optional
 
 import numpy as np
 import torch
+
+from utils.core.errors import UserError
+from utils.core.files import atomic_dir
 
 DTYPES = ("float32", "float16")
 HIDDEN_FILE = "hidden_states.npy"
@@ -27,7 +29,7 @@ META_FILE = "meta.json"
 _CACHE_VERSION = 1
 
 
-class EncoderCacheError(ValueError):
+class EncoderCacheError(UserError):
     """The cache cannot be used for this run; the message names the flag and what to do."""
 
 
@@ -104,59 +106,62 @@ def build_encoder_cache(encoder, dataset, cache_root: str, key: str, *, dtype: s
     `autocast` ("bfloat16" / "float16") runs the encoder in that mixed precision, as training with
     --bf16 / --fp16 would without the cache.
 
-    The folder is written under a temporary name and renamed when complete, so an interrupted
-    run leaves nothing that a later run would mistake for a finished cache.
+    The folder appears complete or not at all (utils.core.files.atomic_dir), so an interrupted run
+    leaves nothing that a later run would mistake for a finished cache; a concurrent run that
+    finished first is replaced by an equal cache.
     """
-    from tqdm import tqdm
-
     if dtype not in DTYPES:
         raise EncoderCacheError(f"--encoder_cache_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     folder = os.path.join(cache_root, key)
     if os.path.isfile(os.path.join(folder, META_FILE)):
         return folder, 0.0
+    shape = (len(dataset), encoder.config.max_source_positions, encoder.config.d_model)
+    _check_disk_space(cache_root, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    start = time.perf_counter()
+    with atomic_dir(folder) as tmp:
+        _write_hidden_states(encoder, dataset, os.path.join(tmp, HIDDEN_FILE), shape, dtype,
+                             batch_size=batch_size, num_workers=num_workers, show_progress=show_progress,
+                             device=device or next(encoder.parameters()).device, autocast=autocast)
+        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as handle:
+            json.dump({"rows": shape[0], "frames": shape[1], "width": shape[2], "dtype": dtype,
+                       "manifest": dataset.manifest_path}, handle)
+    return folder, time.perf_counter() - start
+
+
+def _check_disk_space(cache_root: str, size: int) -> None:
     os.makedirs(cache_root, exist_ok=True)
-    config = encoder.config
-    frames, width = config.max_source_positions, config.d_model
-    size = len(dataset) * frames * width * np.dtype(dtype).itemsize
     free = shutil.disk_usage(cache_root).free
     if size > free:
         raise EncoderCacheError(f"the encoder cache needs {size / 2**30:.1f} GiB in {cache_root} and only "
                                 f"{free / 2**30:.1f} GiB are free; use --encoder_cache_dtype=float16, "
                                 f"another --output_dir, or --cache_encoder_outputs=False")
-    device = device or next(encoder.parameters()).device
-    tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root)
-    start = time.perf_counter()
+
+
+def _write_hidden_states(encoder, dataset, path: str, shape: tuple, dtype: str, *, batch_size: int,
+                         num_workers: int, show_progress: bool, device: torch.device,
+                         autocast: Optional[str]) -> None:
+    """The encoder's last hidden state of every clip, in order, as one .npy array of `shape`."""
+    from tqdm import tqdm
+
+    loader = torch.utils.data.DataLoader(_Features(dataset), batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, collate_fn=_collate_features)
+    weight_dtype = next(encoder.parameters()).dtype
+    mixed = dict(device_type=device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast))
+    was_training = encoder.training
+    encoder.eval()
+    # Plain file writes after the .npy header, not a memory map: the pages a map writes count towards
+    # this process's resident memory until it is closed.
     try:
-        path = os.path.join(tmp, HIDDEN_FILE)
-        loader = torch.utils.data.DataLoader(_Features(dataset), batch_size=batch_size, shuffle=False,
-                                             num_workers=num_workers, collate_fn=_collate_features)
-        was_training = encoder.training
-        encoder.eval()
-        weight_dtype = next(encoder.parameters()).dtype
-        mixed = dict(device_type=device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast))
-        # Plain file writes after the .npy header, not a memory map: the pages a map writes count towards
-        # this process's resident memory until it is closed.
         with torch.inference_mode(), open(path, "wb", buffering=0) as rows:
             np.lib.format.write_array_header_1_0(rows, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                                        "fortran_order": False,
-                                                        "shape": (len(dataset), frames, width)})
+                                                        "fortran_order": False, "shape": shape})
             for features in tqdm(loader, desc="Encoder outputs (once)", unit="batch", disable=not show_progress):
                 # Only the encoder in autocast: with num_workers=0 the loader's feature extraction runs here too.
                 with torch.autocast(**mixed):
                     out = encoder(features.to(device, weight_dtype)).last_hidden_state
                 _write_all(rows, np.ascontiguousarray(out.float().cpu().numpy().astype(dtype, copy=False)))
+    finally:
         encoder.train(was_training)
-        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as handle:
-            json.dump({"rows": len(dataset), "frames": frames, "width": width, "dtype": dtype,
-                       "manifest": dataset.manifest_path}, handle)
-        if os.path.isdir(folder):  # a concurrent run finished first; its cache is equally valid
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder, time.perf_counter() - start
 
 
 class CachedEncoderDataset(torch.utils.data.Dataset):
@@ -187,9 +192,8 @@ class CachedEncoderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         # One read per row into a fresh array. A memory map (np.load(mmap_mode="r")) reads as fast, but
-        # every page it touches stays mapped into the process and counts as its resident memory: reading
-        # the 0.86 GB cache of the Mandarin sample corpus that way added 0.74 GB to the training process's
-        # RSS (file pages, not memory it needed).
+        # every page it touches stays mapped into the process and counts as its resident memory (file
+        # pages, not memory it needs; docs/training.md).
         if self._file is None:
             self._file = open(self.path, "rb", buffering=0)
         row = np.empty(self.shape, dtype=self.dtype)

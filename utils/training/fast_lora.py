@@ -6,11 +6,11 @@ Why. In Whisper's decoder the cross-attention k_proj/v_proj adapters see the who
 (batch x 1500 frames x d_model) in every step, so anything peft does element by element there is
 done over millions of values, twelve times a step (`python tools/microbenchmarks.py train-step`):
 
-- peft's `nn.Dropout` draws a Bernoulli mask one element at a time on a CPU (30-45 ms per mask for
-  a batch of 8). A Bernoulli(p) mask is the same random object as the positions of its zeros, and
-  the gaps between consecutive zeros are independent Geometric(p) draws: for p = 0.05, one draw per
-  twenty elements. `GapDropout` draws the gaps, multiplies by 1/(1-p) and scatters the zeros (about
-  5 ms). Each element is still zeroed independently with probability p and the rest scaled by
+- peft's `nn.Dropout` draws a Bernoulli mask one element at a time on a CPU, a large share of the
+  step (docs/performance.md). A Bernoulli(p) mask is the same random object as the positions of its
+  zeros, and the gaps between consecutive zeros are independent Geometric(p) draws: for p = 0.05,
+  one draw per twenty elements. `GapDropout` draws the gaps, multiplies by 1/(1-p) and scatters the
+  zeros. Each element is still zeroed independently with probability p and the rest scaled by
   1/(1-p), exactly as nn.Dropout does; only the random numbers consumed differ.
 - peft computes `result + lora_B(lora_A(dropout(x))) * scaling`: the product, the scaling and the
   sum each write a tensor of the layer's full output size. `torch.addmm(result, h, B.T,

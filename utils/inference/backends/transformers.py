@@ -202,8 +202,6 @@ def check_options(*, use_gpu: bool, batch_size: int, attn_implementation: str,
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise TranscriptionError(f"unknown attn_implementation {attn_implementation!r}; "
                                  f"valid: {', '.join(ATTN_IMPLEMENTATIONS)}")
-    if use_gpu and not torch.cuda.is_available():
-        raise TranscriptionError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
     if use_int8 and use_gpu:
         raise TranscriptionError("use_int8 is dynamic int8 quantization for the CPU; on a GPU run in float16 "
                                  "(the default) or use infer_ct2.py --use_int8 (int8_float16)")
@@ -221,6 +219,8 @@ def check_options(*, use_gpu: bool, batch_size: int, attn_implementation: str,
                 "(infer_ct2.py --use_int8) for a faster CPU path")
         if use_int8:
             raise TranscriptionError("use_int8 and bfloat16 exclude each other: pick one")
+    if use_gpu and not torch.cuda.is_available():
+        raise TranscriptionError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
     if attn_implementation == "flash_attention_2" and not use_gpu:
         raise TranscriptionError("flash_attention_2 needs a CUDA GPU (--use_gpu); use sdpa on CPU")
     if assistant_model_path and batch_size != 1:

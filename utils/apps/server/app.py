@@ -1,0 +1,38 @@
+"""`create_app`: the FastAPI app around one Transcriber, assembled from the routers of each API."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from utils.apps.server import openai_api, recognition, web
+from utils.apps.server.dependencies import Recognizer
+from utils.apps.server.errors import add_error_handlers
+from utils.apps.server.pool import RecognitionPool, UploadGate
+from utils.apps.server.settings import ServerSettings
+from utils.inference.transcriber import Transcriber
+
+DESCRIPTION = ("Whisper speech recognition: the original `/recognition` API, OpenAI's audio API and a web "
+               "page. Errors: `/recognition` answers `{\"code\": <HTTP status>, \"msg\": ...}`, `/v1/...` "
+               "answers OpenAI's `{\"error\": {\"message\": ...}}`.")
+
+
+def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
+    pool = RecognitionPool(settings.num_workers, settings.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        pool.shutdown()
+
+    app = FastAPI(lifespan=lifespan, title="Whisper-Finetune speech recognition", description=DESCRIPTION,
+                  version="1.0", docs_url=None)
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.recognizer = Recognizer(transcriber, settings, pool)
+    app.add_middleware(UploadGate, max_bytes=settings.max_body_bytes, pool=pool)
+    add_error_handlers(app)
+    web.mount_files(app)
+    for api in (recognition, openai_api, web):
+        app.include_router(api.router)
+    return app

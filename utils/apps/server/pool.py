@@ -1,0 +1,124 @@
+"""Admission control: a fixed number of recognitions at once, a bounded queue, 503 beyond it, and
+uploads refused before their body is read."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class RecognitionPool:
+    """`num_workers` recognitions run at once in threads; up to `max_queue` more wait; beyond, 503.
+
+    A thread pool rather than processes: every backend releases the GIL inside its engine
+    (torch, CTranslate2, whisper.cpp), and one copy of the model serves all workers.
+    """
+
+    def __init__(self, num_workers: int, max_queue: int):
+        self.num_workers, self.max_queue = num_workers, max_queue
+        self._executor = ThreadPoolExecutor(num_workers, thread_name_prefix="recognition")
+        self._lock = threading.Lock()
+        self.admitted = 0     # running + waiting
+        self.running = 0
+        self.served = 0
+        self.rejected = 0
+        self._durations: list[float] = []
+
+    def try_admit(self) -> bool:
+        with self._lock:
+            if self.admitted >= self.num_workers + self.max_queue:
+                return False
+            self.admitted += 1
+            return True
+
+    def full(self) -> bool:
+        with self._lock:
+            return self.admitted >= self.num_workers + self.max_queue
+
+    def retry_after_s(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead times a recent recognition's time."""
+        with self._lock:
+            recent = self._durations[-20:]
+            per_request = sum(recent) / len(recent) if recent else 2.0
+            ahead = self.admitted / max(self.num_workers, 1)
+        return max(1, int(round(per_request * ahead)))
+
+    def refusal(self, retry_after_s: int) -> str:
+        """Count one request refused for lack of a slot and say why, in one sentence."""
+        with self._lock:
+            self.rejected += 1
+        return (f"all {self.num_workers} workers are busy and {self.max_queue} requests "
+                f"are waiting; retry in {retry_after_s} s")
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on a worker; the caller must have been admitted."""
+        def timed():
+            with self._lock:
+                self.running += 1
+            started = time.monotonic()
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self.running -= 1
+                    self._durations = self._durations[-19:] + [time.monotonic() - started]
+
+        def release(_future):
+            # On the job's end, not the caller's: a client that hangs up does not stop a running
+            # recognition, so its slot stays taken until the worker is really free.
+            with self._lock:
+                self.admitted -= 1
+                self.served += 1
+
+        job = self._executor.submit(timed)
+        job.add_done_callback(release)
+        return await asyncio.wrap_future(job)
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"total": self.num_workers, "busy": self.running,
+                    "free": self.num_workers - self.running,
+                    "waiting": self.admitted - self.running, "max_queue": self.max_queue,
+                    "served": self.served, "rejected_busy": self.rejected}
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class UploadGate:
+    """Refuse an upload before its body is read: 503 when every worker and queue slot is taken,
+    413 when the body is over `max_bytes` (by Content-Length, or counted as a chunked body
+    streams in), so an overloaded or abused server does not spool bodies it will refuse.
+
+    Starlette's own body limiter answers with its own plain-text 413; raising HTTPException from
+    `receive` instead lets FastAPI pass it to this app's handler, which answers in the format of
+    the API the client speaks.
+    """
+
+    def __init__(self, app, max_bytes: int, pool: RecognitionPool):
+        self.app, self.max_bytes, self.pool = app, max_bytes, pool
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        received = 0
+
+        async def gated_receive():
+            nonlocal received
+            if received == 0 and self.pool.full():
+                raise StarletteHTTPException(503, headers={"Retry-After": str(self.pool.retry_after_s())})
+            if too_large:
+                raise StarletteHTTPException(413)
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, gated_receive, send)

@@ -1,0 +1,36 @@
+"""What the server was started with, as the app sees it (infer_server.py's flags, minus the engine's)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+MB = 1024 * 1024
+# Multipart framing and the small text fields ride in the same body as the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class ServerSettings:
+    backend: str = "transformers"
+    temperature_increment_on_fallback: float = 0.2
+    model_name: str = "whisper"
+    num_workers: int = 1
+    max_queue: int = 16
+    max_upload_mb: float = 100.0
+    api_key: Optional[str] = None
+    language: Optional[str] = None      # default when a request names none; None = detect
+    beam_size: int = 1
+    vad_filter: bool = False
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_upload_mb * MB) + FORM_OVERHEAD_BYTES
+
+    def too_large(self) -> str:
+        return f"the upload is larger than this server's limit of {self.max_upload_mb:g} MB (--max_upload_mb)"
+
+    def public(self) -> dict:
+        """The settings as /health shows them: the key itself never leaves the server."""
+        shown = asdict(self)
+        shown["api_key"] = "(set)" if self.api_key else None
+        return shown

@@ -1,0 +1,55 @@
+"""The page at `/`, the API documentation at `/docs`, `/health`, and the static files they load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from swagger_ui_bundle import swagger_ui_path
+
+from utils import REPO_ROOT
+from utils.core.languages import LANGUAGES
+
+templates = Jinja2Templates(directory=str(Path(REPO_ROOT) / "templates"))
+router = APIRouter()
+
+
+def mount_files(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=str(Path(REPO_ROOT) / "static")), name="static")
+    # FastAPI's default /docs page loads Swagger UI from a CDN, which servers on closed
+    # networks cannot reach; swagger-ui-bundle ships those files, so they are served locally.
+    app.mount("/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs_page(request: Request) -> HTMLResponse:
+    app = request.app
+    return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                               swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+                               swagger_css_url="/swagger-ui/swagger-ui.css",
+                               swagger_favicon_url="data:,")
+
+
+@router.get("/health", summary="Model loaded, backend, workers busy/free")
+async def health(request: Request):
+    # Answered by the event loop, never by a worker, so it stays quick while every worker is busy.
+    settings = request.app.state.settings
+    return {"status": "ok", "model_loaded": True, "backend": settings.backend, "model": settings.model_name,
+            "workers": request.app.state.pool.status(), "settings": settings.public()}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request):
+    # The page itself holds no data; a browser cannot attach a Bearer header to a page load,
+    # so the page asks for the key and sends it with each upload instead.
+    settings = request.app.state.settings
+    return templates.TemplateResponse(request, "index.html", {
+        "model_name": settings.model_name, "backend": settings.backend,
+        "max_upload_mb": settings.max_upload_mb, "needs_key": bool(settings.api_key),
+        "default_language": settings.language or "",
+        "languages": sorted(LANGUAGES.items(), key=lambda item: item[1]),
+        "languages_json": json.dumps(LANGUAGES)})
