@@ -10,9 +10,9 @@ TORCH_SPEC ?= torch==2.13.0
 # fonts-wqy-zenhei: Chinese glyphs in the web-page screenshots taken by headless Chromium.
 SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2 fonts-wqy-zenhei
 
-.PHONY: setup system-deps models demo test clean
+.PHONY: setup system-deps models demo lint test clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
@@ -36,7 +36,11 @@ models: setup
 demo: models
 	$(PY) tools/demo.py --setup_started_at=$(MAKE_STARTED)
 
-test: models
+lint: setup
+	$(PY) -m ruff check .
+
+# The linter first: a style slip fails in seconds instead of after the suite.
+test: models lint
 	$(PY) -m pytest -q tests
 
 clean:

@@ -7,21 +7,22 @@ normalisation (punctuation removed, traditional -> simplified Chinese, lower cas
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.errors import UsageError
+from utils.core.languages import TASKS, to_language_code
+from utils.core.metrics import METRICS
 from utils.core.models import default_base_model
-
-TASKS = ("transcribe", "translate")
 
 
 @dataclass
 class EvaluationArguments:
-    model_path: str = field(default_factory=default_base_model,
-                            metadata={"help": "Merged model folder (merge_lora.py) or any Whisper model folder/hub id."})
+    model_path: str = field(default_factory=default_base_model, metadata={
+        "help": "Merged model folder (merge_lora.py) or any Whisper model folder/hub id."})
     test_data: str = field(default="dataset/zh_test.jsonl", metadata={"help": "Test manifest (jsonlines)."})
     batch_size: int = field(default=16, metadata={"help": "Clips decoded together."})
     num_workers: int = field(default=min(8, os.cpu_count() or 1),
@@ -29,30 +30,83 @@ class EvaluationArguments:
     language: Optional[str] = field(default="Chinese",
                                     metadata={"help": "Language of clips without their own 'language'; 'None' lets "
                                                       "the model detect it. Ignored for English-only models."})
-    task: str = field(default="transcribe", metadata={"help": "transcribe or translate."})
+    task: str = field(default="transcribe", metadata={"help": "transcribe or translate.", "choices": TASKS})
     timestamps: bool = field(default=False, metadata={"help": "Decode in timestamp mode (as a model trained "
                                                               "with --timestamps expects); timestamps are not scored."})
-    remove_pun: bool = field(default=True, metadata={"help": "Remove punctuation (ASCII and full-width) before scoring."})
-    to_simple: bool = field(default=True, metadata={"help": "Convert traditional to simplified Chinese before scoring."})
-    metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words)."})
+    remove_pun: bool = field(default=True, metadata={
+        "help": "Remove punctuation (ASCII and full-width) before scoring."})
+    to_simple: bool = field(default=True, metadata={
+        "help": "Convert traditional to simplified Chinese before scoring."})
+    metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words).", "choices": METRICS})
     max_new_tokens: int = field(default=225, metadata={"help": "Most tokens decoded per clip."})
     no_speech_threshold: float = field(default=0.6, metadata={
         "help": "Whisper's no-speech rule: a clip whose <|nospeech|> probability at the first decoding step "
                 "is above this gets an empty transcript (what infer.py, faster-whisper and whisper.cpp do); "
                 "0 = off, every clip is decoded with the forced language."})
     stop_loops: bool = field(default=True, metadata={
-        "help": "Stop decoding a clip once its last 24 tokens repeat a unit of at most 8 tokens (a repetition "
-                "loop), as infer.py does, instead of running to --max_new_tokens; the repeats decoded so far "
-                "still count as errors. False = the model's plain generate."})
+        "help": "Stop decoding a clip once its last tokens repeat a short unit (a repetition loop), as infer.py "
+                "does, instead of running to --max_new_tokens; the repeats decoded so far still count as "
+                "errors. False = the model's plain generate."})
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Write a JSON report: metric, counts and "
                                                                        "every clip's reference and hypothesis."})
     local_files_only: bool = field(default=False, metadata={"help": "Never download the model."})
 
+    def __post_init__(self):
+        for name in ("batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
+        try:
+            to_language_code(self.language)
+        except ValueError as exc:
+            raise UsageError(f"--language: {exc}") from None
 
-class UsageError(ValueError):
-    """A flag value that cannot work; the message names the flag."""
+
+def check_inputs(args: EvaluationArguments) -> None:
+    if not os.path.isfile(args.test_data):
+        raise UsageError(f"--test_data: {args.test_data} not found")
+    if args.output_file and os.path.isdir(args.output_file):
+        raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
+
+
+def evaluate(args: EvaluationArguments) -> None:
+    """Decode every clip of --test_data, score the transcripts, print the summary (and write the report)."""
+    check_inputs(args)
+    print_config("evaluation.py configuration", args)
+    processor, dataset, language, multilingual = load_data(args)
+    model = load_model(args)
+    print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}", flush=True)
+    references, hypotheses, no_speech_clips = decode_all(args, processor, model, dataset, language, multilingual)
+    score(args, references, hypotheses, no_speech_clips)
+
+
+def load_data(args: EvaluationArguments):
+    """(processor, dataset, language code or None, whether the model is multilingual); an English-only
+    model gets no language or task tokens."""
+    from utils.core.models import checkpoint_is_multilingual, load_processor
+    from utils.data.dataset import SpeechDataset
+
+    processor = load_processor(args.model_path, local_files_only=args.local_files_only)
+    multilingual = checkpoint_is_multilingual(args.model_path, local_files_only=args.local_files_only)
+    language = to_language_code(args.language) if multilingual else None
+    dataset = SpeechDataset(args.test_data, processor, language=language,
+                            task=args.task if multilingual else "transcribe", timestamps=False,
+                            min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len)
+    return processor, dataset, language, multilingual
+
+
+def load_model(args: EvaluationArguments):
+    """The model in eval mode on the GPU (float16) when there is one, else on the CPU (float32)."""
+    import torch
+
+    from utils.core.models import load_whisper
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return load_whisper(args.model_path, local_files_only=args.local_files_only, dtype=dtype).to(device).eval()
 
 
 class _Indexed:
@@ -75,76 +129,56 @@ def _collate(batch):
     return [i for i, _ in batch], torch.from_numpy(np.stack([f for _, f in batch]))
 
 
-def evaluate(args: EvaluationArguments) -> dict:
+def decode_all(args: EvaluationArguments, processor, model, dataset, language: Optional[str], multilingual: bool):
+    """(references, hypotheses, clips judged to hold no speech), in manifest order."""
     import torch
     from tqdm import tqdm
 
-    from utils.core.metrics import error_rate
-    from utils.core.models import checkpoint_is_multilingual, load_processor, load_whisper
-    from utils.data.labels import language_code, special_ids
-    from utils.data.manifest import SpeechDataset
-    from utils.training.callbacks import print_config
-
-    print_config("Configuration", args)
-    processor = load_processor(args.model_path, local_files_only=args.local_files_only)
-    multilingual = checkpoint_is_multilingual(args.model_path, local_files_only=args.local_files_only)
-    language = language_code(args.language) if multilingual else None
-    dataset = SpeechDataset(args.test_data, processor, language=language,
-                            task=args.task if multilingual else "transcribe", timestamps=False,
-                            min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = load_whisper(args.model_path, local_files_only=args.local_files_only, dtype=dtype).to(device).eval()
-    print(f"{len(dataset)} clips from {args.test_data}; decoding on {device}", flush=True)
+    from utils.data.labels import special_ids
 
     sentences = dataset.data["sentence"]
     languages = [code or language for code in dataset.data["language"]]
     loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=args.batch_size,
                                          num_workers=args.num_workers, collate_fn=_collate)
     references, hypotheses = [None] * len(dataset), [None] * len(dataset)
-    stop = None
     nospeech = special_ids(processor.tokenizer).nospeech
     no_speech_clips = 0
-    if args.stop_loops:
-        from transformers import StoppingCriteriaList
-
-        from utils.inference.backends.transformers import RepetitionLoopStop
-
-        stop = StoppingCriteriaList([RepetitionLoopStop()])
+    kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps,
+              "stopping_criteria": _loop_stop() if args.stop_loops else None}
     with torch.inference_mode():
         for indices, features in tqdm(loader, desc="Evaluating", unit="batch"):
-            kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps,
-                      "stopping_criteria": stop}
             if multilingual:
                 batch_languages = [languages[i] for i in indices]
                 # Per-clip language when every clip has one; otherwise the model detects it per clip.
-                kwargs["language"] = batch_languages if all(batch_languages) else None
-                kwargs["task"] = args.task
-            # The encoder runs once; generate and the no-speech step share its output.
-            encoded = model.get_encoder()(features.to(device, dtype))
-            tokens = model.generate(encoder_outputs=encoded, **kwargs)
-            if not torch.is_tensor(tokens):
-                tokens = tokens["sequences"]
-            texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-            silent = no_speech_probabilities(model, encoded, nospeech) > args.no_speech_threshold \
-                if args.no_speech_threshold > 0 else [False] * len(texts)
+                kwargs.update(language=batch_languages if all(batch_languages) else None, task=args.task)
+            texts, silent = decode_batch(model, processor, features, kwargs, nospeech, args.no_speech_threshold)
             for i, text, quiet in zip(indices, texts, silent):
                 references[i], hypotheses[i] = sentences[i], "" if quiet else text.strip()
                 no_speech_clips += bool(quiet)
+    return references, hypotheses, no_speech_clips
 
-    result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple)
-    report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
-    report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
-    report["counts"]["no_speech_hypotheses"] = no_speech_clips
-    if args.output_file:
-        write_json_atomic(args.output_file, report)
-    c = result.counts
-    print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
-          f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
-          f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins; "
-          f"{no_speech_clips} judged to hold no speech)"
-          + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
-    return report
+
+def _loop_stop():
+    from transformers import StoppingCriteriaList
+
+    from utils.inference.backends.transformers import RepetitionLoopStop
+
+    return StoppingCriteriaList([RepetitionLoopStop()])
+
+
+def decode_batch(model, processor, features, generate_kwargs: dict, nospeech: int, no_speech_threshold: float):
+    """(texts, whether each clip holds no speech) of one batch of spectrograms."""
+    import torch
+
+    # The encoder runs once; generate and the no-speech step share its output.
+    encoded = model.get_encoder()(features.to(model.device, model.dtype))
+    tokens = model.generate(encoder_outputs=encoded, **generate_kwargs)
+    if not torch.is_tensor(tokens):
+        tokens = tokens["sequences"]
+    texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    if no_speech_threshold <= 0:
+        return texts, [False] * len(texts)
+    return texts, (no_speech_probabilities(model, encoded, nospeech) > no_speech_threshold).tolist()
 
 
 def no_speech_probabilities(model, encoded, nospeech: int):
@@ -159,55 +193,28 @@ def no_speech_probabilities(model, encoded, nospeech: int):
     return torch.softmax(logits, dim=-1)[:, nospeech].cpu()
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.part"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-    os.replace(tmp, path)
+def score(args: EvaluationArguments, references: list, hypotheses: list, no_speech_clips: int) -> None:
+    """The report (metric, counts, every clip), written to --output_file when given, and its one-line summary."""
+    from utils.core.files import write_json_atomic
+    from utils.core.metrics import error_rate
 
-
-def check_arguments(args: EvaluationArguments) -> None:
-    from utils.core.metrics import METRICS
-
-    if args.metric not in METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {args.metric!r}")
-    if args.task not in TASKS:
-        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {args.task!r}")
-    if not os.path.isfile(args.test_data):
-        raise UsageError(f"--test_data: {args.test_data} not found")
-    for name in ("batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.num_workers < 0:
-        raise UsageError(f"--num_workers must be 0 or more, got {args.num_workers}")
-    if args.output_file and os.path.isdir(args.output_file):
-        raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
+    result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple)
+    report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
+    report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
+    report["counts"]["no_speech_hypotheses"] = no_speech_clips
+    if args.output_file:
+        write_json_atomic(args.output_file, report)
+    c = result.counts
+    print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
+          f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
+          f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins; "
+          f"{no_speech_clips} judged to hold no speech)"
+          + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
 
 
 def main(argv=None) -> int:
-    from transformers import HfArgumentParser
-
-    from utils.core.models import ModelLoadError
-    from utils.data.manifest import DataError
-
-    parser = HfArgumentParser(EvaluationArguments, description=__doc__.split("\n\n")[0])
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    if args.language is not None and args.language.strip().lower() in ("", "none"):
-        args.language = None
-    try:
-        check_arguments(args)
-        evaluate(args)
-    except (UsageError, DataError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        # language_code's message for an unknown --language is already one sentence.
-        if "language" not in str(exc):
-            raise
-        print(f"error: --language: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    args = parse_args(EvaluationArguments, argv, description=__doc__)
+    return guarded(lambda: evaluate(args))
 
 
 if __name__ == "__main__":

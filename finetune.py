@@ -20,7 +20,7 @@ from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
 from utils.core.languages import TASKS, to_language_code
 from utils.core.metrics import METRICS
-from utils.core.models import default_base_model
+from utils.core.models import default_base_model, model_name
 from utils.training.lora import DEFAULT_TARGET_MODULES
 
 # --metric=none: the best checkpoint is the one with the lowest evaluation loss, and nothing is decoded.
@@ -413,8 +413,6 @@ def save_results(args: FinetuneArguments, trainer, model, results: dict) -> None
 
 
 def _run_dir(args: FinetuneArguments) -> str:
-    from utils.core.models import model_name
-
     return os.path.join(args.output_dir, model_name(args.base_model))
 
 

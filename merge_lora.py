@@ -12,6 +12,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from utils.core.cli import guarded, parse_args, print_config
+from utils.core.models import model_name, save_model_folder
+
 
 @dataclass
 class MergeArguments:
@@ -22,29 +25,20 @@ class MergeArguments:
     local_files_only: bool = field(default=False, metadata={"help": "Never download the base model."})
 
 
-def merge(args: MergeArguments) -> str:
-    from utils.core.models import model_name, save_model_folder
-    from utils.training.callbacks import print_config
+def merge(args: MergeArguments) -> None:
     from utils.training.lora import load_merged
 
-    print_config("Configuration", args)
+    print_config("merge_lora.py configuration", args)
     model, processor, base = load_merged(args.lora_model, local_files_only=args.local_files_only)
     out_dir = os.path.join(args.output_dir, f"{model_name(base)}-finetune")
     save_model_folder(model, processor, out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"done: merged {args.lora_model} into {base} ({n_params / 1e6:.1f} M parameters); saved {out_dir}")
-    return out_dir
 
 
 def main(argv=None) -> int:
-    from transformers import HfArgumentParser
-
-    from utils.core.models import ModelLoadError
-    from utils.inference.transcriber import report_errors
-
-    parser = HfArgumentParser(MergeArguments, description=__doc__.split("\n\n")[0])
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    return report_errors(lambda: merge(args), ModelLoadError, status=2)
+    args = parse_args(MergeArguments, argv, description=__doc__)
+    return guarded(lambda: merge(args))
 
 
 if __name__ == "__main__":

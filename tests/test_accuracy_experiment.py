@@ -1,8 +1,11 @@
 """tools/accuracy_experiment.py's table: rows, changes against zero-shot, the no-speech column and the
 README section it rewrites (the runs themselves take an hour; docs/accuracy.md is their output)."""
+import subprocess
 import sys
 
 from conftest import REPO
+
+from utils.core.cli import parse_args
 
 sys.path.insert(0, str(REPO / "tools"))
 import accuracy_experiment  # noqa: E402
@@ -18,9 +21,10 @@ def _row(language, method, value, **extra):
 
 
 def test_table_readme_section_and_plot(tmp_path):
-    args = accuracy_experiment.parse_args(["--experiments=zh-zero-shot,zh+-lora,en-lora", "--bf16=false",
-                                           f"--table={tmp_path / 'accuracy.md'}",
-                                           f"--plot={tmp_path / 'curves.png'}", f"--readme={tmp_path / 'README.md'}"])
+    args = parse_args(accuracy_experiment.AccuracyArguments,
+                      ["--experiments=zh-zero-shot,zh+-lora,en-lora", "--bf16=false",
+                       f"--table={tmp_path / 'accuracy.md'}", f"--plot={tmp_path / 'curves.png'}",
+                       f"--readme={tmp_path / 'README.md'}"])
     (tmp_path / "README.md").write_text("top\n<!-- begin: accuracy -->\nold\n<!-- end: accuracy -->\nend\n")
     train = {"seconds": 1170.0, "steps": 321, "epochs": 3, "peak_rss_gib": 4.7}
     results = {"zh-zero-shot": _row("zh", "zero-shot", 0.582),
@@ -36,3 +40,17 @@ def test_table_readme_section_and_plot(tmp_path):
     assert "old" not in readme and "CER 0.255 (-56%)" in readme and "](curves.png)" in readme
     assert "\n\n\n" not in readme
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_experiments_and_missing_inputs_are_one_sentence(tmp_path):
+    def run(*flags):
+        return subprocess.run([sys.executable, "tools/accuracy_experiment.py", *flags], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    result = run("--experiments=zh-lora,fr-lora")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--experiments: 'fr-lora' is not <language>-<method>" in result.stderr
+    missing = tmp_path / "missing.jsonl"
+    result = run(f"--zh_test={missing}", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2 and result.stderr.strip() == f"error: --zh_test: {missing} not found"
+    assert not (tmp_path / "out").exists()

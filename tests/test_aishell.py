@@ -21,6 +21,9 @@ import soundfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import aishell  # noqa: E402
+from utils.data.builders import aishell as aishell_builder  # noqa: E402
+from utils.data.builders import archives, common  # noqa: E402
+from utils.data.builders.common import BuildError  # noqa: E402
 
 SPEAKERS = {"S0002": "train", "S0003": "train", "S0724": "dev", "S0764": "test"}
 TEXTS = ["而 对 楼市 成交 抑制 作用 最 大 的 限 购", "也 成为 地方 政府 的 眼中 钉",
@@ -119,7 +122,7 @@ def test_dev_separately(tmp_path):
 def test_rerun_resumes_without_reextracting(tmp_path):
     archive = build_archive(tmp_path / "data_aishell.tgz")
     target = str(tmp_path / "u")
-    aishell.unpack(str(archive), target)
+    aishell_builder.unpack(str(archive), target)
     wav_dir = os.path.join(target, "data_aishell", "wav")
     kept = os.path.join(wav_dir, "train", "S0002", "BAC009S0002W0000.wav")
     lost = os.path.join(wav_dir, "test", "S0764", "BAC009S0764W0001.wav")
@@ -129,7 +132,7 @@ def test_rerun_resumes_without_reextracting(tmp_path):
     os.remove(lost)
     os.remove(os.path.join(wav_dir, "S0764.tar.gz.unpacked"))
     os.remove(os.path.join(target, "data_aishell", ".unpacked"))
-    aishell.unpack(str(archive), target)
+    aishell_builder.unpack(str(archive), target)
     assert os.path.getsize(lost) > 0
     assert os.stat(kept).st_mtime == 1           # finished parts were not extracted again
 
@@ -147,10 +150,10 @@ def test_interrupted_manifest_keeps_previous_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return 1.0
 
-    monkeypatch.setattr(aishell, "audio_duration", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        aishell.main([f"--filepath={archive}", f"--target_dir={tmp_path / 'u'}",
-                      f"--annotation_text={manifests}"])
+    monkeypatch.setattr(common, "audio_duration", interrupted)
+    status = aishell.main([f"--filepath={archive}", f"--target_dir={tmp_path / 'u'}",
+                           f"--annotation_text={manifests}"])
+    assert status == 130                         # Ctrl-C: its own exit status, no traceback
     assert (manifests / "train.json").read_text(encoding="utf-8") == "previous\n"
     assert sorted(os.listdir(manifests)) == ["train.json"]
 
@@ -160,7 +163,7 @@ def test_malformed_inputs_give_one_clear_sentence(tmp_path):
         "BAC009S0002W0000 而 对 楼市", "BAC009S0002W0001"])
     result = run(f"--filepath={bad}", f"--target_dir={tmp_path / 'u1'}",
                  f"--annotation_text={tmp_path / 'm1'}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "aishell_transcript_v0.8.txt, line 2" in result.stderr
     assert not (tmp_path / "m1" / "train.json").exists()
 
@@ -168,15 +171,15 @@ def test_malformed_inputs_give_one_clear_sentence(tmp_path):
     with tarfile.open(other, "w:gz") as tar:
         add_bytes(tar, "readme.txt", b"not aishell")
     result = run(f"--filepath={other}", f"--target_dir={tmp_path / 'u2'}")
-    assert result.returncode == 1 and "is this AIShell-1's data_aishell.tgz?" in result.stderr
+    assert result.returncode == 2 and "is this AIShell-1's data_aishell.tgz?" in result.stderr
 
     result = run(f"--filepath={tmp_path / 'missing.tgz'}", f"--target_dir={tmp_path / 'u3'}")
-    assert result.returncode == 1 and "missing.tgz: file not found" in result.stderr
+    assert result.returncode == 2 and "missing.tgz: file not found" in result.stderr
 
     garbage = tmp_path / "garbage.tgz"
     garbage.write_bytes(b"\x1f\x8b" + b"\x00" * 100)
     result = run(f"--filepath={garbage}", f"--target_dir={tmp_path / 'u4'}")
-    assert result.returncode == 1 and "cannot unpack" in result.stderr
+    assert result.returncode == 2 and "cannot unpack" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -187,7 +190,7 @@ def test_add_pun_without_modelscope_fails_before_any_work(tmp_path):
     except ImportError:
         pass
     result = run("--add_pun", f"--target_dir={tmp_path / 'u'}", "--url=http://127.0.0.1:9/x")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--add_pun needs the ModelScope punctuation model" in result.stderr
     assert not (tmp_path / "u").exists()
 
@@ -224,15 +227,15 @@ def test_download_resumes_and_checks_md5(tmp_path):
     try:
         (tmp_path / "data_aishell.tgz.part").write_bytes(payload[:100_000])
         md5 = hashlib.md5(payload).hexdigest()
-        path = aishell.download(url, str(tmp_path), md5)
+        path = archives.download(url, str(tmp_path), md5, "use a local copy")
         assert open(path, "rb").read() == payload
         assert RangeHandler.ranges == ["bytes=100000-"]
-        assert aishell.download(url, str(tmp_path), md5) == path   # verified copy: no request
+        assert archives.download(url, str(tmp_path), md5, "use a local copy") == path   # verified copy: no request
         assert len(RangeHandler.ranges) == 1
 
         os.makedirs(tmp_path / "x")
-        with pytest.raises(aishell.PrepareError, match="expected 0+; the partial file"):
-            aishell.download(url, str(tmp_path / "x"), "0" * 32)
+        with pytest.raises(BuildError, match="expected 0+; the partial file"):
+            archives.download(url, str(tmp_path / "x"), "0" * 32, "use a local copy")
         assert not os.listdir(tmp_path / "x")
     finally:
         server.shutdown()

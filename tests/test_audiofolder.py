@@ -71,10 +71,10 @@ def test_presplit_audiofolder_keeps_its_splits(tmp_path):
 
     result = run(f"--data_dir={data}", f"--output_dir={out}", "--text_column=transcription",
                  "--max_tokens=0", "--test_size=0.5")
-    assert result.returncode == 1 and "already split into train, test" in result.stderr
+    assert result.returncode == 2 and "already split into train, test" in result.stderr
 
     result = run(f"--data_dir={data}", f"--output_dir={tmp_path / 'o2'}", "--max_tokens=0")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "metadata.csv, line 1: header lacks column(s) text" in result.stderr
     assert not (tmp_path / "o2").exists() or not os.listdir(tmp_path / "o2")
 
@@ -107,6 +107,6 @@ def test_ljspeech(tmp_path):
     before = (out / "train.jsonl").read_bytes()
     result = run(f"--data_dir={data}", "--format=ljspeech", f"--output_dir={out}",
                  "--max_tokens=0")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "metadata.csv, line 4: expected 3 fields" in result.stderr
     assert (out / "train.jsonl").read_bytes() == before

@@ -13,8 +13,9 @@ import torch
 
 from utils.core.audio import SAMPLE_RATE, save_wav
 from utils.data.collator import SpeechSeq2SeqCollator
+from utils.data.dataset import SpeechDataset
 from utils.data.labels import decode_labels
-from utils.data.manifest import DataError, SpeechDataset, load_manifest
+from utils.data.manifest import DataError, load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

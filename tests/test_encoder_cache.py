@@ -85,7 +85,8 @@ def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
     # float16 storage halves the disk space at the price of rounding: close, not equal.
     _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "half", encoder_cache_dtype="float16"))
     assert _losses(tmp_path / "half") == pytest.approx(reference, rel=2e-3)
-    stored = [np.load(path, mmap_mode="r") for path in (tmp_path / "half" / "encoder_cache").glob("*/hidden_states.npy")]
+    stored = [np.load(path, mmap_mode="r")
+              for path in (tmp_path / "half" / "encoder_cache").glob("*/hidden_states.npy")]
     assert {array.dtype for array in stored} == {np.dtype(np.float16)}
     assert sorted(array.shape for array in stored) == [(2, 1500, 64), (6, 1500, 64)]   # test and training clips
 
@@ -120,7 +121,8 @@ def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus,
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bfloat16 instructions; --bf16 is refused here (tests/test_finetune.py)")
-    _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "fp32", encoder_cache_dir=tmp_path / "cache"))
+    _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "fp32",
+                                      encoder_cache_dir=tmp_path / "cache"))
     plain = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "plain", bf16=True,
                                               cache_encoder_outputs=False))
     cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached", bf16=True,
@@ -136,7 +138,11 @@ def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus,
 
 
 def _error(capsys, argv):
-    code = finetune.main(argv)
+    """Exit status and last stderr line; a flag mistake ends in parse_args' SystemExit(2)."""
+    try:
+        code = finetune.main(argv)
+    except SystemExit as exc:
+        code = exc.code
     return code, capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -154,7 +160,11 @@ def test_cache_is_refused_where_stored_outputs_would_be_wrong(tiny_whisper_dir, 
     assert code == 2 and "needs --freeze_encoder=True" in err, err
 
     code, err = _error(capsys, _three_epochs(tiny_whisper_dir, corpus, tmp_path, encoder_cache_dtype="int8"))
-    assert code == 2 and "--encoder_cache_dtype must be float32 or float16" in err, err
+    assert code == 2 and "--encoder_cache_dtype" in err and "'int8'" in err and "float16" in err, err
+
+    code, err = _error(capsys, _three_epochs(tiny_whisper_dir, corpus, tmp_path, cache_encoder_outputs=False,
+                                             encoder_cache_dtype="float16"))
+    assert code == 2 and "do nothing with --cache_encoder_outputs=False" in err, err
 
 
 def test_random_encoder_turns_the_automatic_cache_off(tiny_whisper_dir, corpus, tmp_path, capsys, encoder_calls):

@@ -12,7 +12,11 @@ from utils.core.metrics import error_rate
 
 
 def _run(capsys, *argv):
-    code = evaluation.main([str(a) for a in argv])
+    """Exit status, stdout and last stderr line; a flag mistake ends in parse_args' SystemExit(2)."""
+    try:
+        code = evaluation.main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
     out = capsys.readouterr()
     return code, out.out, (out.err.strip().splitlines() or [""])[-1]
 
@@ -69,11 +73,14 @@ def test_real_english_model_has_low_wer(whisper_tiny_en_dir, tmp_path, capsys):
 def test_bad_flags_are_one_sentence(tiny_whisper_dir, tmp_path, capsys):
     _, test = make_corpus(tmp_path, n_train=1, n_test=2)
     base = [f"--model_path={tiny_whisper_dir}", f"--test_data={test}", "--num_workers=0"]
-    assert _run(capsys, *base, "--metric=ser")[2] == "error: --metric must be one of cer, wer, got 'ser'"
-    assert _run(capsys, f"--model_path={tiny_whisper_dir}", f"--test_data={tmp_path / 'x.jsonl'}")[2] == \
-        f"error: --test_data: {tmp_path / 'x.jsonl'} not found"
+    code, _, err = _run(capsys, *base, "--metric=ser")
+    assert code == 2 and err.startswith("error: ") and "--metric" in err and "'ser'" in err and "'wer'" in err, err
+    code, _, err = _run(capsys, *base, "--batch_size=0")
+    assert code == 2 and "--batch_size must be at least 1, got 0" in err, err
+    assert _run(capsys, f"--model_path={tiny_whisper_dir}", f"--test_data={tmp_path / 'x.jsonl'}")[:3:2] == \
+        (2, f"error: --test_data: {tmp_path / 'x.jsonl'} not found")
     code, _, err = _run(capsys, *base, "--language=Klingon")
-    assert code == 2 and "unknown language 'Klingon'" in err
+    assert code == 2 and "--language: unknown language 'Klingon'" in err
     code, _, err = _run(capsys, f"--model_path={tmp_path / 'nomodel'}", f"--test_data={test}")
     assert code == 2 and "model folder not found" in err
     assert not list(tmp_path.glob("*.json"))

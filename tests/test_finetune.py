@@ -1,7 +1,9 @@
-"""finetune.py: LoRA learns, checkpoints are complete, resume continues, AdaLoRA reallocates, bad input is one sentence."""
+"""finetune.py: LoRA learns, checkpoints are complete, resume continues, AdaLoRA reallocates, bad input is one
+sentence."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ def test_a_few_lora_steps_lower_the_loss_on_a_fixed_batch(tiny_whisper_dir, corp
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     from utils.data.collator import SpeechSeq2SeqCollator
-    from utils.data.manifest import SpeechDataset
+    from utils.data.dataset import SpeechDataset
 
     processor = WhisperProcessor.from_pretrained(tiny_whisper_dir)
     dataset = SpeechDataset(corpus[0], processor, language="Chinese")
@@ -134,7 +136,11 @@ def test_rotation_keeps_best_newest_and_named_folders(tmp_path):
 
 
 def _main_error(capsys, *argv):
-    code = finetune.main([str(a) for a in argv])
+    """finetune.main's exit status and last stderr line; a flag mistake ends in parse_args' SystemExit(2)."""
+    try:
+        code = finetune.main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
     err = capsys.readouterr().err.strip()
     # datasets draws progress bars on stderr before the error; the error itself is the last line.
     return code, err.splitlines()[-1] if err else ""
@@ -180,11 +186,18 @@ def test_bad_input_is_one_sentence(tiny_whisper_dir, corpus, capsys, tmp_path):
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, bad, test, tmp_path))
     assert code == 2 and err.startswith(f"error: {bad}:2:"), err
 
+    # Flag mistakes end in parse_args, before anything is loaded.
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path, save_steps=3))
-    assert code == 2 and "--save_steps (3) must be a multiple of --eval_steps (2)" in err
+    assert code == 2 and err.startswith("error: ") and "--save_steps (3) must be a multiple of --eval_steps (2)" in err
 
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path, language="Klingon"))
-    assert code == 2 and err.startswith("error: --language: unknown language 'Klingon'"), err
+    assert code == 2 and err.startswith("error: ") and "--language: unknown language 'Klingon'" in err, err
+
+    code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path, task="summarize"))
+    assert code == 2 and "--task" in err and "'summarize'" in err, err
+
+    code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path), "--lora_rank=8")
+    assert code == 2 and "unknown flag --lora_rank; did you mean --lora_r?" in err, err
 
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, tmp_path / "nope.jsonl", test, tmp_path))
     assert code == 2 and err == f"error: --train_data: {tmp_path / 'nope.jsonl'} not found"
@@ -192,6 +205,17 @@ def test_bad_input_is_one_sentence(tiny_whisper_dir, corpus, capsys, tmp_path):
     code, err = _main_error(capsys, *finetune_args(tiny_whisper_dir, train, test, tmp_path,
                                                    resume_from_checkpoint=tmp_path))
     assert code == 2 and "is not a checkpoint-<step> folder" in err
+
+
+def test_english_only_model_refuses_another_language_and_takes_none(whisper_tiny_en_dir, corpus, capsys, tmp_path):
+    train, test = corpus
+    code, err = _main_error(capsys, *finetune_args(whisper_tiny_en_dir, train, test, tmp_path, language="Chinese"))
+    assert code == 2 and err == (f"error: --language=Chinese: {whisper_tiny_en_dir} is English-only; "
+                                 f"use --language=None"), err
+    code, err = _main_error(capsys, *finetune_args(whisper_tiny_en_dir, train, test, tmp_path, language="None",
+                                                   task="translate"))
+    assert code == 2 and err == f"error: --task=translate: {whisper_tiny_en_dir} is English-only and can only " \
+                                "transcribe", err
 
 
 def test_hub_id_without_network_says_to_download(corpus, capsys, tmp_path, monkeypatch):
@@ -219,26 +243,35 @@ def test_help_documents_every_flag():
 
 
 def test_large_tensors_stay_in_the_heap_between_steps():
-    # In a fresh process: a 96 MB tensor freed and allocated again is page-faulted anew under glibc's
-    # default (mmap for blocks over 32 MB), and reuses the same pages after keep_large_tensors_in_the_heap.
+    # In a fresh process: under glibc's default a freed 96 MB tensor goes back to the kernel at once (it was
+    # mapped, being over 32 MB), so the next one is page-faulted and zeroed anew; after
+    # keep_large_tensors_in_the_heap it stays in the heap for the next step. What a step gains from that
+    # is a benchmark figure (docs/performance.md), not asserted here; what is asserted is the mechanism,
+    # by how much of the block leaves the process: all 96 MB, or nothing.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator switches exist on Linux only")
     code = """
-import resource, sys, torch
+import os, sys, torch
 sys.path.insert(0, '.')
 from utils.training.callbacks import keep_large_tensors_in_the_heap
-def faults_of_second_allocation():
-    torch.ones(24_000_000)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(24_000_000)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-default = faults_of_second_allocation()
+def resident():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+def returned_on_free():
+    block = torch.ones(24_000_000)
+    before = resident()
+    del block
+    return before - resident()
+default = returned_on_free()
 switched = keep_large_tensors_in_the_heap()
-# The steady state, as in step after step of training: about one fresh process in 16 still faults on the
-# first round after the switch (the heap had to be extended elsewhere), never on the next ones.
-print(default, switched, min(faults_of_second_allocation() for _ in range(3)))
+returned_on_free()   # the first block after the switch may extend the heap
+print(default, switched, max(returned_on_free() for _ in range(3)))
 """
     result = run_script([python(), "-c", code])
     assert result.returncode == 0, result.stderr[-2000:]
     default, switched, after = result.stdout.split()
-    assert switched == "True"
-    # 96 MB is 23,438 pages of 4 KiB: all of them fault by default, almost none once the heap keeps them.
-    assert int(default) > 20_000 and int(after) < 1_000, (default, after)
+    if switched != "True":
+        pytest.skip("not glibc: its allocator has no such switches")
+    # A 96 MB block: by default at least two thirds of it leave the process on free, after the switch at most
+    # a sixth (both are all or nothing; the margins absorb other allocations of the process between reads).
+    assert int(default) > 64_000_000 and int(after) < 16_000_000, (default, after)

@@ -258,7 +258,7 @@ def test_infer_gui_script_opens_the_window(display):
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         found = subprocess.run(["xdotool", "search", "--sync", "--name", "^Whisper$"],
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=DEADLINE)
         assert found.stdout.split(), "the window did not appear"
         assert process.poll() is None
     finally:
@@ -334,7 +334,7 @@ def test_help_loads_no_toolkit_and_no_engine():
               "except SystemExit as exit:\n"
               "    print('exit status', exit.code)\n"
               f"print('imported:', [m for m in {heavy!r} if m in sys.modules])\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=DEADLINE)
     assert "--batch_size" in result.stdout and "exit status 0" in result.stdout, result.stdout + result.stderr
     assert "imported: []" in result.stdout
 
@@ -369,7 +369,7 @@ def test_without_a_display_infer_gui_says_so():
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     result = subprocess.run([sys.executable, str(REPO / "infer_gui.py"), "--backend=ct2",
                              f"--model_path={CT2_MODEL}"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=DEADLINE)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: cannot open a window (no display name")
     assert "Traceback" not in result.stderr
@@ -381,7 +381,7 @@ def test_without_tk_infer_gui_says_so(tmp_path):
         'raise ModuleNotFoundError("No module named \'_tkinter\'", name="_tkinter")\n')
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     result = subprocess.run([sys.executable, str(REPO / "infer_gui.py")], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=DEADLINE)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: this Python has no Tk support (tkinter)")
 
@@ -390,32 +390,37 @@ def test_second_request_while_busy_is_refused(tmp_path, display, dialogs, ct2_tr
     from utils.apps import gui
 
     first, second = en_samples(2)
-    app = make_app(tmp_path, ct2_transcriber)
+    gated = GatedTranscriber(ct2_transcriber)
+    app = make_app(tmp_path, gated)
     try:
         app.window[gui.K_FILE].update(str(REPO / first["audio"]["path"]))
         app.window.write_event_value(gui.K_RECOGNISE, None)
-        pump(app, lambda: app.busy is not None)
+        pump(app, lambda: gated.first_segment_out.is_set() and bool(app.segments))
         app.window[gui.K_FILE].update(str(REPO / second["audio"]["path"]))
         app.window.write_event_value(gui.K_RECOGNISE, None)
         pump(app, lambda: app.window[gui.K_STATUS].get().startswith("Still"))
         assert "please wait" in app.window[gui.K_STATUS].get()
+        gated.release.set()
         pump(app, lambda: app.busy is None)
         # Only the first file was recognised.
         assert [s.text.strip() for s in app.segments] == \
             direct_texts(ct2_transcriber, REPO / first["audio"]["path"])
         assert dialogs.seen == []
     finally:
+        gated.release.set()
         app.close()
 
 
 def test_closing_while_recognising_is_quiet(tmp_path, display, dialogs, ct2_transcriber, capfd):
     from utils.apps import gui
 
-    app = make_app(tmp_path, ct2_transcriber)
+    gated = GatedTranscriber(ct2_transcriber)
+    app = make_app(tmp_path, gated)
     app.window[gui.K_FILE].update(str(REPO / en_samples(1)[0]["audio"]["path"]))
     app.window.write_event_value(gui.K_RECOGNISE, None)
-    pump(app, lambda: app.busy is not None)
-    app.close()
+    pump(app, lambda: gated.first_segment_out.is_set())
+    app.close()   # mid-recognition: the worker still has segments to hand over
+    gated.release.set()
     for worker in [t for t in threading.enumerate() if t.name == "whisper-recognition"]:
         worker.join(60)
         assert not worker.is_alive()
@@ -494,7 +499,7 @@ def test_recorder_resamples_a_fake_device_stream():
 
     recorder = Recorder(stream_factory=factory, sample_rate=48000)   # a typical device rate
     recorder.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     while streams[0].fed < len(streams[0].audio):
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -552,7 +557,7 @@ def test_no_microphone_dialog(tmp_path, display, dialogs):
     app = make_app(tmp_path, model_path=str(tmp_path / "unused"))   # the real Recorder
     try:
         app.window.write_event_value(gui.K_RECORD, None)
-        pump(app, lambda: bool(app.dialogs), timeout=30)
+        pump(app, lambda: bool(app.dialogs))
         assert dialogs.seen == ["Whisper: cannot record"]
         assert app.dialogs[0][1].startswith("no microphone found")
         assert app.window[gui.K_RECORD].get_text() == "Record"   # not stuck in recording state
@@ -591,7 +596,7 @@ def test_errors_are_dialogs_not_tracebacks(tmp_path, display, dialogs, ct2_trans
         try:
             app.window[gui.K_FILE].update(str(REPO / en_samples(1)[0]["audio"]["path"]))
             app.window.write_event_value(gui.K_PLAY, None)
-            pump(app, lambda: dialogs.seen[-1:] == ["Whisper: cannot play the audio"], timeout=60)
+            pump(app, lambda: dialogs.seen[-1:] == ["Whisper: cannot play the audio"])
             assert app.dialogs[-1][1].startswith("no audio output device found")
         finally:
             app.close()
@@ -609,6 +614,17 @@ def test_errors_are_dialogs_not_tracebacks(tmp_path, display, dialogs, ct2_trans
 def test_transformers_backend_in_the_window(tmp_path, display, dialogs, whisper_tiny_en_dir):
     """infer_gui.py's default engine: real whisper-tiny.en through transformers, in the window."""
     sample = en_samples(1)[0]
+    # A compute type the backend cannot run is its own refusal, shown as an option problem.
+    app = make_app(tmp_path, model_path=str(whisper_tiny_en_dir), backend="transformers",
+                   backend_options={"compute_type": "int8"})
+    try:
+        recognise(app, str(REPO / sample["audio"]["path"]))
+        assert dialogs.seen == ["Whisper: invalid option"]
+        assert "compute_type=int8 is not one the transformers backend runs in" in app.dialogs[-1][1]
+        assert app.dialogs[-1][1].endswith("Start the program with other options (see --help).")
+    finally:
+        app.close()
+
     app = make_app(tmp_path, model_path=str(whisper_tiny_en_dir), backend="transformers",
                    backend_options={"local_files_only": True})
     try:
@@ -617,6 +633,6 @@ def test_transformers_backend_in_the_window(tmp_path, display, dialogs, whisper_
         assert lines and all(line.startswith("[00:") for line in lines)
         text = " ".join(line.split("] ", 1)[1] for line in lines)
         assert word_error_rate(sample["sentence"], text) <= MAX_WER, text
-        assert dialogs.seen == []
+        assert dialogs.seen == ["Whisper: invalid option"]   # only the first window's
     finally:
         app.close()

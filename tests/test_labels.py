@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.collator import SpeechSeq2SeqCollator
 from utils.core.languages import to_language_code
+from utils.data.collator import SpeechSeq2SeqCollator
 from utils.data.labels import build_labels, decode_labels
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,7 +24,6 @@ def test_attention_and_dropout_print_a_time_per_variant():
                        out, re.M)
     assert picks == [(name, "plain" if plain_product_for_decode_steps(getattr(torch, name)) else "sdpa")
                      for name in ("float32", "bfloat16")]
-    assert all(float(ms) > 0 for _, ms in times)
     assert len(re.findall(r" \d+\.\d ms$", run("dropout", "--batch=1", "--frames=40"), re.M)) == 5
 
 
@@ -34,7 +33,17 @@ def test_train_step_profiles_and_stores_the_base_projections(tiny_whisper_dir):
                        r"step of 2$", out, re.M)
     assert steps == [(rate, how) for rate in ("0.05", "0.0")
                      for how in ("peft", "fast_lora", "fast_lora, base k/v stored")]
-    assert len(re.findall(r"^  aten::\w+: \d+ % of the step$", out, re.M)) == 12
+    # Both profiled steps (dropout 0.05: peft's, then fast_lora's) list their six largest events by self
+    # time, largest first. Which events those are is timing: at these tiny sizes one preempted call or the
+    # autograd engine's own wrapper ("autograd::engine::evaluate_function: MmBackward0") can rank among
+    # them, so the names are not asserted, only the shape of the profile.
+    profiles = re.findall(r"^lora_dropout=0\.05, (peft|fast_lora): .*\n((?:  .+: \d+ % of the step\n)*)",
+                          out, re.M)
+    assert [how for how, _ in profiles] == ["peft", "fast_lora"]
+    for _, block in profiles:
+        shares = [int(share) for share in re.findall(r": (\d+) % of the step$", block, re.M)]
+        assert len(shares) == 6 and shares == sorted(shares, reverse=True)
+        assert sum(shares) <= 100 + 3      # six shares of one total, each rounded by at most half a percent
 
 
 def test_encoder_calls_counts_one_pass_per_window_with_the_memo(whisper_base_dir):
@@ -60,7 +69,6 @@ def test_decode_attention_times_both_paths_and_marks_the_one_taken(whisper_base_
     taken = "plain" if plain_product_for_decode_steps(getattr(torch, dtype)) else "sdpa"
     assert [(d, path, bool(mark)) for d, path, _, mark in rows] == [(dtype, "sdpa", taken == "sdpa"),
                                                                    (dtype, "plain", taken == "plain")]
-    assert all(float(seconds) > 0 for *_, seconds, _ in rows)
 
 
 def test_best_of_times_both_sample_counts_in_both_places(tmp_path):
@@ -73,5 +81,21 @@ def test_best_of_times_both_sample_counts_in_both_places(tmp_path):
     rows = re.findall(r"^ct2 int8 (sequential fallback|batched loop retry), best_of=(5|1): (\d+\.\d) s, "
                       r"WER (\d+\.\d) % \(median of 1\)$", out, re.M)
     assert [(name, samples) for name, samples, _, _ in rows] == [
-        ("sequential fallback", "5"), ("sequential fallback", "1"), ("batched loop retry", "5"), ("batched loop retry", "1")]
-    assert all(float(seconds) > 0 and float(rate) <= 35.0 for _, _, seconds, rate in rows)   # espeak speech, base model
+        ("sequential fallback", "5"), ("sequential fallback", "1"),
+        ("batched loop retry", "5"), ("batched loop retry", "1")]
+    assert all(float(rate) <= 35.0 for _, _, _, rate in rows)   # espeak speech, base model
+
+
+def test_benchmark_by_first_word_or_flag_and_mistakes_are_one_sentence():
+    def run_raw(*args):
+        return subprocess.run([sys.executable, "tools/microbenchmarks.py", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    result = run_raw("--benchmark=dropout", "--batch=1", "--frames=8", "--threads=1", "--repeats=1")
+    assert result.returncode == 0 and len(re.findall(r" over 1 x 8 x 512: \d+\.\d ms$", result.stdout, re.M)) == 5
+    result = run_raw("dropuot")
+    assert result.returncode == 2 and "--benchmark: invalid choice: 'dropuot'" in result.stderr
+    result = run_raw("dropout", "--repeat=2")
+    assert result.returncode == 2 and "unknown flag --repeat; did you mean --repeats?" in result.stderr
+    result = run_raw("dropout", "--repeats=0")
+    assert result.returncode == 2 and "--repeats must be at least 1, got 0" in result.stderr

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,12 +18,12 @@ import pytest
 import requests
 import soundfile
 from conftest import REPO, require_model
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess
 
 from utils.core.audio import load_audio
 
 TEST_WAV = REPO / "dataset" / "test.wav"                       # Mandarin, 12.16 s
-ENGLISH = REPO / "dataset" / "audio" / "en_test_0001.flac"      # "The train to the airport leaves every twenty minutes."
+ENGLISH = REPO / "dataset" / "audio" / "en_test_0001.flac"  # "The train to the airport leaves every twenty minutes."
 KEYWORDS = {"train", "airport"}
 API_KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -39,10 +40,11 @@ def is_chinese(text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def base_server(tmp_path_factory):
-    """Real whisper-base through faster-whisper, as the original project served it."""
+    """Real whisper-base through faster-whisper, as the original project served it; --backend=auto
+    (the default) picks ct2 for the folder."""
     model = require_model(REPO / "models" / "whisper-base-ct2")
     log = tmp_path_factory.mktemp("base-server") / "server.log"
-    server = ServerProcess("--backend=ct2", f"--model_path={model}", "--language=zh",
+    server = ServerProcess(f"--model_path={model}", "--language=zh",
                            "--num_workers=2", "--max_queue=2", log_path=log).wait_ready()
     yield server
     server.stop()
@@ -50,13 +52,14 @@ def base_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_whisper_dir, tmp_path_factory):
-    """Tiny random Whisper on the transformers backend, with an API key and a 2 MB upload limit.
+    """Tiny random Whisper on the transformers backend (--backend=auto picks it for the folder), with
+    an API key and a 2 MB upload limit.
 
     TMPDIR points at a folder of its own so the test can see every temporary file the server makes.
     """
     spool = tmp_path_factory.mktemp("server-tmp")
     log = tmp_path_factory.mktemp("tiny-server") / "server.log"
-    server = ServerProcess("--backend=transformers", f"--model_path={tiny_whisper_dir}",
+    server = ServerProcess(f"--model_path={tiny_whisper_dir}",
                            "--num_workers=2", "--max_queue=2", "--max_upload_mb=2",
                            # Greedy only: fallback samples, and this test compares answers.
                            "--temperature_increment_on_fallback=0",
@@ -190,58 +193,60 @@ def test_openai_client_gets_a_clear_error_for_bad_audio(base_server):
 
 # --- load --------------------------------------------------------------------------------
 
+class HealthPoller:
+    """Polls /health in a thread while a burst runs; keeps each answer's status and workers."""
+
+    def __init__(self, url: str):
+        self.url, self.answers, self._stop = url, [], threading.Event()
+        self._thread = threading.Thread(target=self._poll)
+
+    def _poll(self):
+        while not self._stop.is_set():
+            try:
+                response = requests.get(f"{self.url}/health", timeout=60)
+                self.answers.append((response.status_code, response.json()["workers"]))
+            except requests.RequestException as exc:
+                self.answers.append((repr(exc), {}))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "HealthPoller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+
 def test_fifty_concurrent_requests_get_answers_or_clean_503(base_server):
     clip = ENGLISH.read_bytes()
 
-    def recognise():
-        started = time.monotonic()
-        response = requests.post(f"{base_server.url}/recognition", data={"language": "en"},
-                                 files={"audio": ("clip.flac", clip)}, timeout=120)
-        return response, time.monotonic() - started
+    def recognise(_=None):
+        return requests.post(f"{base_server.url}/recognition", data={"language": "en"},
+                             files={"audio": ("clip.flac", clip)}, timeout=600)
 
-    reference, _ = recognise()
+    reference = recognise()
     assert reference.status_code == 200
+    assert requests.get(f"{base_server.url}/health", timeout=60).json()["backend"] == "ct2"
     expected = reference.json()["results"]
+    with HealthPoller(base_server.url) as health, ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(recognise, range(50)))
 
-    health, stop = [], threading.Event()
-
-    def poll_health():
-        while not stop.is_set():
-            started = time.monotonic()
-            response = requests.get(f"{base_server.url}/health", timeout=10)
-            health.append((response.status_code, time.monotonic() - started, response.json()["workers"]))
-            time.sleep(0.2)
-
-    rss_before = base_server.rss_mb()
-    poller = threading.Thread(target=poll_health)
-    poller.start()
-    burst_started = time.monotonic()
-    with ThreadPoolExecutor(50) as pool:
-        results = list(pool.map(lambda _: recognise(), range(50)))
-    burst_s = time.monotonic() - burst_started
-    stop.set()
-    poller.join()
-    rss_growth = base_server.rss_mb() - rss_before
-
-    ok = [r for r, _ in results if r.status_code == 200]
-    busy = [r for r, _ in results if r.status_code == 503]
-    print(f"50 requests in {burst_s:.1f} s: {len(ok)} answered, {len(busy)} x 503; "
-          f"health polls {len(health)}, slowest {max(h[1] for h in health):.2f} s; "
-          f"RSS +{rss_growth:.0f} MB")
-    assert len(ok) + len(busy) == 50, [r.status_code for r, _ in results]
+    ok = [r for r in results if r.status_code == 200]
+    busy = [r for r in results if r.status_code == 503]
+    print(f"50 requests: {len(ok)} answered, {len(busy)} x 503; health polls {len(health.answers)}")
+    assert len(ok) + len(busy) == 50, [r.status_code for r in results]
     assert len(ok) >= 4 and busy, "2 workers + 2 queued must be served, the rest refused"
     for response in ok:
         assert response.json()["results"] == expected
     for response in busy:
         assert int(response.headers["Retry-After"]) >= 1
         assert response.json()["code"] == 503 and "busy" in response.json()["msg"]
-    assert burst_s < 60
-    assert health and all(status == 200 for status, _, _ in health)
-    assert max(latency for _, latency, _ in health) < 3.0
-    assert any(workers["busy"] == 2 for _, _, workers in health), "never saw both workers busy"
-    assert all(workers["busy"] <= 2 and workers["waiting"] <= 2 for _, _, workers in health)
-    assert rss_growth < 300, f"server memory grew by {rss_growth:.0f} MB under load"
-    workers = requests.get(f"{base_server.url}/health", timeout=5).json()["workers"]
+    assert health.answers and all(status == 200 for status, _ in health.answers), health.answers
+    # /health answered while both workers were decoding: a running recognition does not block it.
+    assert any(workers["busy"] == 2 for _, workers in health.answers), "never saw both workers busy"
+    assert all(workers["busy"] <= 2 and workers["waiting"] <= 2 for _, workers in health.answers)
+    workers = requests.get(f"{base_server.url}/health", timeout=60).json()["workers"]
     assert workers["busy"] == 0 and workers["waiting"] == 0
     assert workers["rejected_busy"] == len(busy)
 
@@ -366,7 +371,7 @@ def test_api_key_guards_every_endpoint_but_health(tiny_server):
 
 # --- a backend failure stays inside its request -----------------------------------------
 
-def test_backend_exception_fails_only_that_request(tmp_path):
+def test_backend_exception_fails_only_that_request():
     """Fault injection: a real tiny.en model that raises for clips under a second, served by
     the real app in uvicorn, with other requests in flight."""
     import uvicorn
@@ -381,24 +386,23 @@ def test_backend_exception_fails_only_that_request(tmp_path):
             return super()._transcribe(audio, options)
 
     model = require_model(REPO / "models" / "whisper-tiny.en-ct2")
-    app = create_app(FailsOnShortClips(str(model), num_workers=2), ServerSettings(backend="ct2", model_name="tiny.en", num_workers=2, max_queue=4,
-                                                   temperature_increment_on_fallback=0))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    app = create_app(FailsOnShortClips(str(model), num_workers=2),
+                     ServerSettings(backend="ct2", model_name="tiny.en", num_workers=2, max_queue=4,
+                                    temperature_increment_on_fallback=0))
+    # A socket that listens before uvicorn starts: requests wait in its backlog instead of racing
+    # the server's start, and the port is never let go between choosing it and serving on it.
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.1)
         audio, rate = soundfile.read(ENGLISH, dtype="float32")
         short = io.BytesIO()
         soundfile.write(short, audio[: rate // 2], rate, format="WAV")
 
         def post(payload):
-            return requests.post(f"{url}/recognition", files={"audio": ("a.wav", payload)}, timeout=60)
+            return requests.post(f"{url}/recognition", files={"audio": ("a.wav", payload)}, timeout=600)
 
         with ThreadPoolExecutor(3) as pool:
             good1, bad, good2 = pool.map(post, [ENGLISH.read_bytes(), short.getvalue(), ENGLISH.read_bytes()])
@@ -407,51 +411,122 @@ def test_backend_exception_fails_only_that_request(tmp_path):
         for good in (good1, good2):
             assert good.status_code == 200
             assert "minutes" in words(good.json()["results"][0]["text"])
-        workers = requests.get(f"{url}/health", timeout=5).json()["workers"]
+        workers = requests.get(f"{url}/health", timeout=60).json()["workers"]
         assert workers["busy"] == 0 and workers["waiting"] == 0 and workers["served"] == 3
         assert post(ENGLISH.read_bytes()).status_code == 200
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=60)
 
 
 # --- command line ------------------------------------------------------------------------
 
-def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, "infer_server.py", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+def run_cli(*args):
+    return subprocess.run([sys.executable, "infer_server.py", "--port=0", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
 
-    helped = run("--help")
+
+def assert_refused(result, *expected):
+    """Exit status 2 (a user mistake) and one `error:` line naming the problem."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for part in expected:
+        assert part in lines[0], lines[0]
+
+
+def test_cli_help_lists_every_flag():
+    helped = run_cli("--help")
     assert helped.returncode == 0
     for flag in ["--host", "--port", "--model_path", "--backend", "--use_gpu", "--compute_type",
                  "--num_beams", "--beam_size", "--batch_size", "--vad_filter", "--num_workers",
                  "--max_queue", "--max_upload_mb", "--api_key", "--language", "--use_int8",
-                 "--local_files_only"]:
+                 "--local_files_only", "--warmup", "--cpu_threads", "--log_level"]:
         assert flag in helped.stdout
-    missing = run(f"--model_path={tmp_path / 'nope'}")
-    assert missing.returncode == 2 and "model folder not found" in missing.stderr
-    assert "Traceback" not in missing.stderr
-    wrong_language = run("--model_path=models/whisper-base-ct2", "--language=klingon")
-    assert wrong_language.returncode == 2 and "unknown language 'klingon'" in wrong_language.stderr
-    mixed = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=int8")
-    assert mixed.returncode == 2 and "the transformers backend takes float32, bfloat16, float16" in mixed.stderr
-    half = run("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=float16")
-    assert half.returncode == 2 and "float16 with --backend=transformers needs --use_gpu" in half.stderr
-    contradicting = run("--model_path=models/whisper-base-ct2", "--use_int8=True", "--compute_type=float32")
-    assert contradicting.returncode == 2 and "--use_int8 and --compute_type=float32" in contradicting.stderr
+    assert "{auto,transformers,ct2,ggml}" in helped.stdout
 
 
-def test_compute_type_reaches_each_backend_as_its_own_setting():
+def test_cli_help_does_not_show_the_api_key_from_the_environment():
+    helped = subprocess.run([sys.executable, "infer_server.py", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "WHISPER_SERVER_API_KEY": "sekrit-123"})
+    assert helped.returncode == 0 and "sekrit-123" not in helped.stdout
+
+
+def test_cli_rejects_bad_arguments_in_one_sentence(tmp_path):
+    assert_refused(run_cli("--bogus=1"), "unknown flag --bogus")
+    assert_refused(run_cli("--num_workers=0"), "--num_workers must be 1 or more")
+    assert_refused(run_cli(f"--model_path={tmp_path / 'nope'}"), "nope", "no such model file or folder")
+    assert_refused(run_cli("--model_path=models/whisper-base-ct2", "--language=klingon"),
+                   "unknown language 'klingon'")
+    assert_refused(run_cli("--model_path=models/whisper-base", "--compute_type=int8"),
+                   "compute_type=int8", "it takes float32, bfloat16, float16")
+    assert_refused(run_cli("--backend=transformers", "--model_path=models/whisper-base", "--compute_type=float16"),
+                   "float16 on the transformers backend needs a CUDA GPU")
+    assert_refused(run_cli("--model_path=models/whisper-base-ct2", "--use_int8=True", "--compute_type=float32"),
+                   "--use_int8 and --compute_type=float32")
+    assert_refused(run_cli("--model_path=models/whisper-base", "--vad_filter"),
+                   "--vad_filter applies only to --backend=ct2, not transformers")
+
+
+def test_cli_auto_backend_names_what_a_path_holds(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    assert_refused(run_cli(f"--model_path={notes}"), "notes.txt", "GGML")
+    (tmp_path / "empty").mkdir()
+    assert_refused(run_cli(f"--model_path={tmp_path / 'empty'}"), "empty", "model.bin", "config.json")
+    assert_refused(run_cli("--backend=ct2", "--model_path=models/whisper-base"), "not a CTranslate2 one")
+
+
+def test_cli_port_in_use_is_refused_before_the_model_loads():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "infer_server.py", f"--port={port}"], cwd=REPO,
+                                capture_output=True, text=True, timeout=600)
+    assert_refused(result, f"--port={port}", "cannot listen there")
+    assert "loaded" not in result.stdout
+
+
+def test_engine_flags_reach_each_backend_as_its_own_options():
     import infer_server
+    from utils.core.cli import parse_args
+    from utils.inference.registry import resolve_backend
 
     def options(*argv):
-        parser = infer_server.build_parser()
-        args = parser.parse_args(["--model_path=models/whisper-base", *argv])
-        infer_server.check_args(parser, args)
-        return infer_server.backend_options(args)
+        args = parse_args(infer_server.ServerArguments, list(argv))
+        return infer_server.engine_options(args, resolve_backend(args.backend, args.model_path))
 
-    assert options("--backend=transformers", "--compute_type=bfloat16")["dtype"] == "bfloat16"
-    assert "dtype" not in options("--backend=transformers")
-    ct2 = options("--backend=ct2", "--model_path=models/whisper-base-ct2", "--use_int8=True")
-    assert ct2["compute_type"] == "int8" and "dtype" not in ct2
+    transformers = "--model_path=models/whisper-base"
+    assert options(transformers, "--compute_type=bfloat16")["compute_type"] == "bfloat16"
+    assert "compute_type" not in options(transformers) and "num_workers" not in options(transformers)
+    assert options(transformers, "--use_int8") == {"use_int8": True}
+    ct2 = options("--model_path=models/whisper-base-ct2", "--use_int8=True", "--num_workers=3")
+    assert ct2 == {"compute_type": "int8", "num_workers": 3}
+    with pytest.raises(ValueError, match="--compute_type applies only to --backend=transformers or ct2, not ggml"):
+        options("--backend=ggml", "--model_path=models/ggml-model.bin", "--compute_type=int8")
+
+
+# --- whisper.cpp ---------------------------------------------------------------------------
+
+def test_ggml_file_is_served_by_whisper_cpp(tmp_path, whisper_tiny_en_dir):
+    """--backend=auto on a GGML file (convert-ggml.py's output) serves it through whisper.cpp."""
+    ggml = tmp_path / "tiny-en.bin"
+    converted = subprocess.run([sys.executable, "convert-ggml.py", f"--model_dir={whisper_tiny_en_dir}",
+                                f"--output_path={ggml}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert converted.returncode == 0, converted.stderr
+    server = ServerProcess(f"--model_path={ggml}", "--language=en", log_path=tmp_path / "server.log").wait_ready()
+    try:
+        health = requests.get(f"{server.url}/health", timeout=60).json()
+        assert health["backend"] == "ggml" and health["model"] == "tiny-en.bin"
+        with open(ENGLISH, "rb") as audio:
+            response = requests.post(f"{server.url}/recognition", files={"audio": audio}, timeout=600)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert abs(body["duration"] - 3.64) < 0.05 and body["language"] == "en"
+        assert {"train", "minutes"} <= words(" ".join(p["text"] for p in body["results"])), body
+        with open(ENGLISH, "rb") as audio:
+            words_asked = requests.post(f"{server.url}/v1/audio/transcriptions", timeout=600, files={"file": audio},
+                                        data={"response_format": "verbose_json",
+                                              "timestamp_granularities[]": "word"})
+        assert words_asked.status_code == 400 and "word_timestamps" in words_asked.json()["error"]["message"]
+    finally:
+        server.stop()

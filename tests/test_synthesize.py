@@ -11,8 +11,9 @@ import pytest
 import soundfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import synthesize_speech  # noqa: E402
+sys.path.insert(0, ROOT)
+from utils.data.builders import synthetic  # noqa: E402
+from utils.data.builders.common import BuildError  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "tools", "synthesize_speech.py")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
@@ -63,10 +64,8 @@ def test_shipped_test_split_is_unseen_in_training():
         long_lines = [line.strip() for line in f if line.strip()]
     assert not train & set(long_lines)
     # Voice settings of the test split are never used for training.
-    lines = synthesize_speech.read_lines(os.path.join(ROOT, "tools/sentences_zh.txt"),
-                                         "Chinese")
-    (tr, te, lo), (train_voices, test_voices) = synthesize_speech.split_corpus(
-        lines, 50, 36, random.Random(2024))
+    lines = synthetic.read_lines(os.path.join(ROOT, "tools/sentences_zh.txt"), "Chinese")
+    (tr, te, lo), (train_voices, test_voices) = synthetic.split_corpus(lines, 50, 36, random.Random(2024))
     assert set(te) == set(test) and set(lo) == set(long_lines)
     assert test_voices and not set(train_voices) & set(test_voices)
 
@@ -99,14 +98,14 @@ def test_shipped_wavs():
 
 
 def test_clause_splitting_and_pinyin():
-    assert synthesize_speech.split_clauses("近几年，我用书压岁。好吗？", "Chinese") == \
+    assert synthetic.split_clauses("近几年，我用书压岁。好吗？", "Chinese") == \
         ["近几年，", "我用书压岁。", "好吗？"]
-    assert synthesize_speech.split_clauses("It costs 3,000 dollars, he said.", "English") == \
+    assert synthetic.split_clauses("It costs 3,000 dollars, he said.", "English") == \
         ["It costs 3,000 dollars,", "he said."]
-    assert synthesize_speech.to_espeak_text("女儿的书、绿色。", "Chinese") == \
+    assert synthetic.to_espeak_text("女儿的书、绿色。", "Chinese") == \
         "nv3 er2 de5 shu1 , lv4 se4"
-    with pytest.raises(synthesize_speech.SynthesisError, match="'2'"):
-        synthesize_speech.to_espeak_text("二零二四年是2024", "Chinese")
+    with pytest.raises(BuildError, match="'2'"):
+        synthetic.to_espeak_text("二零二四年是2024", "Chinese")
 
 
 @needs_espeak
@@ -142,7 +141,7 @@ def test_bad_line_is_named_and_nothing_is_written(tmp_path):
     result = subprocess.run([sys.executable, SCRIPT, "clips", f"--text_file={text}",
                              f"--output_dir={tmp_path / 'a'}", f"--manifest={manifest}"],
                             capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{text}, line 2" in result.stderr and "Traceback" not in result.stderr
     assert not manifest.exists() and not (tmp_path / "a").exists()
 
@@ -155,7 +154,7 @@ def test_unknown_variant_is_rejected(tmp_path):
                              "--language=English", "--variants=f2,nosuchvoice",
                              f"--output_dir={tmp_path}", f"--manifest={tmp_path / 'm.jsonl'}"],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "unknown espeak-ng variant(s) nosuchvoice" in result.stderr
+    assert result.returncode == 2 and "unknown espeak-ng variant(s) nosuchvoice" in result.stderr
 
 
 @needs_espeak
@@ -193,3 +192,24 @@ def test_sample_corpus_regenerates_the_shipped_files(tmp_path):
             os.path.relpath(b["audio"]["path"], "dataset")
         assert (a["sentence"], a["sentences"], a["duration"]) == \
             (b["sentence"], b["sentences"], b["duration"])
+
+
+def test_command_line_mistakes_end_in_one_line():
+    def run(*args):
+        return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+
+    result = run("--help")
+    assert result.returncode == 0 and "sample-corpus" in result.stdout and "more-train" in result.stdout
+    assert "--no_speech_train" in result.stdout and "--audio_format" in result.stdout   # every command's flags
+    for args, expected in [(["--bogus=1"], "(and a command comes first: clips, long, sample-corpus, more-train"),
+                           (["--voice_see=1"], "did you mean --voice_seed?"),
+                           (["--text_file=x"], "the first argument is the command, one of clips, long"),
+                           (["sample_corpus"], "did you mean sample-corpus?"),
+                           (["clips", "--bogus=1"], "unknown flag --bogus"),
+                           (["clips", "--text_file=t", "--output_dir=o", "--manifest=m", "--no_speech=-1"],
+                            "--no_speech=-1: must not be negative"),
+                           (["more-train", "--output_dir=o", "--manifest=m", "--readings=0"],
+                            "--readings=0: must be at least 1")]:
+        result = run(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr

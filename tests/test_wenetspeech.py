@@ -13,8 +13,9 @@ import pytest
 import soundfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import create_wenetspeech_data as wenet  # noqa: E402
+sys.path.insert(0, ROOT)
+from utils.data.builders import wenetspeech  # noqa: E402
+from utils.data.builders.common import BuildError  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "tools", "create_wenetspeech_data.py")
 SR = 16000
@@ -155,7 +156,7 @@ def test_bad_inputs(corpus, tmp_path):
     bad.write_text(json.dumps(data), encoding="utf-8")
     result = run(f"--wenetspeech_json={bad}", f"--wenetspeech_dir={corpus}",
                  f"--output_dir={tmp_path / 'o1'}", "--num_workers=1")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "audios[1] (N0001) segments[0] lacks end_time" in result.stderr
     assert not [f for f in os.listdir(tmp_path / "o1") if f.endswith((".jsonl", ".part"))]
 
@@ -166,7 +167,7 @@ def test_bad_inputs(corpus, tmp_path):
     common = [f"--wenetspeech_json={missing}", f"--wenetspeech_dir={corpus}",
               f"--output_dir={tmp_path / 'o2'}", "--num_workers=1"]
     result = run(*common)
-    assert result.returncode == 1 and "missing.opus: audio file not found" in result.stderr
+    assert result.returncode == 2 and "missing.opus: audio file not found" in result.stderr
     assert not (tmp_path / "o2" / "train.jsonl").exists()
     result = run(*common, "--skip_bad_audio")
     assert result.returncode == 0 and "1 audio files unreadable" in result.stdout
@@ -178,7 +179,16 @@ def test_json_is_streamed(tmp_path):
     text = json.dumps({"audios": [{"aid": "A", "path": "a.opus", "segments": []}]})
     broken = tmp_path / "broken.json"
     broken.write_text(text[:-2] + ', {"aid": "B", "pa', encoding="utf-8")
-    entries = wenet.iter_audios(str(broken))
+    entries = wenetspeech.iter_audios(str(broken))
     assert next(entries)["aid"] == "A"
-    with pytest.raises(wenet.WenetError, match="not valid JSON"):
+    with pytest.raises(BuildError, match="not valid JSON"):
         next(entries)
+
+
+def test_flag_mistakes_end_in_one_line(tmp_path):
+    for args, expected in [(["--num_workers=0"], "--num_workers=0: must be at least 1"),
+                           (["--max_seconds=31"], "--max_seconds=31.0: must lie in (0, 30]"),
+                           (["--min_confidense=0.9"], "did you mean --min_confidence?")]:
+        result = run(f"--wenetspeech_json={tmp_path / 'x.json'}", *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert expected in result.stderr

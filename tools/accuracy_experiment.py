@@ -122,7 +122,7 @@ def check_inputs(args: AccuracyArguments) -> None:
             raise UserError(f"--{name}: {path} not found")
 
 
-def english_train(args) -> str:
+def english_train(args: AccuracyArguments) -> str:
     if args.en_train:
         return args.en_train
     manifest = os.path.join(args.output_dir, "en_train.jsonl")
@@ -137,7 +137,7 @@ def english_train(args) -> str:
     return manifest
 
 
-def mandarin_plus(args) -> str:
+def mandarin_plus(args: AccuracyArguments) -> str:
     """--zh_train followed by --more_readings new readings of its sentences in training voices."""
     manifest = os.path.join(args.output_dir, f"zh_train_plus{args.more_readings}.jsonl")
     if os.path.isfile(manifest):
@@ -152,7 +152,7 @@ def mandarin_plus(args) -> str:
     return manifest
 
 
-def data_of(args, language: str) -> tuple[str, str, str, str]:
+def data_of(args: AccuracyArguments, language: str) -> tuple[str, str, str, str]:
     """(train, test, language name, metric)."""
     if language == "zh":
         return args.zh_train, args.zh_test, "Chinese", "cer"
@@ -221,20 +221,21 @@ def run_experiment(args: AccuracyArguments, exp: Experiment) -> dict:
     return result
 
 
-def manifest_clips(test: str) -> list[tuple[dict, object]]:
-    """(manifest row, its audio) for every line of `test`; relative paths resolve from the repository
-    or from the manifest's folder."""
-    from utils.core.audio import load_audio
-
+def manifest_rows(test: str) -> list[dict]:
+    """The rows of `test`, each audio path resolved from the repository or from the manifest's folder."""
     with open(test, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     base = os.path.dirname(os.path.abspath(test))
-    clips = []
     for row in rows:
         path = row["audio"]["path"]
-        path = path if os.path.exists(path) else os.path.join(base, path)
-        clips.append((row, load_audio(path, row["audio"].get("start_time"), row["audio"].get("end_time"))))
-    return clips
+        row["audio"]["path"] = path if os.path.exists(path) else os.path.join(base, path)
+    return rows
+
+
+def clip_audio(row: dict):
+    from utils.core.audio import load_audio
+
+    return load_audio(row["audio"]["path"], row["audio"].get("start_time"), row["audio"].get("end_time"))
 
 
 def no_speech_check(transcriber, silent: list, language: str) -> dict:
@@ -251,26 +252,27 @@ def no_speech_check(transcriber, silent: list, language: str) -> dict:
     model, processor = transcriber.model, transcriber.processor
     options = TranscribeOptions(language=language, timestamps=True)
     texts = [" ".join(seg.text for seg in transcriber.transcribe(audio, options)[0]).strip() for audio in silent]
+    nospeech = special_ids(processor.tokenizer).nospeech
     probabilities = []
     for audio in silent:
         features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         with torch.inference_mode():
             encoded = model.get_encoder()(features)
-            nospeech = special_ids(processor.tokenizer).nospeech
             probabilities.append(round(float(no_speech_probabilities(model, encoded, nospeech)[0]), 3))
     return {"no_speech_empty": sum(1 for t in texts if not t), "no_speech_clips": len(silent),
             "no_speech_texts": texts, "no_speech_probabilities": probabilities}
 
 
-def timestamp_check(transcriber, clips: list, language: str) -> dict:
-    """`clips` decoded with return_timestamps=True: every segment must lie within its clip."""
+def timestamp_check(transcriber, clips: list[dict], language: str) -> dict:
+    """The manifest rows `clips` decoded with return_timestamps=True: every segment must lie within its clip."""
     import torch
 
     from utils.core.audio import SAMPLE_RATE
 
     model, processor = transcriber.model, transcriber.processor
     stamped = []
-    for row, audio in clips:
+    for row in clips:
+        audio = clip_audio(row)
         features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         with torch.inference_mode():
             tokens = model.generate(features, language=language, task="transcribe", return_timestamps=True,
@@ -297,10 +299,10 @@ def check_abilities(model_path: str, test: str, language: str, n_timestamp_clips
     from utils.inference.registry import load_transcriber
 
     transcriber = load_transcriber("transformers", model_path)
-    clips = manifest_clips(test)
-    silent = [audio for row, audio in clips if not row["sentence"].strip()]
+    rows = manifest_rows(test)
+    silent = [clip_audio(row) for row in rows if not row["sentence"].strip()]
     silent.append((np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE) * 3e-3).astype(np.float32))
-    speech = [(row, audio) for row, audio in clips if row["sentence"].strip()][:n_timestamp_clips]
+    speech = [row for row in rows if row["sentence"].strip()][:n_timestamp_clips]
     return {**no_speech_check(transcriber, silent, language), **timestamp_check(transcriber, speech, language)}
 
 

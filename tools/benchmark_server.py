@@ -12,7 +12,7 @@ interleaved and the table shows medians.
 from __future__ import annotations
 
 import os
-import socket
+import re
 import statistics
 import subprocess
 import sys
@@ -77,26 +77,19 @@ class ServerBenchmarkArguments:
         return [int(value) for value in self.workers.split(",") if value.strip()]
 
 
-def reserve_port() -> socket.socket:
-    """A bound loopback socket on a free port. Held until the server has bound the same port (both
-    set SO_REUSEADDR and this one never listens, which Linux allows), so that no other process can
-    take the port between choosing it and the server starting."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+# infer_server.py --port=0 binds a free port itself and names it in this line (choosing one here and
+# handing it over would race with any other process looking for a free port).
+SERVING_LINE = re.compile(r"^serving on (http://\S+?)/ ", re.MULTILINE)
 
 
 class Server:
     """infer_server.py in its own process on loopback; stopped (never left running) by `stop`."""
 
     def __init__(self, args: ServerBenchmarkArguments, workers: int, threads: int, log_path: str):
-        self._port = reserve_port()
-        port = self._port.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url: Optional[str] = None
         self.log_path = log_path
         self._log = open(log_path, "w")
-        command = [sys.executable, "infer_server.py", f"--port={port}", "--log_level=warning",
+        command = [sys.executable, "infer_server.py", "--host=127.0.0.1", "--port=0", "--log_level=warning",
                    f"--backend={BACKEND}", f"--model_path={args.model_path}", f"--compute_type={args.compute_type}",
                    f"--num_workers={workers}", f"--cpu_threads={threads}", f"--language={args.language}",
                    f"--max_queue={args.concurrency}"]
@@ -109,11 +102,14 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise UserError(f"infer_server.py exited with {self.process.returncode}; see {self.log_path}")
+            if self.url is None:
+                with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                    found = SERVING_LINE.search(log.read())
+                self.url = found.group(1) if found else None
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    self._port.close()
+                if self.url and requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):   # bound, but not served on yet
                 pass
             time.sleep(0.3)
         raise UserError(f"infer_server.py did not answer /health within {timeout:.0f} s; see {self.log_path} "
@@ -127,7 +123,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._port.close()
         self._log.close()
 
 

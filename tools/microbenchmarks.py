@@ -1,25 +1,29 @@
 """The small measurements behind docs/performance.md's explanations, rerunnable.
 
-    python tools/microbenchmarks.py attention     # CPU sdpa against the plain product, decode and training shapes
-    python tools/microbenchmarks.py train-step    # one decoder-only LoRA step: peft's and utils/training/fast_lora.py's, profiled
-    python tools/microbenchmarks.py dropout       # what one LoRA dropout mask over the encoder frames costs
-    python tools/microbenchmarks.py encoder-calls # encoder passes in transformers' generate, with and without the memo (one run)
-    python tools/microbenchmarks.py decode-attention  # a whole batched transcription, decode steps through sdpa vs the plain product
-    python tools/microbenchmarks.py best-of       # ct2 temperature fallback with 5 samples per temperature vs 1: seconds and CER/WER
+    python tools/microbenchmarks.py attention         # CPU sdpa against the plain product, decode and training shapes
+    python tools/microbenchmarks.py train-step        # one decoder-only LoRA step, peft's and fast_lora.py's, profiled
+    python tools/microbenchmarks.py dropout           # what one LoRA dropout mask over the encoder frames costs
+    python tools/microbenchmarks.py encoder-calls     # encoder passes in generate, with and without the memo
+    python tools/microbenchmarks.py decode-attention  # a batched transcription, decode steps via sdpa vs plain
+    python tools/microbenchmarks.py best-of           # ct2 fallback, 5 samples per temperature vs 1: seconds, CER/WER
 
 Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
 in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
 """
-import argparse
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from utils.core.cli import guarded, parse_args  # noqa: E402
+from utils.core.errors import UsageError  # noqa: E402
+from utils.inference.registry import default_model  # noqa: E402
+
+BENCHMARKS = ("attention", "train-step", "dropout", "encoder-calls", "decode-attention", "best-of")
 
 
 def timed(run, repeats: int) -> float:
@@ -34,6 +38,8 @@ def timed(run, repeats: int) -> float:
 
 
 def plain_attention(query, key, value):
+    import torch
+
     weights = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5, dim=-1)
     return torch.matmul(weights, value)
 
@@ -41,6 +47,9 @@ def plain_attention(query, key, value):
 def attention(args) -> None:
     """Cross-attention over the encoder frames: one query row (a decode step) and a label-length
     query with its backward pass (a training step)."""
+    import torch
+    import torch.nn.functional as F
+
     from utils.core.devices import cpu_has_amx
     from utils.inference.backends.transformers import plain_product_for_decode_steps
 
@@ -65,8 +74,7 @@ def attention(args) -> None:
 def lora_model(model_path: str, dropout: float):
     from transformers import WhisperForConditionalGeneration
 
-    from finetune import DEFAULT_TARGET_MODULES
-    from utils.training.lora import add_adapter
+    from utils.training.lora import DEFAULT_TARGET_MODULES, add_adapter
 
     model = WhisperForConditionalGeneration.from_pretrained(model_path)
     model = add_adapter(model, use_adalora=False, r=32, alpha=64, dropout=dropout,
@@ -90,6 +98,7 @@ def train_step(args) -> None:
     finetune.py runs it (utils/training/fast_lora.py: gap dropout, fused adapter sum), profiled; then the
     same step with every layer's base k_proj/v_proj output over the encoder frames computed
     beforehand (the experiment docs/performance.md reports), for LoRA dropout 0.05 and 0."""
+    import torch
     from transformers.modeling_outputs import BaseModelOutput
 
     from utils.training.callbacks import keep_large_tensors_in_the_heap
@@ -123,6 +132,9 @@ def train_step(args) -> None:
 
 
 def dropout(args) -> None:
+    import torch
+    import torch.nn.functional as F
+
     from utils.training.fast_lora import GapDropout
 
     frames = torch.randn(args.batch, args.frames, 512)
@@ -165,6 +177,8 @@ def encoder_calls(args) -> None:
 def decode_attention(args) -> None:
     """The file through the transformers backend (batched, no fallback; bfloat16 where the CPU has it),
     its one-token decode steps forced through sdpa, then the plain product, rounds interleaved."""
+    import torch
+
     import utils.inference.backends.transformers as backend
     from utils.core.audio import load_audio
     from utils.core.devices import cpu_supports_bf16
@@ -173,11 +187,13 @@ def decode_attention(args) -> None:
 
     dtype = "bfloat16" if cpu_supports_bf16() else "float32"
     audio = load_audio(args.audio_path)
-    transcriber = load_transcriber("transformers", args.model_path, batch_size=args.batch, dtype=dtype)
+    transcriber = load_transcriber("transformers", args.model_path, batch_size=args.batch, compute_type=dtype)
     options = TranscribeOptions(language=args.language, temperature_increment_on_fallback=0.0)
     rule = backend.plain_product_for_decode_steps
     chosen = rule(getattr(torch, dtype))
-    run = lambda: list(transcriber.transcribe(audio, options)[0])
+    def run():
+        return list(transcriber.transcribe(audio, options)[0])
+
     run()   # warm-up
     times = {"sdpa": [], "plain": []}
     try:
@@ -205,7 +221,10 @@ def best_of(args) -> None:
     from utils.inference.transcriber import MAX_NEW_TOKENS_PER_WINDOW, TranscribeOptions
 
     audio = load_audio(args.audio_path)
-    reference = open(args.reference_path, encoding="utf-8").read() if args.reference_path else None
+    reference = None
+    if args.reference_path:
+        with open(args.reference_path, encoding="utf-8") as handle:
+            reference = handle.read()
     metric = "cer" if args.language in CER_LANGUAGES else "wer"
     batched = load_transcriber("ct2", args.ct2_model_path, compute_type="int8", batch_size=args.batch,
                                cpu_threads=args.threads)
@@ -243,29 +262,46 @@ def best_of(args) -> None:
         print(line + f" (median of {args.repeats})")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("attention", "train-step", "dropout", "encoder-calls", "decode-attention",
-                                         "best-of"))
-    parser.add_argument("--model_path", default="models/whisper-base", help="Whisper folder (train-step, encoder-calls)")
-    parser.add_argument("--audio_path", default="dataset/test_long.wav", help="file for encoder-calls, decode-attention, best-of")
-    parser.add_argument("--language", default="zh", help="language for encoder-calls, decode-attention, best-of")
-    parser.add_argument("--reference_path", default="", help="reference transcript for best-of's error rates")
-    parser.add_argument("--ct2_model_path", default="models/whisper-base-ct2", help="CTranslate2 model for best-of")
-    parser.add_argument("--batch", type=int, default=8, help="batch size")
-    parser.add_argument("--frames", type=int, default=1500, help="encoder frames (1500 = Whisper's 30 s window)")
-    parser.add_argument("--tokens", type=int, default=28, help="label tokens per clip in training shapes")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median shown)")
-    args = parser.parse_args(argv)
-    for name in ("batch", "frames", "tokens", "threads", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+@dataclass
+class MicrobenchmarkArguments:
+    benchmark: Literal[BENCHMARKS] = field(metadata={
+        "help": "which measurement (also the first word alone: `microbenchmarks.py attention`)"})
+    model_path: str = field(default=default_model("transformers"), metadata={
+        "help": "Whisper folder (train-step, encoder-calls, decode-attention)"})
+    audio_path: str = field(default="dataset/test_long.wav", metadata={
+        "help": "file for encoder-calls, decode-attention, best-of"})
+    language: str = field(default="zh", metadata={"help": "language for encoder-calls, decode-attention, best-of"})
+    reference_path: Optional[str] = field(default=None, metadata={
+        "help": "reference transcript for best-of's error rates"})
+    ct2_model_path: str = field(default=default_model("ct2"), metadata={"help": "CTranslate2 model for best-of"})
+    batch: int = field(default=8, metadata={"help": "batch size"})
+    frames: int = field(default=1500, metadata={"help": "encoder frames (1500 = Whisper's 30 s window)"})
+    tokens: int = field(default=28, metadata={"help": "label tokens per clip in training shapes"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    repeats: int = field(default=5, metadata={"help": "timed calls per measurement (median shown)"})
+
+    def __post_init__(self):
+        for name in ("batch", "frames", "tokens", "threads", "repeats"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+
+
+def measure(args: MicrobenchmarkArguments) -> None:
+    import torch
+
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
     {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls,
-     "decode-attention": decode_attention, "best-of": best_of}[args.what](args)
-    return 0
+     "decode-attention": decode_attention, "best-of": best_of}[args.benchmark](args)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `microbenchmarks.py attention --repeats=3`: a first word that is not a flag names the benchmark.
+    if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
+        argv = [f"--benchmark={argv[0]}", *argv[1:]]
+    args = parse_args(MicrobenchmarkArguments, argv, description=__doc__)
+    return guarded(lambda: measure(args))
 
 
 if __name__ == "__main__":

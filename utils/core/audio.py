@@ -8,6 +8,7 @@ from typing import BinaryIO, Optional, Union
 import numpy as np
 
 from utils.core.errors import UserError
+from utils.core.files import atomic_write
 
 SAMPLE_RATE = 16000          # Whisper's input rate
 CHUNK_LENGTH = 30            # seconds in one Whisper window
@@ -114,23 +115,32 @@ def load_audio(source: AudioSource, start_time: Optional[float] = None,
 
 
 def audio_duration(path: Union[str, os.PathLike]) -> float:
-    """Duration in seconds, from the header when soundfile can read it, else by decoding."""
+    """Seconds of audio in `path`: from the file header when possible (fast), else by decoding."""
     import soundfile
 
+    path = os.fspath(path)
     try:
-        return float(soundfile.info(os.fspath(path)).duration)
-    except Exception:
-        return len(load_audio(path)) / SAMPLE_RATE
+        return float(soundfile.info(path).duration)
+    except Exception:  # soundfile raises several types for "not a format I know"
+        pass
+    try:
+        # Containers soundfile cannot parse (m4a, webm, ...) usually state their duration.
+        import av
+
+        with av.open(path) as container:
+            if container.duration is not None and container.streams.audio:
+                return float(container.duration / av.time_base)
+    except Exception:  # PyAV raises many types for damaged or foreign files
+        pass
+    return len(load_audio(path)) / SAMPLE_RATE
 
 
 def save_wav(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write 16-bit PCM WAV atomically (write beside, then rename)."""
     import soundfile
 
-    path = os.fspath(path)
-    tmp = f"{path}.part"
-    soundfile.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as handle:
+        soundfile.write(handle, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
 
 CUT_SEARCH_SECONDS = 10.0    # look this far back from a piece's limit for the quietest moment

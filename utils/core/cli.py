@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -117,6 +118,8 @@ class ArgumentParser(argparse.ArgumentParser):
     and for an unknown flag the closest valid one."""
 
     def error(self, message: str) -> typing.NoReturn:
+        # argparse writes "argument --beam_size/--num_beams: ..."; the flag's own name says it.
+        message = re.sub(r"^argument (--\w+)(?:/--\w+)*: ", r"\1: ", message)
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see --help)\n")
 
     def flag_names(self) -> list[str]:

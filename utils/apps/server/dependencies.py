@@ -79,9 +79,16 @@ class Recognizer:
         return list(segments), info
 
 
+def form_language(value: Optional[str]) -> Optional[str]:
+    """A form's language as a code; None = detect, which the original project and the page spell "None"."""
+    if value is not None and value.strip().lower() == "none":
+        return None
+    return to_language_code(value)
+
+
 def check_fields(options: TranscribeOptions) -> None:
     """Normalise the language and task a request names, or refuse it naming the form field."""
-    for field, check in (("language", to_language_code), ("task", check_task)):
+    for field, check in (("language", form_language), ("task", check_task)):
         try:
             setattr(options, field, check(getattr(options, field)))
         except ValueError as exc:
