@@ -24,6 +24,7 @@ from utils.inference.registry import (
     backend_options,
     default_model,
     load_transcriber,
+    refuse_unsupported,
     resolve_backend,
 )
 
@@ -83,9 +84,6 @@ class ServerArguments:
         if self.api_key is None:
             # Read here, not as the default: --help prints defaults, and the key must not show there.
             self.api_key = os.environ.get(API_KEY_VARIABLE)
-        if self.use_int8 and self.compute_type not in (None, "int8"):
-            raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "
-                             f"give one of them")
         check_ranges(self)
         try:
             self.language = to_language_code(self.language)
@@ -110,23 +108,12 @@ def engine_options(args: ServerArguments, backend: str) -> dict:
     """The keyword options of `backend` from the flags; a flag it does not take is a UsageError."""
     flags = {name: getattr(args, name) for name in ENGINE_FLAGS}
     takes = BACKENDS[backend].options
-    if args.use_int8 and "use_int8" not in takes and "compute_type" in takes:
-        # The original project's --use_int8 names CTranslate2's int8 compute type.
-        flags.update(use_int8=None, compute_type="int8_float16" if args.use_gpu else "int8")
     defaults = {item.name: item.default for item in dataclasses.fields(ServerArguments)}
     options = backend_options(backend, flags, defaults)
     if "num_workers" in takes:
         # The engine runs this many transcriptions in parallel on one loaded model (faster-whisper).
         options["num_workers"] = args.num_workers
     return options
-
-
-def check_request_options(args: ServerArguments, backend: str) -> None:
-    """Refuse at start a default every request would be refused for."""
-    unsupported = BACKENDS[backend].load_class().unsupported
-    if args.vad_filter and "vad_filter" in unsupported:
-        takers = [name for name, b in BACKENDS.items() if "vad_filter" not in b.load_class().unsupported]
-        raise UsageError(f"--vad_filter applies only to --backend={' or '.join(takers)}, not {backend}")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -172,7 +159,7 @@ def serve(args: ServerArguments) -> None:
     print_config("infer_server.py configuration", args)
     backend = resolve_backend(args.backend, args.model_path)
     options = engine_options(args, backend)
-    check_request_options(args, backend)
+    refuse_unsupported(backend, "vad_filter", args.vad_filter)
     sock = listening_socket(args.host, args.port)
     transcriber = load_model(args, backend, options)
 

@@ -85,8 +85,16 @@ def test_guarded_turns_user_errors_into_one_line_and_keeps_bugs(capsys):
         guarded(lambda: 1 / 0)
 
 
-def test_print_config_hides_secrets(capsys):
-    from utils.core.cli import print_config
+def test_print_config_and_help_hide_secrets(capsys):
+    from utils.core.cli import build_parser, print_config
+
+    @dataclass
+    class WithKey:
+        api_key: Optional[str] = field(default="from-the-environment", metadata={"help": "key", "secret": True})
+        port: int = field(default=5000, metadata={"help": "port"})
+
+    shown = build_parser(WithKey).format_help()
+    assert "from-the-environment" not in shown and "(default: 5000)" in shown
 
     print_config("example", Example(audio_path="a.wav", api_key="hunter2"))
     out = capsys.readouterr().out

@@ -1,5 +1,6 @@
 """infer_server.py started for real on a loopback port: the original /recognition API (called as the
-original README does), OpenAI's client against /v1/audio/*, bad input, API key, and load."""
+original README does), OpenAI's client against /v1/audio/*, bad input, API key, load, each backend
+(picked by --backend=auto) and the command line."""
 from __future__ import annotations
 
 import io

@@ -126,8 +126,10 @@ def test_record_from_microphone_and_see_transcript(server, playwright, tmp_path,
         text = " ".join(page.locator("#transcript li.segment .text").all_inner_texts()).lower()
         assert {"train", "airport"} <= set(re.findall(r"[a-z]+", text)), text
         assert page.inner_text("#language-out") == "english (en)"
+        # About 4 s were recorded; the upper bound only catches a wrong duration (e.g. a padded 30 s
+        # window) and leaves a slow browser on a loaded machine 16 s of room.
         duration = float(page.inner_text("#duration-out"))
-        assert 3.0 < duration < 8.0, duration
+        assert 3.0 < duration < 20.0, duration
         name, mime, filename = page.evaluate("window.appended")[0]
         assert (name, filename) == ("audio", "recording.webm") and mime.startswith("audio/webm"), mime
     finally:

@@ -30,14 +30,14 @@ from utils.core.models import model_name  # noqa: E402
 from utils.inference.registry import default_model  # noqa: E402
 
 # "zh+": the Mandarin rows' data plus --more_readings extra readings of every training sentence.
-LANGUAGES = ("zh", "zh+", "en")
+DATA_SETS = ("zh", "zh+", "en")
 METHODS = ("zero-shot", "lora", "adalora", "lora-timestamps")
 EN_TRAIN_SETTINGS = dict(variants="m1,m7,f1,f3", rates="140,160", pitches="40,55")  # en_test uses none of these
 
 
 @dataclass
 class Experiment:
-    language: str          # one of LANGUAGES
+    language: str          # one of DATA_SETS
     method: str            # one of METHODS
 
     @property
@@ -49,9 +49,9 @@ def parse_experiments(text: str) -> list[Experiment]:
     experiments = []
     for item in filter(None, (x.strip() for x in text.split(","))):
         language, _, method = item.partition("-")
-        if language not in LANGUAGES or method not in METHODS:
+        if language not in DATA_SETS or method not in METHODS:
             raise UsageError(f"--experiments: {item!r} is not <language>-<method> with language in "
-                             f"{', '.join(LANGUAGES)} and method in {', '.join(METHODS)}")
+                             f"{', '.join(DATA_SETS)} and method in {', '.join(METHODS)}")
         experiments.append(Experiment(language, method))
     if not experiments:
         raise UsageError("--experiments is empty")

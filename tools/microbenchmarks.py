@@ -19,7 +19,7 @@ from typing import Literal, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.core.cli import guarded, parse_args  # noqa: E402
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
 from utils.inference.registry import default_model  # noqa: E402
 
@@ -289,6 +289,7 @@ class MicrobenchmarkArguments:
 def measure(args: MicrobenchmarkArguments) -> None:
     import torch
 
+    print_config("microbenchmarks.py configuration", args)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
     {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls,

@@ -110,7 +110,17 @@ def _add_field(parser: argparse.ArgumentParser, item: dataclasses.Field, hints: 
         raise TypeError(f"field {item.name}: unsupported flag type {annotation!r}")
     if "choices" in item.metadata:
         kwargs["choices"] = list(item.metadata["choices"])
-    parser.add_argument(*names, **kwargs)
+    action = parser.add_argument(*names, **kwargs)
+    action.secret = bool(item.metadata.get("secret"))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown after every flag's help, except a secret's (an API key from the environment)."""
+
+    def _get_help_string(self, action):
+        if getattr(action, "secret", False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -143,7 +153,7 @@ def build_parser(config_class: type, *, description: Optional[str] = None,
                  prog: Optional[str] = None) -> ArgumentParser:
     """An ArgumentParser with one flag per field of the dataclass `config_class`."""
     parser = ArgumentParser(prog=prog or os.path.basename(sys.argv[0]), description=description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+                            formatter_class=_HelpFormatter, allow_abbrev=False)
     hints = typing.get_type_hints(config_class)
     for item in dataclasses.fields(config_class):
         if item.init:

@@ -48,7 +48,8 @@ class AugmentStep:
 
 
 @dataclass
-class Segment:
+class LabelSegment:
+    """One timestamped piece of a training label (a manifest's `sentences` entry), in seconds of the clip."""
     start: float
     end: float
     text: str
@@ -167,8 +168,8 @@ def load_config(path: str) -> list[AugmentStep]:
     return parse_config(entries, source=path)
 
 
-def move_segments(segments: Sequence[Segment], *, scale: float = 1.0, offset: float = 0.0,
-                  duration: float) -> list[Segment]:
+def move_segments(segments: Sequence[LabelSegment], *, scale: float = 1.0, offset: float = 0.0,
+                  duration: float) -> list[LabelSegment]:
     """Timestamps after the audio was stretched by `scale` and then delayed by `offset` seconds.
 
     Results lie on the 0.02 s grid inside [0, min(duration, 30)], each at least one step long.
@@ -184,7 +185,7 @@ def move_segments(segments: Sequence[Segment], *, scale: float = 1.0, offset: fl
                 last = first + 1
             else:
                 first = last - 1
-        moved.append(Segment(round(first * TIME_PRECISION, 2), round(last * TIME_PRECISION, 2), seg.text))
+        moved.append(LabelSegment(round(first * TIME_PRECISION, 2), round(last * TIME_PRECISION, 2), seg.text))
     return moved
 
 
@@ -202,8 +203,8 @@ class Augmenter:
     def describe(self) -> str:
         return ", ".join(f"{s.type}(p={s.prob:g})" for s in self.steps) or "none"
 
-    def __call__(self, audio: np.ndarray, segments: Sequence[Segment],
-                 rng: np.random.Generator) -> tuple[np.ndarray, list[Segment], list[str]]:
+    def __call__(self, audio: np.ndarray, segments: Sequence[LabelSegment],
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[LabelSegment], list[str]]:
         """Returns the new audio, moved segments and the names of the steps that ran."""
         applied = []
         segments = list(segments)

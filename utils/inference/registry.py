@@ -65,6 +65,7 @@ def backend_options(backend: str, flags: Mapping[str, Any], defaults: Mapping[st
     this backend does not take is a UsageError naming the backends that do, so that no flag is
     silently ignored."""
     chosen = BACKENDS[backend]
+    flags = _int8_as_compute_type(backend, dict(flags))
     options = {}
     for name, value in flags.items():
         if value is None or (name in defaults and value == defaults[name]):
@@ -74,6 +75,30 @@ def backend_options(backend: str, flags: Mapping[str, Any], defaults: Mapping[st
             raise UsageError(f"--{name} applies only to --backend={' or '.join(takers)}, not {backend}")
         options[name] = value
     return options
+
+
+def _int8_as_compute_type(backend: str, flags: dict) -> dict:
+    """The original project's --use_int8 on a backend that has no use_int8 option but a compute type
+    (CTranslate2): int8 computation, int8_float16 on a GPU."""
+    taken = BACKENDS[backend].options
+    if not flags.get("use_int8") or "use_int8" in taken:
+        return flags
+    if "compute_type" not in taken:
+        takers = [b.name for b in BACKENDS.values() if {"use_int8", "compute_type"} & set(b.options)]
+        raise UsageError(f"--use_int8 applies only to --backend={' or '.join(takers)}, not {backend}")
+    int8 = "int8_float16" if flags.get("use_gpu") else "int8"
+    if flags.get("compute_type") not in (None, "default", int8):
+        raise UsageError(f"--use_int8 and --compute_type={flags['compute_type']} contradict each other; "
+                         f"give one of them")
+    return {**flags, "use_int8": None, "compute_type": int8}
+
+
+def refuse_unsupported(backend: str, option: str, value) -> None:
+    """A transcription option (vad_filter, word_timestamps) given at start for a backend that cannot
+    honour it: refused now, rather than at the first recognition."""
+    if value and option in BACKENDS[backend].load_class().unsupported:
+        takers = [name for name in BACKEND_NAMES if option not in BACKENDS[name].load_class().unsupported]
+        raise UsageError(f"--{option} applies only to --backend={' or '.join(takers)}, not {backend}")
 
 
 def default_model(backend: str) -> str:

@@ -5,11 +5,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from utils.apps.server import openai_api, recognition, web
 from utils.apps.server.dependencies import Recognizer
 from utils.apps.server.errors import add_error_handlers
+from utils.apps.server.openai_api import router as openai_router
 from utils.apps.server.pool import RecognitionPool, UploadGate
+from utils.apps.server.recognition import router as recognition_router
 from utils.apps.server.settings import ServerSettings
+from utils.apps.server.web import mount_files
+from utils.apps.server.web import router as web_router
 from utils.inference.transcriber import Transcriber
 
 DESCRIPTION = ("Whisper speech recognition: the original `/recognition` API, OpenAI's audio API and a web "
@@ -32,7 +35,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
     app.state.recognizer = Recognizer(transcriber, settings, pool)
     app.add_middleware(UploadGate, max_bytes=settings.max_body_bytes, pool=pool)
     add_error_handlers(app)
-    web.mount_files(app)
-    for api in (recognition, openai_api, web):
-        app.include_router(api.router)
+    mount_files(app)
+    for router in (recognition_router, openai_router, web_router):
+        app.include_router(router)
     return app

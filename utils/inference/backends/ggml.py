@@ -22,6 +22,9 @@ class GGMLTranscriber(Transcriber):
     unsupported = ("word_timestamps", "vad_filter")
 
     def __init__(self, model_path: str, cpu_threads: int = 0):
+        if os.path.isdir(model_path):
+            raise ModelLoadError(f"{model_path}: is a folder; the ggml backend reads one GGML model file "
+                                 f"(make one with convert-ggml.py)")
         if not os.path.isfile(model_path):
             raise ModelLoadError(f"{model_path}: GGML model file not found (make one with convert-ggml.py)")
         if cpu_threads < 0:
