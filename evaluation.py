@@ -15,7 +15,6 @@ from typing import Optional
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
 from utils.core.languages import TASKS, to_language_code
-from utils.core.metrics import METRICS
 from utils.core.models import default_base_model
 
 
@@ -37,7 +36,7 @@ class EvaluationArguments:
         "help": "Remove punctuation (ASCII and full-width) before scoring."})
     to_simple: bool = field(default=True, metadata={
         "help": "Convert traditional to simplified Chinese before scoring."})
-    metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words).", "choices": METRICS})
+    metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words)."})
     max_new_tokens: int = field(default=225, metadata={"help": "Most tokens decoded per clip."})
     no_speech_threshold: float = field(default=0.6, metadata={
         "help": "Whisper's no-speech rule: a clip whose <|nospeech|> probability at the first decoding step "
@@ -54,6 +53,10 @@ class EvaluationArguments:
     local_files_only: bool = field(default=False, metadata={"help": "Never download the model."})
 
     def __post_init__(self):
+        from utils.core.metrics import METRICS  # not at the top: it imports jiwer, which --help does not need
+
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")

@@ -19,12 +19,8 @@ from typing import Literal, Optional
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
 from utils.core.languages import TASKS, to_language_code
-from utils.core.metrics import METRICS
 from utils.core.models import default_base_model, model_name
 from utils.training.lora import DEFAULT_TARGET_MODULES
-
-# --metric=none: the best checkpoint is the one with the lowest evaluation loss, and nothing is decoded.
-METRIC_CHOICES = (*METRICS, "none")
 
 
 @dataclass
@@ -87,8 +83,7 @@ class FinetuneArguments:
     save_total_limit: int = field(default=10, metadata={"help": "Keep at most N checkpoint-<step> folders "
                                                                 "(the best is always kept)."})
     metric: str = field(default="cer", metadata={"help": "Evaluation decodes and scores 'cer' or 'wer' and the "
-                                                         "best checkpoint has the lowest; 'none' uses eval loss.",
-                                                 "choices": METRIC_CHOICES})
+                                                         "best checkpoint has the lowest; 'none' uses eval loss."})
     generation_max_length: int = field(default=225, metadata={"help": "Most tokens decoded per clip in evaluation."})
     max_eval_samples: Optional[int] = field(default=None,
                                             metadata={"help": "Evaluate on the first N test clips only."})
@@ -111,6 +106,11 @@ class FinetuneArguments:
 
     def __post_init__(self):
         """Flag values and combinations that cannot work (files are checked when the run starts)."""
+        from utils.core.metrics import METRICS  # not at the top: it imports jiwer, which --help does not need
+
+        # --metric=none: the best checkpoint is the one with the lowest evaluation loss, and nothing is decoded.
+        if self.metric not in (*METRICS, "none"):
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, none, got {self.metric!r}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "eval_steps", "save_steps", "lora_r", "lora_alpha", "generation_max_length"):
             if getattr(self, name) < 1:

