@@ -222,6 +222,9 @@ def test_auto_backend_follows_what_the_path_holds(tiny_whisper_dir, whisper_base
     ggml.write_bytes(GGML_MAGIC.to_bytes(4, "little") + bytes(44))
     assert resolve_backend("auto", str(ggml)) == "ggml"
     assert resolve_backend("auto", "openai/whisper-base") == "transformers"   # a hub id, for online users
+    for local in ("/nope", "./nope/x", "models/nope"):   # paths, not hub ids: missing, said so
+        with pytest.raises(ModelLoadError, match="no such model file or folder"):
+            resolve_backend("auto", local)
     assert resolve_backend("ct2", str(tiny_whisper_dir)) == "ct2"             # asked for by name: not second-guessed
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelLoadError, match="notes.txt: not a whisper.cpp GGML model file"):

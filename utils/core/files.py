@@ -97,6 +97,13 @@ def atomic_dir(path: PathLike) -> Iterator[str]:
     _sync_dir(parent)
 
 
+def promote_partial(partial: PathLike, path: PathLike) -> None:
+    """A finished, checked `.part` file (a resumable download, which must outlive an interruption and
+    so cannot be an atomic_write) takes its final name."""
+    os.replace(os.fspath(partial), os.fspath(path))
+    _sync_dir(os.path.dirname(os.path.abspath(os.fspath(path))))
+
+
 def replace_dir(src: str, dst: str) -> None:
     """Move a finished folder onto `dst`; a reader sees the old or the new folder, never a mix."""
     if os.path.isdir(dst):

@@ -5,8 +5,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
-import jiwer
-
 from utils.core.text import normalize_text
 
 METRICS = ("cer", "wer")
@@ -60,6 +58,8 @@ def count_errors(reference: str, hypothesis: str, metric: str) -> ErrorCounts:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if not reference:
         return ErrorCounts(insertions=len(_units(hypothesis, metric)))
+    import jiwer
+
     process = jiwer.process_characters if metric == "cer" else jiwer.process_words
     out = process(reference, hypothesis)
     return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits + out.substitutions + out.deletions)

@@ -54,6 +54,12 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """'openai/whisper-base' yes; 'models/missing', '/abs/path', './x', 'a/b/c' no (a local path)."""
+    return (not os.path.exists(name) and name.count("/") == 1 and not os.path.isabs(name)
+            and not name.startswith((".", "~")) and not os.path.isdir(name.split("/")[0]))
+
+
 def resolve_model(name_or_path: str, *, local_files_only: bool = False, what: str = "model") -> tuple[str, bool]:
     """Check that `name_or_path` can be loaded before transformers tries (and retries) the network.
 
@@ -65,9 +71,7 @@ def resolve_model(name_or_path: str, *, local_files_only: bool = False, what: st
         return name_or_path, True
     if os.path.exists(name_or_path):
         raise ModelLoadError(f"{name_or_path}: is a file; --{what} needs a model folder or a Hugging Face Hub id")
-    looks_local = (os.path.isabs(name_or_path) or name_or_path.startswith((".", "~"))
-                   or name_or_path.count("/") != 1 or os.path.isdir(name_or_path.split("/")[0]))
-    if looks_local:
+    if not looks_like_hub_id(name_or_path):
         raise ModelLoadError(f"{name_or_path}: model folder not found; {DOWNLOAD_HINT}, "
                              f"or pass a folder that exists")
     offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

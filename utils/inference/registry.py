@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from utils.core.errors import UsageError
-from utils.core.models import model_format
+from utils.core.models import looks_like_hub_id, model_format
 
 AUTO = "auto"
 
@@ -50,7 +50,7 @@ BACKEND_CHOICES = (AUTO, *BACKEND_NAMES)
 def resolve_backend(backend: str, model_path: str) -> str:
     """The backend's name; for "auto" the one that reads `model_path` (ModelLoadError when none does)."""
     if backend == AUTO:
-        if not os.path.exists(model_path) and model_path.count("/") == 1 and not model_path.startswith("."):
+        if looks_like_hub_id(model_path):
             return "transformers"   # a Hugging Face Hub id such as openai/whisper-base
         return model_format(model_path)
     if backend not in BACKENDS:

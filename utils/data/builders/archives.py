@@ -11,7 +11,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from utils.core.files import write_text_atomic
+from utils.core.files import promote_partial, write_text_atomic
 from utils.data.builders.common import BuildError
 
 
@@ -45,7 +45,7 @@ def download(url: str, target_dir: str, md5: str, offline_hint: str) -> str:
         os.remove(partial)
         raise BuildError(f"{url}: downloaded file has MD5 {actual}, expected {md5}; the "
                          "partial file was removed, run again to download it anew")
-    os.replace(partial, filepath)
+    promote_partial(partial, filepath)
     _remember_verified(filepath, md5)
     return filepath
 
