@@ -59,7 +59,8 @@ def test_batched_pipeline_matches_sequential(tmp_path, ct2_base):
     sequential = list(ct2_base.transcribe(path, options)[0])
     batched_model = load_transcriber("ct2", str(WHISPER_BASE_CT2), compute_type="int8", batch_size=4)
     batched = list(batched_model.transcribe(path, options)[0])
-    text = lambda segments: " ".join(s.text for s in segments)
+    def text(segments):
+        return " ".join(s.text for s in segments)
     assert wer(text(sequential), text(batched)) <= 0.1
     assert all(a.end <= b.start for a, b in zip(batched, batched[1:]))
     assert batched[-1].end > duration - 5
@@ -92,7 +93,8 @@ def test_batched_window_that_loops_is_decoded_again(tmp_path, fallback):
     model.pipeline.transcribe = second_window_loops
     options = TranscribeOptions(language="en", temperature_increment_on_fallback=0.2 if fallback else 0)
     segments = list(model.transcribe(path, options)[0])
-    text = lambda segs: " ".join(s.text.strip() for s in segs)
+    def text(segs):
+        return " ".join(s.text.strip() for s in segs)
     first = [s for s in segments if s.end <= honest["first"][-1].end + 0.01]
     assert text(first) == text(honest["first"])          # the window that did not loop is kept as it was
     rest = segments[len(first):]

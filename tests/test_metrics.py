@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from utils.core.metrics import compute_error_rate, count_errors, error_rate, normalize_text
+from utils.core.metrics import count_errors, error_rate
+from utils.core.text import normalize_text
 
 
 def test_normalisation_removes_ascii_and_full_width_punctuation_case_and_whitespace():
@@ -19,7 +20,7 @@ def test_traditional_chinese_becomes_simplified():
 
 def test_cer_on_known_strings():
     # one substitution (气 -> 汽) in 6 characters; punctuation and spaces do not count
-    assert compute_error_rate(["今天天气很好"], ["今天 天汽很好。"], "cer") == pytest.approx(1 / 6)
+    assert error_rate(["今天天气很好"], ["今天 天汽很好。"], "cer").value == pytest.approx(1 / 6)
     # corpus level: (1 + 2) errors over (6 + 4) characters, not the mean of 1/6 and 2/4
     result = error_rate(["今天天气很好", "谢谢你们"], ["今天天汽很好", "谢谢"], "cer")
     assert result.value == pytest.approx(3 / 10)
@@ -31,13 +32,13 @@ def test_wer_on_known_strings():
     result = error_rate(["The cat sat on the mat."], ["the cat sat on a mat and"], "wer")
     assert (result.counts.substitutions, result.counts.deletions, result.counts.insertions) == (1, 0, 1)
     assert result.value == pytest.approx(2 / 6)
-    assert compute_error_rate(["hello world"], ["hello world"], "wer") == 0.0
+    assert error_rate(["hello world"], ["hello world"], "wer").value == 0.0
 
 
 def test_switches_change_what_counts():
-    assert compute_error_rate(["你好。"], ["你好"], "cer", remove_pun=False) == pytest.approx(1 / 3)
-    assert compute_error_rate(["说话"], ["說話"], "cer", to_simple=False) == pytest.approx(1.0)
-    assert compute_error_rate(["说话"], ["說話"], "cer") == 0.0
+    assert error_rate(["你好。"], ["你好"], "cer", remove_pun=False).value == pytest.approx(1 / 3)
+    assert error_rate(["说话"], ["說話"], "cer", to_simple=False).value == pytest.approx(1.0)
+    assert error_rate(["说话"], ["說話"], "cer").value == 0.0
 
 
 def test_no_speech_reference_counts_every_hypothesis_unit_as_insertion():

@@ -76,12 +76,6 @@ class Recorder:
             return 0.0
         return (self._stopped_at or time.monotonic()) - self._started_at
 
-    @property
-    def recorded_seconds(self) -> float:
-        with self._lock:
-            frames = sum(len(block) for block in self._blocks)
-        return frames / float(self._sample_rate or SAMPLE_RATE)
-
     def _callback(self, indata, frames, time_info, status) -> None:
         # Runs on PortAudio's thread: copy, because the buffer is reused for the next block.
         with self._lock:

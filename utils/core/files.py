@@ -63,11 +63,6 @@ def write_text_atomic(path: PathLike, text: str) -> None:
         handle.write(text)
 
 
-def write_bytes_atomic(path: PathLike, data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
 def write_json_atomic(path: PathLike, data: Any, indent: int | None = 2) -> None:
     """JSON (UTF-8, non-ASCII kept readable) written atomically."""
     with atomic_write(path) as handle:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from utils.core.text import normalize_text
 
@@ -95,7 +95,3 @@ def error_rate(references: Sequence[str], hypotheses: Sequence[str], metric: str
                         "reference_normalized": ref_n, "hypothesis_normalized": hyp_n,
                         "errors": counts.errors, "reference_units": counts.reference_units})
     return ErrorRateResult(metric, total.rate, total, details)
-
-
-def compute_error_rate(references: Iterable[str], hypotheses: Iterable[str], metric: str = "cer", **kwargs) -> float:
-    return error_rate(list(references), list(hypotheses), metric, **kwargs).value

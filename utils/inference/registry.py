@@ -7,7 +7,6 @@ is one module in utils/inference/backends/ and one `Backend(...)` line here.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 

@@ -105,8 +105,9 @@ class EncoderOutputMemo:
     window: once to decode, once more in its no-speech check (WhisperNoSpeechDetection re-runs the
     whole model on the features), and once per temperature fallback: twice the encoder passes
     (`python tools/microbenchmarks.py encoder-calls`, docs/performance.md). Installed as the encoder's
-    forward, this remembers the last batch's outputs by the content of each window's features and answers a repeat call (the same windows, or a subset as in
-    a fallback) from memory. Written here because generate has no option to keep its encoder outputs.
+    forward, this remembers the last batch's outputs by the content of each window's features and
+    answers a repeat call (the same windows, or a subset as in a fallback) from memory. Written here
+    because generate has no option to keep its encoder outputs.
     """
 
     def __init__(self, encoder):
