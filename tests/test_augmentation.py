@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from utils.core.audio import SAMPLE_RATE, TIME_PRECISION, save_wav
+from utils.core.segments import Segment
 from utils.data.augmentation import (
     AugmentationConfigError,
     Augmenter,
-    LabelSegment,
     load_config,
     move_segments,
     parse_config,
@@ -34,7 +34,7 @@ def one_step(kind: str, params: dict) -> Augmenter:
     return Augmenter(parse_config([{"type": kind, "params": params, "prob": 1.0}]))
 
 
-SEGMENTS = [LabelSegment(0.5, 1.0, "a"), LabelSegment(1.2, 2.5, "b")]
+SEGMENTS = [Segment(0.5, 1.0, "a"), Segment(1.2, 2.5, "b")]
 
 
 def test_shipped_config_is_valid():
@@ -114,7 +114,7 @@ def test_speed_rates_come_from_the_grid_of_num_rates():
 def test_slowing_past_30_seconds_leaves_the_clip_alone():
     audio = tone(440, 29.0)
     out, segments, applied = one_step("speed", {"min_speed_rate": 0.9, "max_speed_rate": 0.9})(
-        audio, [LabelSegment(28.0, 29.0, "x")], np.random.default_rng(0))
+        audio, [Segment(28.0, 29.0, "x")], np.random.default_rng(0))
     assert applied == [] and len(out) == len(audio) and segments[0].end == 29.0
 
 
@@ -138,7 +138,7 @@ def test_move_segments_stays_on_grid_and_inside_the_clip():
     for _ in range(200):
         duration = float(rng.uniform(0.5, 30))
         starts = np.sort(rng.uniform(0, duration, 3))
-        segments = [LabelSegment(float(s), float(min(s + rng.uniform(0.01, 3), duration)), "t") for s in starts]
+        segments = [Segment(float(s), float(min(s + rng.uniform(0.01, 3), duration)), "t") for s in starts]
         moved = move_segments(segments, scale=float(rng.uniform(0.8, 1.2)), offset=float(rng.uniform(-1, 1)),
                               duration=duration)
         for seg in moved:

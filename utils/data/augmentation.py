@@ -16,9 +16,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from utils import REPO_ROOT
-from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, load_audio, resample
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, TIME_PRECISION, AudioError, audio_duration, load_audio, resample
+from utils.core.segments import Segment
 from utils.data.labels import MAX_TIMESTAMP_INDEX, timestamp_index
-from utils.data.manifest import DataError, header_duration
+from utils.data.manifest import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm")
 _NOISE_CACHE_SAMPLES = 16_000_000   # 64 MB of float32 per process
@@ -45,14 +46,6 @@ class AugmentStep:
     params: dict
     prob: float
     noise_files: list = field(default_factory=list)
-
-
-@dataclass
-class LabelSegment:
-    """One timestamped piece of a training label (a manifest's `sentences` entry), in seconds of the clip."""
-    start: float
-    end: float
-    text: str
 
 
 def _check_value(kind: str, value: Any) -> Optional[str]:
@@ -121,7 +114,7 @@ def _noise_files(noise_dir: str, where: str) -> list[str]:
         raise AugmentationConfigError(f"{where}: noise_dir {directory} holds no audio files")
     for noise_file in files:
         try:
-            seconds = header_duration(noise_file)
+            seconds = audio_duration(noise_file)
         except AudioError as exc:
             raise AugmentationConfigError(f"{where}: {exc}") from None
         if seconds <= 0:
@@ -168,8 +161,8 @@ def load_config(path: str) -> list[AugmentStep]:
     return parse_config(entries, source=path)
 
 
-def move_segments(segments: Sequence[LabelSegment], *, scale: float = 1.0, offset: float = 0.0,
-                  duration: float) -> list[LabelSegment]:
+def move_segments(segments: Sequence[Segment], *, scale: float = 1.0, offset: float = 0.0,
+                  duration: float) -> list[Segment]:
     """Timestamps after the audio was stretched by `scale` and then delayed by `offset` seconds.
 
     Results lie on the 0.02 s grid inside [0, min(duration, 30)], each at least one step long.
@@ -185,7 +178,7 @@ def move_segments(segments: Sequence[LabelSegment], *, scale: float = 1.0, offse
                 last = first + 1
             else:
                 first = last - 1
-        moved.append(LabelSegment(round(first * TIME_PRECISION, 2), round(last * TIME_PRECISION, 2), seg.text))
+        moved.append(Segment(round(first * TIME_PRECISION, 2), round(last * TIME_PRECISION, 2), seg.text))
     return moved
 
 
@@ -203,8 +196,8 @@ class Augmenter:
     def describe(self) -> str:
         return ", ".join(f"{s.type}(p={s.prob:g})" for s in self.steps) or "none"
 
-    def __call__(self, audio: np.ndarray, segments: Sequence[LabelSegment],
-                 rng: np.random.Generator) -> tuple[np.ndarray, list[LabelSegment], list[str]]:
+    def __call__(self, audio: np.ndarray, segments: Sequence[Segment],
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[Segment], list[str]]:
         """Returns the new audio, moved segments and the names of the steps that ran."""
         applied = []
         segments = list(segments)

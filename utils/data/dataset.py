@@ -14,7 +14,8 @@ import torch
 
 from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
 from utils.core.languages import to_language_code
-from utils.data.augmentation import Augmenter, LabelSegment
+from utils.core.segments import Segment
+from utils.data.augmentation import Augmenter
 from utils.data.labels import build_labels, prefix_ids
 from utils.data.manifest import FORMAT_VERSION, DataError, check_lengths, read_manifest
 
@@ -179,7 +180,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             audio = load_audio(row["path"], row["start_time"], row["end_time"])
         except AudioError as exc:
             raise DataError(f"{self.manifest_path}:{row['line']}: {exc}") from None
-        segments = [LabelSegment(s["start"], s["end"], s["text"]) for s in (row["sentences"] or [])]
+        segments = [Segment(s["start"], s["end"], s["text"]) for s in (row["sentences"] or [])]
         if self.augmenter is not None:
             audio, segments, _ = self.augmenter(audio, segments, self._generator())
         return {"audio": audio, "segments": segments, "sentence": row["sentence"],

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from utils import REPO_ROOT
-from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from utils.core.audio import CHUNK_LENGTH, AudioError, audio_duration
 from utils.core.errors import UserError
 from utils.core.files import write_json_atomic
 from utils.core.languages import to_language_code
@@ -78,32 +78,12 @@ def _is_number(value: Any) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _cached_header_duration(path: str, size: int, mtime_ns: int) -> float:
     # Manifests often cut many slices from one long recording: read its header once.
-    return header_duration(path)
+    return audio_duration(path)
 
 
 def _file_duration(path: str) -> float:
     stat = os.stat(path)
     return _cached_header_duration(path, stat.st_size, stat.st_mtime_ns)
-
-
-def header_duration(path: str) -> float:
-    """Seconds of audio in `path`, from the file header when possible (fast), else by decoding."""
-    import soundfile
-
-    try:
-        return float(soundfile.info(path).duration)
-    except Exception:
-        pass
-    try:
-        # Containers soundfile cannot parse (m4a, webm, ...) usually state their duration.
-        import av
-
-        with av.open(path) as container:
-            if container.duration is not None and container.streams.audio:
-                return float(container.duration / av.time_base)
-    except Exception:
-        pass
-    return len(load_audio(path)) / SAMPLE_RATE
 
 
 def _resolve_audio(path: str, manifest_dir: str) -> str:

@@ -15,27 +15,13 @@ import numpy as np
 from utils.core.audio import AudioError, load_audio
 from utils.core.errors import UserError
 from utils.core.languages import check_task, to_language_code
+from utils.core.segments import Segment, Word  # noqa: F401  (the types every Transcriber caller meets)
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
 
 
 class TranscriptionError(UserError):
     """An option a backend cannot honour, or one that cannot work on this machine."""
-
-@dataclass
-class Word:
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    text: str
-    words: Optional[list[Word]] = None
 
 
 @dataclass
