@@ -3,12 +3,15 @@ README section it rewrites (the runs themselves take an hour; docs/accuracy.md i
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from utils.core.cli import parse_args
 
 sys.path.insert(0, str(REPO / "tools"))
 import accuracy_experiment  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def _row(language, method, value, **extra):

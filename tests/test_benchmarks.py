@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 CLIP = REPO / "dataset" / "audio" / "en_test_0001.flac"
 SENTENCE = "The train to the airport leaves every twenty minutes."

@@ -393,6 +393,7 @@ def _same_features_decoding(hf_dir, speech, multilingual: bool):
     return results
 
 
+@pytest.mark.slow
 def test_whisper_base_decodes_like_ctranslate2_on_the_same_features(whisper_base_dir, speech):
     results = _same_features_decoding(whisper_base_dir, {c: speech[c] for c in BASE_CLIPS},
                                       multilingual=True)
@@ -425,6 +426,7 @@ NEWER_CONVERTER_FLAGS = {"decoder/alibi_use_positive_positions", "decoder/scale_
 
 
 @pytest.mark.parametrize("name", ["whisper-base", "whisper-tiny.en"])
+@pytest.mark.slow
 def test_real_model_round_trip_is_identical_and_faster_whisper_agrees(name, speech, tmp_path):
     from conftest import require_model
     from faster_whisper import WhisperModel

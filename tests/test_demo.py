@@ -9,6 +9,8 @@ import re
 import pytest
 from training_fixtures import REPO, python, run_script
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def english_clips(tmp_path_factory):

@@ -16,6 +16,8 @@ import pytest
 from conftest import REPO
 from test_gui import dialogs, display  # noqa: F401  (fixtures: Xvfb and the dialog closer)
 
+pytestmark = pytest.mark.build
+
 ENTRY = REPO / "WhisperDesktop" / "whisper_desktop.py"
 BUILT_APP = REPO / "WhisperDesktop" / "dist" / "WhisperDesktop" / "WhisperDesktop"
 # Left out of the app by the spec, so a GGML run must never import them.
@@ -75,6 +77,7 @@ def test_desktop_app_transcribes_without_torch(ggml_model, tmp_path):
     assert text.strip() in " ".join(srt_text.split("\n"))
 
 
+@pytest.mark.gui
 def test_desktop_window_on_ggml(ggml_model, tmp_path, display, dialogs):  # noqa: F811
     """WhisperDesktop's configuration of the window: GGML backend, its results shown line by line."""
     from test_gui import make_app, recognise

@@ -10,6 +10,8 @@ import json
 import pytest
 from training_fixtures import finetune_args, make_corpus, python, run_script
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

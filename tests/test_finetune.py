@@ -58,6 +58,7 @@ def test_freeze_encoder_puts_adapters_only_in_the_decoder(tiny_whisper_dir):
     assert len(lora) == 6 and all(".decoder." in n for n in lora), lora
 
 
+@pytest.mark.slow
 def test_training_writes_best_and_final_adapters_and_resume_continues_exactly(tiny_whisper_dir, corpus, tmp_path):
     train, test = corpus
     full = tmp_path / "full"
@@ -98,6 +99,7 @@ def test_training_writes_best_and_final_adapters_and_resume_continues_exactly(ti
     assert losses[3] == pytest.approx(original[3], rel=1e-4) and losses[4] == pytest.approx(original[4], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_adalora_reallocates_ranks_every_optimizer_step(tiny_whisper_dir, corpus, tmp_path):
     train, test = corpus
     res = run_script([python(), "finetune.py", *finetune_args(
@@ -155,6 +157,7 @@ def test_gpu_only_flags_fail_on_cpu(tiny_whisper_dir, corpus, capsys, tmp_path):
         assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_trains_where_the_cpu_has_bf16_and_is_refused_elsewhere(tiny_whisper_dir, corpus, tmp_path,
                                                                             capsys, monkeypatch):
     if torch.cuda.is_available():

@@ -11,6 +11,8 @@ from utils.core.models import read_ggml_header
 from utils.inference.registry import load_transcriber
 from utils.inference.transcriber import TranscribeOptions
 
+pytestmark = pytest.mark.slow
+
 
 def export(model_dir, output_path):
     result = subprocess.run([sys.executable, str(REPO / "convert-ggml.py"), f"--model_dir={model_dir}",

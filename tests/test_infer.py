@@ -147,6 +147,7 @@ def test_short_clip_all_formats(tmp_path, whisper_base_dir):
     assert normalize(" ".join(c.content for c in cues)) == normalize(data["text"])
 
 
+@pytest.mark.slow
 def test_long_audio_transformers_and_ct2_agree(tmp_path, long_audio, whisper_base_dir):
     """The acceptance check on ~45 s (the 3-minute run is in docs/inference.md)."""
     path, duration = long_audio

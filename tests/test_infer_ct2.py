@@ -53,6 +53,7 @@ def test_transformers_folder_is_refused_with_a_hint(tmp_path):
     assert result.returncode == 2 and "tools/hf_to_ct2.py" in result.stderr
 
 
+@pytest.mark.slow
 def test_batched_pipeline_matches_sequential(tmp_path, ct2_base):
     path, duration = long_english(tmp_path / "long.wav", 45.0)
     options = TranscribeOptions(language="en")
@@ -119,6 +120,7 @@ def test_vad_filter_skips_silence(ct2_base):
     assert segments[0].start >= 19.0   # times stay on the original clock after VAD
 
 
+@pytest.mark.slow
 def test_hf_to_ct2_conversion_keeps_language_detection(tmp_path, whisper_base_dir, ct2_base):
     """Convert the transformers whisper-base; faster-whisper must load it offline, detect the
     language and read as the shipped CTranslate2 model does."""

@@ -147,6 +147,7 @@ def test_recognition_decodes_common_formats_at_any_rate(base_server, english_for
 # --- OpenAI's audio API through the official client ----------------------------------------
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the client marks translations so
+@pytest.mark.slow
 def test_openai_client_every_response_format(base_server):
     import openai
     import srt
@@ -508,6 +509,7 @@ def test_engine_flags_reach_each_backend_as_its_own_options():
 
 # --- whisper.cpp ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ggml_file_is_served_by_whisper_cpp(tmp_path, whisper_tiny_en_dir):
     """--backend=auto on a GGML file (convert-ggml.py's output) serves it through whisper.cpp."""
     ggml = tmp_path / "tiny-en.bin"

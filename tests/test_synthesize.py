@@ -173,6 +173,7 @@ def test_long_command_writes_audio_and_reference(tmp_path):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_sample_corpus_regenerates_the_shipped_files(tmp_path):
     version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
     if " 1.51 " not in version:

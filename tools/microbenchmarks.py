@@ -6,6 +6,7 @@
     python tools/microbenchmarks.py encoder-calls     # encoder passes in generate, with and without the memo
     python tools/microbenchmarks.py decode-attention  # a batched transcription, decode steps via sdpa vs plain
     python tools/microbenchmarks.py best-of           # ct2 fallback, 5 samples per temperature vs 1: seconds, CER/WER
+    python tools/microbenchmarks.py heap              # page faults of a repeated 96 MB tensor, glibc default vs heap
 
 Each prints one line per measurement (milliseconds or seconds, median of --repeats). The benchmarks
 in benchmark_inference.py / benchmark_training.py measure the goals; these measure why.
@@ -23,7 +24,7 @@ from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
 from utils.inference.registry import default_model  # noqa: E402
 
-BENCHMARKS = ("attention", "train-step", "dropout", "encoder-calls", "decode-attention", "best-of")
+BENCHMARKS = ("attention", "train-step", "dropout", "encoder-calls", "decode-attention", "best-of", "heap")
 
 
 def timed(run, repeats: int) -> float:
@@ -262,6 +263,40 @@ def best_of(args) -> None:
         print(line + f" (median of {args.repeats})")
 
 
+# Run in a fresh interpreter per setting: glibc's mallopt switches cannot be turned back within a process.
+HEAP_PROBE = """
+import resource, statistics, sys, torch
+sys.path.insert(0, {repo!r})
+if {keep}:
+    from utils.training.callbacks import keep_large_tensors_in_the_heap
+    keep_large_tensors_in_the_heap()
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(24_000_000)
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(statistics.median([faults() for _ in range(6)][1:]))   # the steady state, as step after step
+"""
+
+
+def heap(args) -> None:
+    """Minor page faults of a 96 MB tensor allocated and freed again and again, as activations are step
+    after step: by default glibc returns such blocks to the kernel and each is faulted in anew; after
+    keep_large_tensors_in_the_heap (what finetune.py does on a CPU) the heap keeps the pages."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for keep in (False, True):
+        faults = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, "-c", HEAP_PROBE.format(repo=repo, keep=keep)],
+                                 capture_output=True, text=True, check=True).stdout
+            faults.append(float(out.split()[-1]))
+        setting = "keep_large_tensors_in_the_heap" if keep else "glibc default"
+        print(f"96 MB tensor after the first, {setting}: {statistics.median(faults):.0f} minor page faults "
+              f"(median of {args.repeats} processes)")
+
+
 @dataclass
 class MicrobenchmarkArguments:
     benchmark: Literal[BENCHMARKS] = field(metadata={
@@ -293,7 +328,7 @@ def measure(args: MicrobenchmarkArguments) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
     {"attention": attention, "train-step": train_step, "dropout": dropout, "encoder-calls": encoder_calls,
-     "decode-attention": decode_attention, "best-of": best_of}[args.benchmark](args)
+     "decode-attention": decode_attention, "best-of": best_of, "heap": heap}[args.benchmark](args)
 
 
 def main(argv=None) -> int:
