@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from utils.core.cli import guarded, parse_args  # noqa: E402
+from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.inference.registry import default_model  # noqa: E402
 
 BUILT_APP = REPO / "WhisperDesktop" / "dist" / "WhisperDesktop" / "WhisperDesktop"
@@ -103,6 +103,7 @@ def check_window() -> None:
 
 
 def verify(args: VerifyArguments) -> None:
+    print_config("verify_build.py configuration", args)
     model = REPO / args.model_path   # an absolute model_path stays as it is
     build(model)
     check_bundle()
