@@ -85,6 +85,25 @@ def test_guarded_turns_user_errors_into_one_line_and_keeps_bugs(capsys):
         guarded(lambda: 1 / 0)
 
 
+def test_guarded_names_a_path_the_machine_refuses(tmp_path, capsys):
+    import errno
+    import os
+
+    from utils.core.files import write_text_atomic
+
+    (tmp_path / "a-file").write_text("x")
+    assert guarded(lambda: write_text_atomic(tmp_path / "a-file" / "out.txt", "x")) == EXIT_USAGE
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a-file'}: File exists\n"
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "output/checkpoint-best")
+
+    assert guarded(full_disk) == EXIT_USAGE
+    assert capsys.readouterr().err == "error: output/checkpoint-best: No space left on device\n"
+    with pytest.raises(ConnectionResetError):   # not about a path of the user's: a bug, with its traceback
+        guarded(lambda: (_ for _ in ()).throw(ConnectionResetError(errno.ECONNRESET, "reset")))
+
+
 def test_print_config_and_help_hide_secrets(capsys):
     from utils.core.cli import build_parser, print_config
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import errno
 import json
 import os
 import re
@@ -213,10 +214,15 @@ def print_config(title: str, config: Any) -> None:
         print(f"  {name} = {shown!r}", flush=True)
 
 
+ENVIRONMENT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                      errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
 def guarded(run: Callable[[], Optional[int]]) -> int:
     """Run a script's work and return its exit status: 0, or what `run` returns. A UserError ends in
-    one `error: ...` line on stderr and EXIT_USAGE; Ctrl-C in EXIT_INTERRUPTED without a traceback;
-    anything else is a bug and keeps its traceback.
+    one `error: ...` line on stderr and EXIT_USAGE, and so does an OSError about a path (a read-only
+    output folder, a full disk, a file where a folder should be); Ctrl-C ends in EXIT_INTERRUPTED
+    without a traceback; anything else is a bug and keeps its traceback.
 
     Every script ends the same way:
 
@@ -231,6 +237,13 @@ def guarded(run: Callable[[], Optional[int]]) -> int:
         return run() or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except OSError as exc:
+        # A path the user gave that this machine refuses (read-only, full, not a folder, missing) is the
+        # user's to fix, not a bug: one sentence naming the path.
+        if exc.errno not in ENVIRONMENT_ERRNOS or not exc.filename:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
