@@ -374,7 +374,7 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
                  DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
         callbacks.append(AdaLoraCallback())
-    return Seq2SeqTrainer(
+    trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -384,6 +384,12 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
         processing_class=processor.feature_extractor,
         callbacks=callbacks,
     )
+    # Whisper's forward takes **kwargs, so the Trainer believes it divides its loss by num_items_in_batch
+    # itself: it then multiplies the loss by the process count (average_tokens_across_devices) and skips the
+    # division by gradient_accumulation_steps. Whisper computes a plain mean, so with N processes or N
+    # accumulation steps the gradients and the logged loss came out N times too large.
+    trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 def save_results(args: FinetuneArguments, trainer, model, results: dict) -> None:

@@ -48,3 +48,37 @@ def test_accelerate_launch_two_processes(tiny_whisper_dir, corpus, tmp_path):
                       "finetune.py", *finetune_args(tiny_whisper_dir, *corpus, tmp_path, max_steps=2,
                                                     metric="none")], env_extra={"PET_STANDALONE": "1"})
     _check_run(res, tmp_path / tiny_whisper_dir.name, "eval_loss")
+
+
+def _first_step(run_dir) -> dict:
+    """Loss and gradient norm of the first optimizer step, before any update changed the weights."""
+    state = json.loads((run_dir / "checkpoint-final" / "trainer_state.json").read_text())
+    return next(entry for entry in state["log_history"] if "grad_norm" in entry)
+
+
+def test_two_processes_and_accumulation_give_the_single_process_loss_and_gradients(tiny_whisper_dir, tmp_path):
+    """The same 4 clips as one global batch: 1 process x 4, 2 processes x 2, 1 process x 2 accumulated twice.
+    A random model's loss per token is about ln(51865) = 10.86 whatever the clips; had the Trainer scaled the
+    loss by the process count or skipped the division by the accumulation steps, it would read about 21.7
+    and the gradient norm would double."""
+    train, test = make_corpus(tmp_path / "corpus", n_train=4, n_test=2)
+    common = dict(max_steps=1, eval_steps=1, save_steps=1, metric="none", lora_dropout=0.0, seed=3)
+    runs = {
+        "one process": ([python(), "finetune.py"], dict(per_device_train_batch_size=4)),
+        "two processes": ([python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "finetune.py"], dict(per_device_train_batch_size=2)),
+        "accumulation": ([python(), "finetune.py"], dict(per_device_train_batch_size=2,
+                                                         gradient_accumulation_steps=2)),
+    }
+    steps = {}
+    for name, (command, flags) in runs.items():
+        out = tmp_path / name.replace(" ", "-")
+        res = run_script([*command, *finetune_args(tiny_whisper_dir, train, test, out, **common, **flags)])
+        assert res.returncode == 0, name + res.stdout[-2000:] + res.stderr[-3000:]
+        steps[name] = _first_step(out / tiny_whisper_dir.name)
+    reference = steps["one process"]
+    assert 10.0 < reference["loss"] < 11.8, steps
+    for name in ("two processes", "accumulation"):
+        # Per-process and per-micro-batch means weight the clips' tokens slightly differently: a few percent.
+        assert steps[name]["loss"] == pytest.approx(reference["loss"], rel=0.03), steps
+        assert steps[name]["grad_norm"] == pytest.approx(reference["grad_norm"], rel=0.25), steps
