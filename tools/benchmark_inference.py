@@ -272,7 +272,7 @@ def model_paths(args: BenchmarkArguments, names: list[str], workdir: str) -> dic
         from utils.export.ggml import export_ggml
 
         paths["ggml"] = os.path.join(workdir, "model.bin")
-        export_ggml(args.model_path, paths["ggml"], use_f16=True, progress=False)
+        export_ggml(args.model_path, paths["ggml"], progress=False)
     return paths
 
 

@@ -1,4 +1,4 @@
-"""Write a transformers Whisper folder as a whisper.cpp GGML model file.
+"""Write a transformers Whisper folder as a whisper.cpp GGML model file, in float or quantized form.
 
 Layout (what whisper.cpp's loader reads, little-endian):
   uint32 magic "ggml"; 11 int32 hparams (n_vocab, n_audio_ctx, n_audio_state, n_audio_head,
@@ -6,11 +6,22 @@ Layout (what whisper.cpp's loader reads, little-endian):
   mel filters: int32 n_mels, int32 n_fft_bins, float32[n_mels * n_fft_bins];
   vocabulary: int32 count, then per token int32 length + raw bytes (ids below <|endoftext|>;
   whisper.cpp derives the special tokens from n_vocab);
-  tensors: int32 n_dims, int32 name length, int32 type (0 f32, 1 f16), int32 dims (innermost
-  first), name, data.
+  tensors: int32 n_dims, int32 name length, int32 ggml type, int32 dims (innermost first), name, data.
 
-Written here (not by whisper.cpp's convert script) so that export needs neither the openai-whisper
-repository nor its mel-filter file: the filters come from the model's own feature extractor.
+Which tensor gets which type follows whisper.cpp's own converter and quantizer, because its loader
+creates every tensor with a fixed type and refuses a file whose tensor sizes differ: the weight
+matrices (attention, MLP, token embedding) take the file's type; the convolution kernels stay float16
+(float32 in an f32 file); biases, layer norms and positional embeddings stay float32.
+
+Quantized blocks (ggml's q8_0 and q5_0; 32 consecutive values of a row share one float16 scale d):
+  q8_0: d, then 32 int8 q; value = q * d, d = max|x| / 127.                           34 bytes
+  q5_0: d, uint32 of the 32 fifth bits, 16 bytes of 4-bit nibbles (value j in the low nibble of
+        byte j, value 16 + j in its high nibble); value = (q - 16) * d, d = -(the value of largest
+        magnitude) / 16, so that value maps to q = 0.                                   22 bytes
+
+Written here (not by whisper.cpp's scripts) so that export needs neither the openai-whisper
+repository nor its mel-filter file (the filters come from the model's own feature extractor), nor a
+compiled quantize tool.
 """
 from __future__ import annotations
 
@@ -25,7 +36,18 @@ from utils.core.files import atomic_write
 from utils.core.models import GGML_MAGIC, model_format
 from utils.export import ExportError
 
-GGML_F32, GGML_F16 = 0, 1
+QUANTIZATIONS = ("f16", "f32", "q8_0", "q5_0")
+# ggml's tensor type ids (enum ggml_type), written with every tensor.
+GGML_TYPES = {"f32": 0, "f16": 1, "q5_0": 6, "q8_0": 8}
+# The file's type (enum ggml_ftype: "mostly q8_0" and so on), the hparams' last field.
+FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q5_0": 8}
+# whisper.cpp's quantize tool adds GGML_QNT_VERSION * GGML_QNT_VERSION_FACTOR to a quantized file's
+# ftype (the loader takes ftype % 1000 and reports ftype // 1000 as the quantization version);
+# written the same way so that other readers see what they expect.
+GGML_QNT_VERSION, GGML_QNT_VERSION_FACTOR = 2, 1000
+BLOCK = 32  # QK8_0 = QK5_0: values per quantized block
+Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", BLOCK)])
+Q5_0_BLOCK = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", BLOCK // 2)])
 
 # transformers name piece -> whisper.cpp name piece, inside a layer ("blocks.N.")
 _LAYER_NAMES = [
@@ -52,7 +74,7 @@ _TOP_NAMES = {
     "decoder.layer_norm.weight": "decoder.ln.weight",
     "decoder.layer_norm.bias": "decoder.ln.bias",
 }
-# whisper.cpp keeps these in f32 even in an f16 file (its loader checks each tensor's type).
+# Two-dimensional, yet whisper.cpp keeps them float32 in every file.
 _ALWAYS_F32 = {"encoder.conv1.bias", "encoder.conv2.bias",
                "encoder.positional_embedding", "decoder.positional_embedding"}
 
@@ -75,6 +97,73 @@ def ggml_tensor_name(hf_name: str) -> Optional[str]:
     raise ExportError(f"parameter {hf_name!r} has no whisper.cpp counterpart; is this a Whisper model?")
 
 
+def tensor_type(name: str, ndim: int, quantization: str) -> str:
+    """The type whisper.cpp's loader expects for tensor `name` in a `quantization` file."""
+    if ndim < 2 or name in _ALWAYS_F32:
+        return "f32"
+    if ndim == 3:   # the convolution kernels
+        return "f32" if quantization == "f32" else "f16"
+    return quantization
+
+
+def file_type(quantization: str) -> int:
+    """The hparams' ftype field of a `quantization` file."""
+    if quantization in ("f16", "f32"):
+        return FILE_TYPES[quantization]
+    return GGML_QNT_VERSION * GGML_QNT_VERSION_FACTOR + FILE_TYPES[quantization]
+
+
+def _blocks(values: np.ndarray) -> np.ndarray:
+    if values.shape[-1] % BLOCK:
+        raise ValueError(f"rows of {values.shape[-1]} values cannot be cut into blocks of {BLOCK}")
+    return values.astype(np.float32).reshape(-1, BLOCK)
+
+
+def _inverse(scale: np.ndarray) -> np.ndarray:
+    # ggml writes q = 0 for a block of zeros (scale 0) rather than dividing by zero.
+    return np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
+
+
+def quantize_q8_0(values: np.ndarray) -> np.ndarray:
+    """ggml's q8_0 blocks of `values` (rows a multiple of 32 long), as ggml's reference quantizer makes them."""
+    blocks = _blocks(values)
+    scale = np.abs(blocks).max(axis=1) / 127
+    scaled = blocks * _inverse(scale)[:, None]
+    out = np.empty(len(blocks), Q8_0_BLOCK)
+    out["d"] = scale
+    out["qs"] = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)   # C's roundf: halves away from zero
+    return out
+
+
+def dequantize_q8_0(blocks: np.ndarray) -> np.ndarray:
+    return (blocks["qs"].astype(np.float32) * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+
+
+def quantize_q5_0(values: np.ndarray) -> np.ndarray:
+    """ggml's q5_0 blocks of `values` (rows a multiple of 32 long), as ggml's reference quantizer makes them."""
+    blocks = _blocks(values)
+    largest = blocks[np.arange(len(blocks)), np.abs(blocks).argmax(axis=1)]
+    scale = largest / -16
+    q = np.clip(np.floor(blocks * _inverse(scale)[:, None] + 16.5), 0, 31).astype(np.uint32)
+    out = np.empty(len(blocks), Q5_0_BLOCK)
+    out["d"] = scale
+    out["qh"] = (((q >> 4) & 1) << np.arange(BLOCK, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
+    half = BLOCK // 2
+    out["qs"] = (q[:, :half] & 0x0F) | ((q[:, half:] & 0x0F) << 4)
+    return out
+
+
+def dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
+    fifth = (blocks["qh"][:, None] >> np.arange(BLOCK, dtype=np.uint32)) & 1
+    nibbles = np.concatenate([blocks["qs"] & 0x0F, blocks["qs"] >> 4], axis=1).astype(np.uint32)
+    q = (nibbles | (fifth << 4)).astype(np.float32) - 16
+    return (q * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+
+
+_ENCODERS = {"f32": lambda data: data.astype("<f4"), "f16": lambda data: data.astype("<f2"),
+             "q8_0": quantize_q8_0, "q5_0": quantize_q5_0}
+
+
 def _token_bytes(tokenizer) -> list[bytes]:
     """Byte strings of the ordinary tokens, ids 0 .. <|endoftext|>-1, in id order."""
     # GPT-2 byte-level BPE stores bytes as printable stand-in characters; undo that mapping.
@@ -89,30 +178,24 @@ def _token_bytes(tokenizer) -> list[bytes]:
     return [bytes(byte_decoder[char] for char in by_id[index]) for index in range(eot)]
 
 
-def export_ggml(model_dir: str, output_path: str, use_f16: bool = True, progress: bool = True) -> dict:
-    """Write `model_dir` (a transformers Whisper folder) to `output_path` as GGML.
+def export_ggml(model_dir: str, output_path: str, quantization: str = "f16", progress: bool = True) -> dict:
+    """Write `model_dir` (a transformers Whisper folder) to `output_path` as GGML whose weight matrices
+    are `quantization` (one of QUANTIZATIONS).
 
     Returns a summary (tensor count, bytes, hparams). The file appears only when complete.
     """
-    import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    if model_format(model_dir) != "transformers":
-        raise ExportError(f"{model_dir}: convert-ggml.py needs a transformers model folder; this is a "
-                          f"{model_format(model_dir)} model (tools/ct2_to_hf.py turns a CTranslate2 folder "
-                          f"into a transformers one)")
-    model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    model = _load_representable_model(model_dir)
     tokenizer = WhisperTokenizer.from_pretrained(model_dir)
     feature_extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
     config = model.config
-    state = model.state_dict()
-    if not torch.equal(state["proj_out.weight"], state["model.decoder.embed_tokens.weight"]):
-        raise ExportError(f"{model_dir}: output projection is not tied to the token embedding; "
-                          f"whisper.cpp cannot represent that model")
     hparams = [config.vocab_size, config.max_source_positions, config.d_model,
                config.encoder_attention_heads, config.encoder_layers, config.max_target_positions,
                config.d_model, config.decoder_attention_heads, config.decoder_layers,
-               config.num_mel_bins, GGML_F16 if use_f16 else GGML_F32]
+               config.num_mel_bins, file_type(quantization)]
     filters = np.ascontiguousarray(feature_extractor.mel_filters.T, dtype=np.float32)  # (n_mels, bins)
     if filters.shape[0] != config.num_mel_bins:
         raise ExportError(f"{model_dir}: feature extractor has {filters.shape[0]} mel bins, "
@@ -127,29 +210,54 @@ def export_ggml(model_dir: str, output_path: str, use_f16: bool = True, progress
         for token in tokens:
             out.write(struct.pack("<i", len(token)))
             out.write(token)
-        count = _write_tensors(out, state, use_f16, progress)
+        count = _write_tensors(out, model.state_dict(), quantization, progress)
     return {"tensors": count, "bytes": os.path.getsize(output_path), "vocab": len(tokens),
-            "n_mels": config.num_mel_bins, "layers": config.encoder_layers, "f16": use_f16}
+            "n_mels": config.num_mel_bins, "layers": config.encoder_layers, "quantization": quantization}
 
 
-def _write_tensors(out, state: dict, use_f16: bool, progress: bool) -> int:
-    """Every tensor whisper.cpp reads, in its names and layout; returns how many were written."""
+def _load_representable_model(model_dir: str):
+    """The model of `model_dir` in float32; ExportError for one whisper.cpp could not load."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    if model_format(model_dir) != "transformers":
+        raise ExportError(f"{model_dir}: convert-ggml.py needs a transformers model folder; this is a "
+                          f"{model_format(model_dir)} model (tools/ct2_to_hf.py turns a CTranslate2 folder "
+                          f"into a transformers one)")
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    if not torch.equal(model.proj_out.weight, model.model.decoder.embed_tokens.weight):
+        raise ExportError(f"{model_dir}: output projection is not tied to the token embedding; "
+                          f"whisper.cpp cannot represent that model")
+    config = model.config
+    for side in ("encoder", "decoder"):
+        # The file has no field for it: whisper.cpp's loader makes every MLP 4 x d_model wide.
+        width = getattr(config, f"{side}_ffn_dim")
+        if width != 4 * config.d_model:
+            raise ExportError(f"{model_dir}: the {side}'s MLPs are {width} wide, but whisper.cpp assumes "
+                              f"4 x d_model = {4 * config.d_model}; it could not load this model")
+    return model
+
+
+def _write_tensors(out, state: dict, quantization: str, progress: bool) -> int:
+    """Every tensor whisper.cpp reads, in its names, layout and types; returns how many were written."""
     from tqdm import tqdm
 
     count = 0
-    for hf_name, tensor in tqdm(state.items(), desc="writing tensors", disable=not progress):
+    for hf_name, tensor in tqdm(state.items(), desc=f"writing {quantization} tensors", disable=not progress):
         name = ggml_tensor_name(hf_name)
         if name is None:
             continue
         data = tensor.detach().cpu().numpy()
         if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
             data = data.reshape(-1, 1)   # whisper.cpp adds them as (n_state, 1)
-        half = use_f16 and data.ndim >= 2 and name not in _ALWAYS_F32
-        data = data.astype("<f2" if half else "<f4")
+        kind = tensor_type(name, data.ndim, quantization)
+        if kind in ("q8_0", "q5_0") and data.shape[-1] % BLOCK:
+            raise ExportError(f"{hf_name}: rows of {data.shape[-1]} values cannot be cut into {kind}'s blocks "
+                              f"of {BLOCK}; export this model with --quantization=f16")
         encoded = name.encode("utf-8")
-        out.write(struct.pack("<3i", data.ndim, len(encoded), GGML_F16 if half else GGML_F32))
+        out.write(struct.pack("<3i", data.ndim, len(encoded), GGML_TYPES[kind]))
         out.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
         out.write(encoded)
-        out.write(np.ascontiguousarray(data).tobytes())
+        out.write(np.ascontiguousarray(_ENCODERS[kind](data)).tobytes())
         count += 1
     return count
