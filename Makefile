@@ -8,9 +8,10 @@ MAKE_STARTED := $(shell date +%s)
 # CPU build of PyTorch; GPU users install their own torch before `make setup` (see README).
 TORCH_SPEC ?= torch==2.13.0
 # fonts-wqy-zenhei: Chinese glyphs in the web-page screenshots taken by headless Chromium.
-SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2 fonts-wqy-zenhei
+# junit4: the JUnit tests of AndroidDemo's :core module (make android-core).
+SYSTEM_PACKAGES := espeak-ng ffmpeg sox xvfb xdotool chromium libportaudio2 fonts-wqy-zenhei junit4
 
-.PHONY: setup system-deps models demo lint test clean
+.PHONY: setup system-deps models demo lint test android-core clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ lint: setup
 # The linter first: a style slip fails in seconds instead of after the suite.
 test: models lint
 	$(PY) -m pytest -q tests
+
+# AndroidDemo's native layer (whisper.cpp + our JNI) and its :core module, built and tested on this machine
+# (no Android SDK here: AndroidDemo/README.md). `make test` runs the same test among the others.
+android-core: models
+	$(PY) -m pytest -q tests/test_android_core.py
 
 clean:
 	rm -rf $(VENV) output runs
