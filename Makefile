@@ -40,9 +40,11 @@ demo: models
 lint: setup
 	$(PY) -m ruff check .
 
-# The linter first: a style slip fails in seconds instead of after the suite.
+# The linter first: a style slip fails in seconds instead of after the suite. AndroidDemo's native build and
+# JUnit tests run last, on their own (on a fresh machine most of their time is compiling whisper.cpp).
 test: models lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/test_android_core.py
+	$(MAKE) --no-print-directory android-core
 
 # AndroidDemo's native layer (whisper.cpp + our JNI) and its :core module, built and tested on this machine
 # (no Android SDK here: AndroidDemo/README.md). `make test` runs the same test among the others.
