@@ -20,3 +20,11 @@ class Segment:
     end: float
     text: str
     words: Optional[list[Word]] = None
+    # What the decoder knew about this segment, where the backend reports it (OpenAI's verbose_json
+    # fields); None = not reported by this backend.
+    seek: Optional[int] = None                 # start of the 30 s window it came from, in 10 ms frames
+    tokens: Optional[list[int]] = None         # text and timestamp token ids
+    temperature: Optional[float] = None        # the temperature that produced it (after any fallback)
+    avg_logprob: Optional[float] = None
+    compression_ratio: Optional[float] = None
+    no_speech_prob: Optional[float] = None
