@@ -57,6 +57,9 @@ class FinetuneArguments:
                                              metadata={"help": "Where encoder outputs are stored (default "
                                                                "<output_dir>/encoder_cache); runs on the same data "
                                                                "and model share them."})
+    encoder_cache_max_gb: float = field(default=64.0, metadata={
+        "help": "Largest encoder cache the automatic setting builds (GiB; whisper-base stores 3 MB per clip in "
+                "float32, large-v3 7.7 MB); beyond it the cache stays off unless --cache_encoder_outputs=True."})
     encoder_cache_dtype: Literal["float32", "float16"] = field(
         default="float32", metadata={"help": "float32 (training identical to no cache) or float16 "
                                              "(half the disk space, tiny rounding differences)."})
@@ -85,8 +88,10 @@ class FinetuneArguments:
     metric: str = field(default="cer", metadata={"help": "Evaluation decodes and scores 'cer' or 'wer' and the "
                                                          "best checkpoint has the lowest; 'none' uses eval loss."})
     generation_max_length: int = field(default=225, metadata={"help": "Most tokens decoded per clip in evaluation."})
-    max_eval_samples: Optional[int] = field(default=None,
-                                            metadata={"help": "Evaluate on the first N test clips only."})
+    max_eval_samples: Optional[int] = field(default=1000, metadata={
+        "help": "Evaluations during training use this many test clips, evenly spread over --test_data (the "
+                "same ones every time; the best checkpoint is chosen on them); None = all. evaluation.py "
+                "scores the whole test set."})
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     augment_config_path: Optional[str] = field(default=None,
@@ -98,6 +103,8 @@ class FinetuneArguments:
     local_files_only: bool = field(default=False, metadata={"help": "Never download the base model."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push checkpoints to the Hugging Face Hub."})
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repository for --push_to_hub."})
+    ddp_timeout: int = field(default=1800, metadata={
+        "help": "Seconds a process of a multi-process run waits for the others (torch.distributed's timeout)."})
     num_workers: int = field(default=min(8, os.cpu_count() or 1),
                              metadata={"help": "DataLoader worker processes (audio decoding, features); on a CPU, "
                                        "training from stored encoder outputs reads them with none."})
@@ -138,6 +145,8 @@ class FinetuneArguments:
             raise UsageError("--cache_encoder_outputs=True cannot be combined with --augment_config_path: "
                              "augmentation changes the audio every epoch, so stored encoder outputs would be "
                              "stale; drop one of them")
+        if self.ddp_timeout < 1:
+            raise UsageError(f"--ddp_timeout must be at least 1 second, got {self.ddp_timeout}")
         if (self.encoder_cache_dir or self.encoder_cache_dtype != "float32") and self.cache_encoder_outputs is False:
             raise UsageError("--encoder_cache_dir/--encoder_cache_dtype do nothing with --cache_encoder_outputs=False")
 
@@ -161,17 +170,18 @@ def train(args: FinetuneArguments) -> int:
     processor, language = tokenizer_and_language(args)
     train_dataset, eval_dataset = load_data(args, processor, language)
     model, dropout_generator = build_model(args, language, len(train_dataset))
-    use_cache = decide_encoder_cache(args, model.config)
+    use_cache = decide_encoder_cache(args, model.config, len(train_dataset) + len(eval_dataset))
     training_args = trainer_arguments(args, reads_stored_outputs=use_cache)
-    cache_seconds = {"encoder_cache_seconds": 0.0, "eval_encoder_cache_seconds": 0.0}
+    stores = None
     if use_cache:
-        train_dataset, eval_dataset, cache_seconds = use_encoder_cache(
+        train_dataset, eval_dataset, stores = use_encoder_cache(
             args, model, processor, training_args, train_dataset, eval_dataset)
-    trainer = build_trainer(args, model, processor, training_args, train_dataset, eval_dataset, dropout_generator)
+    trainer = build_trainer(args, model, processor, training_args, train_dataset, eval_dataset, dropout_generator,
+                            stores)
     model.config.use_cache = False
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    save_results(args, trainer, model, {**result.metrics, "encoder_cache": use_cache, **cache_seconds,
-                                        "train_clips": len(train_dataset)})
+    save_results(args, trainer, model, {**result.metrics, "encoder_cache": use_cache,
+                                        **cache_counts(trainer, stores), "train_clips": len(train_dataset)})
     return 0
 
 
@@ -218,7 +228,7 @@ def load_data(args: FinetuneArguments, processor, language: Optional[str]):
     train_dataset = SpeechDataset(args.train_data, processor, augment_config_path=args.augment_config_path,
                                   **data_kwargs)
     test_dataset = SpeechDataset(args.test_data, processor, **data_kwargs)
-    eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.head(args.max_eval_samples)
+    eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.spread(args.max_eval_samples)
     if is_main_process():
         print(f"train: {len(train_dataset)} clips from {args.train_data} {train_dataset.stats}; "
               f"test: {len(eval_dataset)} clips from {args.test_data}", flush=True)
@@ -253,16 +263,21 @@ def build_model(args: FinetuneArguments, language: Optional[str], train_clips: i
     return model, dropout_generator
 
 
-def decide_encoder_cache(args: FinetuneArguments, config) -> bool:
-    """Whether this run stores encoder outputs once (--cache_encoder_outputs, default: when it is safe)."""
+def decide_encoder_cache(args: FinetuneArguments, config, clips: int) -> bool:
+    """Whether this run stores encoder outputs (--cache_encoder_outputs, default: when it is safe and fits)."""
     from utils.training.callbacks import is_main_process
-    from utils.training.encoder_cache import stochastic_encoder_reason
+    from utils.training.encoder_cache import cache_bytes, stochastic_encoder_reason
 
     if not args.freeze_encoder:
         return False
     reason = stochastic_encoder_reason(config)
     if args.cache_encoder_outputs is None:
         reason = reason or ("augmentation changes the audio every epoch" if args.augment_config_path else None)
+        size = cache_bytes(clips, config, args.encoder_cache_dtype)
+        if reason is None and size > args.encoder_cache_max_gb * 2**30:
+            shown = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+            reason = (f"{clips} clips would need {shown}, more than --encoder_cache_max_gb="
+                      f"{args.encoder_cache_max_gb:g} (--cache_encoder_outputs=True stores them anyway)")
         if reason and is_main_process():
             print(f"encoder cache off: {reason}; the frozen encoder runs on every batch", flush=True)
         return reason is None
@@ -324,57 +339,77 @@ def trainer_arguments(args: FinetuneArguments, *, reads_stored_outputs: bool):
         push_to_hub=args.push_to_hub,
         hub_model_id=args.hub_model_id,
         seed=args.seed,
+        ddp_timeout=args.ddp_timeout,
         disable_tqdm=False,
     )
 
 
 def use_encoder_cache(args: FinetuneArguments, model, processor, training_args, train_dataset, eval_dataset):
-    """Both datasets as stored encoder outputs, built once (rank 0 first, the others wait and read).
-    Returns (train dataset, eval dataset, seconds spent building each)."""
+    """Both datasets reading stored encoder outputs where a clip has them (the steps store the rest as they
+    meet them). Returns (train dataset, eval dataset, {"train": store, "eval": store})."""
     from utils.training.callbacks import is_main_process
-    from utils.training.encoder_cache import CachedEncoderDataset, build_encoder_cache, cache_key
+    from utils.training.encoder_cache import CachedEncoderDataset, EncoderOutputStore, cache_key, check_disk_space
 
     cache_root = args.encoder_cache_dir or os.path.join(args.output_dir, "encoder_cache")
     autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
     base = model.get_base_model()
+    frames, width = base.config.max_source_positions, base.config.d_model
 
     def cached(dataset, what):
         key = cache_key(dataset, args.base_model, base.config, processor.feature_extractor,
                         args.encoder_cache_dtype, autocast=autocast)
+        # Creating the store is instant (a sparse file); the first process on each machine makes it and a
+        # second machine sharing the disk finds it made.
         with training_args.main_process_first(desc="encoder cache"):
-            folder, seconds = build_encoder_cache(
-                base.get_encoder(), dataset, cache_root, key, dtype=args.encoder_cache_dtype,
-                batch_size=args.per_device_eval_batch_size, num_workers=args.num_workers,
-                show_progress=is_main_process(), autocast=autocast)
+            store = EncoderOutputStore.open_or_create(cache_root, key, len(dataset), frames, width,
+                                                      args.encoder_cache_dtype)
+        check_disk_space(store)
         if is_main_process():
-            print(f"encoder cache ({what}): {folder} ({'built in %.1f s' % seconds if seconds else 'reused'})",
-                  flush=True)
-        return CachedEncoderDataset(dataset, folder), seconds
+            stored = store.filled_count()
+            state = "complete" if stored == store.rows else f"{stored} of {store.rows} clips stored, the rest as met"
+            print(f"encoder cache ({what}): {store.folder} ({state})", flush=True)
+        return CachedEncoderDataset(dataset, store), store
 
-    train_dataset, train_seconds = cached(train_dataset, "training")
-    # The frozen encoder gives the test clips the same outputs at every evaluation too: stored once,
+    train_dataset, train_store = cached(train_dataset, "training")
+    # The frozen encoder gives the test clips the same outputs at every evaluation too: stored the first time,
     # evaluations after the first (and later runs on the same test set) run the decoder only.
-    eval_dataset, eval_seconds = cached(eval_dataset, "evaluation")
+    eval_dataset, eval_store = cached(eval_dataset, "evaluation")
+    if train_store.filled_count() < train_store.rows and training_args.dataloader_num_workers != args.num_workers:
+        # Clips still to be encoded need their audio decoded: workers do that beside the step, as without the cache.
+        training_args.dataloader_num_workers = args.num_workers
+        training_args.dataloader_persistent_workers = args.num_workers > 0
     if is_main_process():
         in_main = training_args.dataloader_num_workers != args.num_workers
-        print("training and evaluation run the decoder only"
+        print("training and evaluation run the decoder only on stored clips"
               + (", reading the stored outputs in the main process" if in_main else ""), flush=True)
-    return train_dataset, eval_dataset, {"encoder_cache_seconds": train_seconds,
-                                         "eval_encoder_cache_seconds": eval_seconds}
+    return train_dataset, eval_dataset, {"train": train_store, "eval": eval_store}
+
+
+def cache_counts(trainer, stores: Optional[dict]) -> dict:
+    """For train_results.json: clips whose encoder outputs are stored, and the seconds this run's steps spent
+    encoding and storing them (inside train_runtime)."""
+    if not stores:
+        return {"encoder_cache_seconds": 0.0, "eval_encoder_cache_seconds": 0.0}
+    return {"encoder_cache_clips": stores["train"].filled_count(),
+            "eval_encoder_cache_clips": stores["eval"].filled_count(),
+            "encoder_cache_seconds": round(trainer.cache_seconds["train"], 3),
+            "eval_encoder_cache_seconds": round(trainer.cache_seconds["eval"], 3)}
 
 
 def build_trainer(args: FinetuneArguments, model, processor, training_args, train_dataset, eval_dataset,
-                  dropout_generator):
+                  dropout_generator, stores: Optional[dict] = None):
     from transformers import Seq2SeqTrainer
 
     from utils.data.collator import SpeechSeq2SeqCollator
     from utils.training.callbacks import AdaLoraCallback, CheckpointCallback, DropoutSeedCallback, make_compute_metrics
+    from utils.training.encoder_cache import EncoderCacheFiller
 
     callbacks = [CheckpointCallback(_run_dir(args), args.save_total_limit),
                  DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
         callbacks.append(AdaLoraCallback())
-    trainer = Seq2SeqTrainer(
+    trainer_class = type("CachingTrainer", (EncoderCacheFiller, Seq2SeqTrainer), {}) if stores else Seq2SeqTrainer
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -389,6 +424,10 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
     # division by gradient_accumulation_steps. Whisper computes a plain mean, so with N processes or N
     # accumulation steps the gradients and the logged loss came out N times too large.
     trainer.model_accepts_loss_kwargs = False
+    if stores:
+        trainer.cache_encoder = model.get_base_model().get_encoder()
+        trainer.train_store, trainer.eval_store = stores["train"], stores["eval"]
+        trainer.cache_autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
     return trainer
 
 

@@ -60,25 +60,28 @@ def test_cached_training_has_the_same_losses_and_runs_the_encoder_once_per_clip(
     cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached",
                                                encoder_cache_dir=tmp_path / "cache"))
     out = capsys.readouterr().out
-    assert "training and evaluation run the decoder only" in out and "built in" in out
+    assert "training and evaluation run the decoder only on stored clips" in out
+    assert "(0 of 6 clips stored, the rest as met)" in out and "(0 of 2 clips stored, the rest as met)" in out
 
-    # Without the cache the encoder sees every clip in every epoch; with it, once.
+    # Without the cache the encoder sees every clip in every epoch (with gradients on); with it, once, without
+    # gradients, inside the first epoch's steps: nothing runs before step 1.
     assert plain["train"] == 18 and cached["train"] == 0, (plain, cached)
     # Both evaluate the 2 test clips once, at the end. Without the cache that runs the encoder twice on them
-    # (generate, then the loss); with it the encoder pass before training covers them, once.
+    # (generate, then the loss); with it the first evaluation step that meets them stores them, once.
     assert plain["other"] == 2 * 2 and cached["other"] == 6 + 2, (plain, cached)
     reference, losses = _losses(tmp_path / "plain"), _losses(tmp_path / "cached")
     assert len(reference) == len(losses) == 9
     assert reference[0] > reference[-1]        # it learns, so equal curves are a real comparison
     assert losses == pytest.approx(reference, rel=1e-4, abs=1e-5)
     results = json.loads(next((tmp_path / "cached").glob("*/train_results.json")).read_text())
-    assert results["encoder_cache"] is True and results["encoder_cache_seconds"] > 0
+    assert results["encoder_cache"] is True and results["encoder_cache_clips"] == 6
+    assert results["eval_encoder_cache_clips"] == 2
     assert results["train_clips"] == 6 and results["global_step"] == 9
 
     # A second run on the same data and model reuses the stored outputs: the encoder does not run at all.
     again = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "again",
                                               encoder_cache_dir=tmp_path / "cache"))
-    assert again == {"train": 0, "other": 0} and capsys.readouterr().out.count("(reused)") == 2
+    assert again == {"train": 0, "other": 0} and capsys.readouterr().out.count("(complete)") == 2
     assert _losses(tmp_path / "again") == pytest.approx(reference, rel=1e-4, abs=1e-5)
     assert len(list((tmp_path / "cache").iterdir())) == 2     # training and test clips; no temporary folders
 
@@ -105,7 +108,7 @@ def test_every_evaluation_reads_the_stored_outputs_and_scores_the_same(tiny_whis
     cached = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "cached",
                                                encoder_cache_dir=tmp_path / "cache", **every_epoch))
     # Without the cache each of the 3 evaluations runs the encoder twice on the 2 test clips (generate, then
-    # the loss); with it, only the encoder pass before training does (6 training + 2 test clips).
+    # the loss); with it, only the first epoch and the first evaluation do, once per clip (6 + 2).
     assert plain == {"train": 18, "other": 3 * 2 * 2} and cached == {"train": 0, "other": 6 + 2}, (plain, cached)
     reference, evaluations = _evaluations(tmp_path / "plain"), _evaluations(tmp_path / "cached")
     assert [step for step, _, _ in reference] == [3, 6, 9]
@@ -113,7 +116,7 @@ def test_every_evaluation_reads_the_stored_outputs_and_scores_the_same(tiny_whis
     for (step, loss, cer), (cached_step, cached_loss, cached_cer) in zip(reference, evaluations, strict=True):
         assert (cached_step, cached_cer) == (step, cer) and cached_loss == pytest.approx(loss, rel=1e-4)
     results = json.loads(next((tmp_path / "cached").glob("*/train_results.json")).read_text())
-    assert results["eval_encoder_cache_seconds"] > 0
+    assert results["eval_encoder_cache_clips"] == 2
 
 
 def test_bf16_training_caches_outputs_computed_in_bf16(tiny_whisper_dir, corpus, tmp_path, encoder_calls):
@@ -199,6 +202,9 @@ class _Labels:
     def labels(self, index):
         return [index]
 
+    def __getitem__(self, index):
+        return {"input_features": np.full((2, 3), index, dtype=np.float32), "labels": [index]}
+
 
 def _resident_file_kib() -> int:
     with open("/proc/self/status", encoding="ascii") as handle:
@@ -206,31 +212,64 @@ def _resident_file_kib() -> int:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_rows_are_read_whole_without_mapping_the_file(tmp_path, dtype):
+def test_rows_are_stored_and_read_whole_without_mapping_the_file(tmp_path, dtype):
     import pickle
     import sys
 
-    from utils.training.encoder_cache import HIDDEN_FILE, META_FILE, CachedEncoderDataset, EncoderCacheError
+    from utils.training.encoder_cache import HIDDEN_FILE, CachedEncoderDataset, EncoderCacheError, EncoderOutputStore
 
-    rows = np.random.default_rng(0).standard_normal((40, 1500, 512)).astype(dtype)   # 61 or 123 MB
-    np.save(tmp_path / HIDDEN_FILE, rows)
-    (tmp_path / META_FILE).write_text(json.dumps({"rows": 40, "frames": 1500, "width": 512, "dtype": dtype}))
-    dataset = CachedEncoderDataset(_Labels(40), str(tmp_path))
+    rows = np.random.default_rng(0).standard_normal((40, 1500, 512)).astype(np.float32)   # 123 MB
+    store = EncoderOutputStore.open_or_create(str(tmp_path), "key", 40, 1500, 512, dtype)
+    dataset = CachedEncoderDataset(_Labels(40), store)
+    # Nothing stored yet: every item is the clip's own, marked for the step to encode and store.
+    assert dataset[7] == {"input_features": pytest.approx(np.full((2, 3), 7.0)), "labels": [7], "cache_row": 7}
+    written = [store.write(index, rows[index]) for index in range(40)]
+    assert written[3].dtype == np.dtype(dtype) and store.filled_count() == 40
 
     before = _resident_file_kib() if sys.platform.startswith("linux") else 0
     for index in (39, 0, 17, *range(40)):
         item = dataset[index]
-        assert item["labels"] == [index]
+        assert item["labels"] == [index] and "cache_row" not in item
         assert item["encoder_hidden_states"].dtype == np.float32
-        np.testing.assert_array_equal(item["encoder_hidden_states"], rows[index].astype(np.float32))
+        np.testing.assert_array_equal(item["encoder_hidden_states"], rows[index].astype(dtype).astype(np.float32))
     if sys.platform.startswith("linux"):
         # Every row was read, and none of the file stayed mapped into this process.
         assert _resident_file_kib() - before < rows.nbytes / 1024 / 10
-    # A DataLoader worker gets the dataset pickled and opens the file itself.
+    # A DataLoader worker gets the dataset pickled and opens the files itself; a second opener of the same key
+    # (another process, another machine on the disk) finds the rows stored.
     copy = pickle.loads(pickle.dumps(dataset))
-    np.testing.assert_array_equal(copy[5]["encoder_hidden_states"], rows[5].astype(np.float32))
+    np.testing.assert_array_equal(copy[5]["encoder_hidden_states"], written[5].astype(np.float32))
+    again = EncoderOutputStore.open_or_create(str(tmp_path), "key", 40, 1500, 512, dtype)
+    assert again.filled_count() == 40 and sorted(p.name for p in tmp_path.iterdir()) == ["key"]
+    with pytest.raises(EncoderCacheError, match="has 40 rows of \\(1500, 512\\) for 41 clips"):
+        EncoderOutputStore.open_or_create(str(tmp_path), "key", 41, 1500, 512, dtype)
 
-    with open(tmp_path / HIDDEN_FILE, "r+b") as handle:     # a file cut short by a full disk, say
+    with open(tmp_path / "key" / HIDDEN_FILE, "r+b") as handle:     # a file cut short by a full disk, say
         handle.truncate(handle.seek(0, 2) - 1000)
     with pytest.raises(EncoderCacheError, match="ends early; delete its folder"):
-        CachedEncoderDataset(_Labels(40), str(tmp_path))[39]
+        CachedEncoderDataset(_Labels(40), EncoderOutputStore(str(tmp_path / "key")))[39]
+
+
+def test_an_interrupted_run_keeps_the_outputs_it_stored(tiny_whisper_dir, corpus, tmp_path, encoder_calls, capsys):
+    # One step of batch 2 stores 2 of the 6 training clips (and, in the final evaluation, the 2 test clips).
+    first = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "a", max_steps=1,
+                                              encoder_cache_dir=tmp_path / "cache"))
+    assert first == {"train": 0, "other": 2 + 2}, first
+    capsys.readouterr()
+    rest = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "b",
+                                             encoder_cache_dir=tmp_path / "cache"))
+    assert "(2 of 6 clips stored, the rest as met)" in capsys.readouterr().out
+    assert rest == {"train": 0, "other": 4}, rest        # only the clips the first run never met
+
+
+def test_a_cache_too_large_for_the_limit_stays_off_unless_asked(tiny_whisper_dir, corpus, tmp_path, capsys,
+                                                                   encoder_calls):
+    # 8 clips of 1500 x 64 float32 rows: 3 MB.
+    calls = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "a", num_train_epochs=1,
+                                              encoder_cache_max_gb=0.001))
+    assert "encoder cache off: 8 clips would need 2.9 MiB, more than --encoder_cache_max_gb=0.001" in \
+        capsys.readouterr().out
+    assert calls["train"] == 6
+    calls = _run(encoder_calls, _three_epochs(tiny_whisper_dir, corpus, tmp_path / "b", num_train_epochs=1,
+                                              encoder_cache_max_gb=0.001, cache_encoder_outputs=True))
+    assert calls["train"] == 0

@@ -99,6 +99,19 @@ def promote_partial(partial: PathLike, path: PathLike) -> None:
     _sync_dir(os.path.dirname(os.path.abspath(os.fspath(path))))
 
 
+def publish_dir(src: str, dst: str) -> bool:
+    """Give a finished folder its final name unless one is there already (made by another process, maybe on
+    another machine sharing the disk): True when `src` became `dst`; else `src` is left for the caller."""
+    try:
+        os.rename(src, dst)     # fails on an existing non-empty folder: the first to finish keeps it
+    except OSError:
+        if os.path.isdir(dst):
+            return False
+        raise
+    _sync_dir(_parent(dst))
+    return True
+
+
 def replace_dir(src: str, dst: str) -> None:
     """Move a finished folder onto `dst`; a reader sees the old or the new folder, never a mix."""
     if os.path.isdir(dst):

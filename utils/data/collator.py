@@ -35,12 +35,31 @@ class SpeechSeq2SeqCollator:
         padded = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
         for row, ids in enumerate(labels):
             padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        if "encoder_hidden_states" in features[0]:
-            # Items from utils.training.encoder_cache: the model skips its encoder and reads these instead.
-            # A BaseModelOutput, not a tuple: generate() (evaluation with --metric) reads its shape from one.
-            from transformers.modeling_outputs import BaseModelOutput
-
-            hidden = np.stack([np.asarray(f["encoder_hidden_states"], dtype=np.float32) for f in features])
-            return {"encoder_outputs": BaseModelOutput(last_hidden_state=torch.from_numpy(hidden)), "labels": padded}
+        missing = [i for i, f in enumerate(features) if "cache_row" in f]
+        if missing or any("encoder_hidden_states" in f for f in features):
+            return {**self._stored_outputs(features, missing), "labels": padded}
         inputs = np.stack([np.asarray(f["input_features"], dtype=np.float32) for f in features])
         return {"input_features": torch.from_numpy(inputs), "labels": padded}
+
+    @staticmethod
+    def _stored_outputs(features: Sequence[dict], missing: list[int]) -> dict:
+        """Items from utils.training.encoder_cache: the model skips its encoder and reads the stored outputs;
+        clips not stored yet travel as `missing_*` for the training step to encode and store."""
+        # A BaseModelOutput, not a tuple: generate() (evaluation with --metric) reads its shape from one.
+        from transformers.modeling_outputs import BaseModelOutput
+
+        stored = [i for i in range(len(features)) if i not in set(missing)]
+        batch = {}
+        if stored:
+            first = np.asarray(features[stored[0]]["encoder_hidden_states"])
+            hidden = np.zeros((len(features), *first.shape), dtype=np.float32)
+            for i in stored:
+                hidden[i] = features[i]["encoder_hidden_states"]
+            if not missing:
+                return {"encoder_outputs": BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))}
+            batch["cached_hidden"] = torch.from_numpy(hidden)
+        batch["missing_features"] = torch.from_numpy(
+            np.stack([np.asarray(features[i]["input_features"], dtype=np.float32) for i in missing]))
+        batch["missing_positions"] = torch.tensor(missing, dtype=torch.long)
+        batch["missing_rows"] = torch.tensor([features[i]["cache_row"] for i in missing], dtype=torch.long)
+        return batch

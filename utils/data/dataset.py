@@ -84,6 +84,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         cut.stats = {**self.stats, "kept": count}
         return cut
 
+    def spread(self, count: int) -> "SpeechDataset":
+        """`count` samples evenly spaced over the manifest (all of them when it has fewer): a fixed subset
+        that covers every part of a corpus ordered by speaker or session, unlike its first lines."""
+        if count >= len(self.data):
+            return self
+        cut = copy.copy(self)
+        cut.data = self.data.select(np.linspace(0, len(self.data) - 1, count).round().astype(int).tolist())
+        cut.stats = {**self.stats, "kept": count}
+        return cut
+
     # --- validation that needs the tokenizer or the training mode ---------------------
 
     def _reject_or_drop(self, data, bad_rows: list[int], problem: str):

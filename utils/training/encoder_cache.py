@@ -1,11 +1,13 @@
 """Encoder outputs computed once and reused every epoch when the encoder is frozen.
 
 With `--freeze_encoder` the encoder's weights never change, so for un-augmented audio its output
-for a clip is the same in every epoch. Running it once per clip and storing the hidden states in a
-.npy file (one row per clip, keyed by data + model + feature settings) lets training
-run only the decoder: WhisperForConditionalGeneration accepts `encoder_outputs` instead of
-`input_features`. The file lives on disk so that a corpus larger than RAM still works (each item
-reads its row).
+for a clip is the same in every epoch. The first time a training or evaluation step meets a clip it
+runs the encoder as usual and stores the hidden states (one row per clip of a sparse .npy file, keyed
+by data + model + feature settings); every later epoch, evaluation and run reads the row instead:
+WhisperForConditionalGeneration accepts `encoder_outputs` instead of `input_features`. Nothing runs
+before step 1, so a corpus of any size starts training at once, every process fills its own share of
+the rows, and an interrupted run keeps the rows it stored. The file lives on disk so that a corpus
+larger than RAM still works (each item reads its row).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from typing import Optional
 
@@ -20,13 +23,15 @@ import numpy as np
 import torch
 
 from utils.core.errors import UserError
-from utils.core.files import atomic_dir
+from utils.core.files import publish_dir, write_json_atomic
 
 DTYPES = ("float32", "float16")
 HIDDEN_FILE = "hidden_states.npy"
 META_FILE = "meta.json"
+FILLED_FILE = "filled.bin"
+_KEY_BATCH = 50_000
 # Bump when the stored layout changes, so that old caches are not read with new code.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 class EncoderCacheError(UserError):
@@ -62,15 +67,21 @@ def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor,
               autocast: Optional[str] = None) -> str:
     """Same clips in the same order, same model, same features and dtype -> same key."""
     # The encoder sees only the audio, so the key is the clips (file, slice, file size and time), not the
-    # labels: runs with and without timestamps, LoRA or AdaLoRA, share one cache.
-    clips = dataset.data.select_columns(["path", "start_time", "end_time"]).to_dict()
-    stats = {}
-    for path in set(clips["path"]):
-        stat = os.stat(path)
-        stats[path] = [stat.st_size, stat.st_mtime_ns]
+    # labels: runs with and without timestamps, LoRA or AdaLoRA, share one cache. Hashed a batch of rows at
+    # a time: a million-line manifest is never held as Python objects (docs/data-tools.md).
+    clips = hashlib.sha256()
+    last_path, last_stat = None, None
+    for batch in dataset.data.select_columns(["path", "start_time", "end_time"]).iter(batch_size=_KEY_BATCH):
+        stats = []
+        for path in batch["path"]:
+            if path != last_path:     # slices of one long file share its stat
+                stat = os.stat(path)
+                last_path, last_stat = path, [stat.st_size, stat.st_mtime_ns]
+            stats.append(last_stat)
+        clips.update(json.dumps([batch, stats], sort_keys=True).encode())
     key = {
         "version": _CACHE_VERSION,
-        "clips": hashlib.sha256(json.dumps([clips, stats], sort_keys=True).encode()).hexdigest(),
+        "clips": clips.hexdigest(),
         **_model_identity(model_name_or_path),
         "config": model_config.to_json_string(use_diff=False),
         "features": feature_extractor.to_json_string(),
@@ -81,125 +92,195 @@ def cache_key(dataset, model_name_or_path: str, model_config, feature_extractor,
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class _Features(torch.utils.data.Dataset):
-    """Only the spectrogram of each clip (labels are not needed to run the encoder)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        return self.dataset.features(index)
+def cache_bytes(rows: int, encoder_config, dtype: str) -> int:
+    """Disk space of the stored outputs of `rows` clips."""
+    return rows * encoder_config.max_source_positions * encoder_config.d_model * np.dtype(dtype).itemsize
 
 
-def _collate_features(batch):
-    return torch.from_numpy(np.stack(batch))
+class EncoderOutputStore:
+    """One row of encoder output per clip, filled the first time a training or evaluation step meets the
+    clip, read in every later epoch and run.
 
-
-def build_encoder_cache(encoder, dataset, cache_root: str, key: str, *, dtype: str = "float32",
-                        batch_size: int = 8, num_workers: int = 0, device: Optional[torch.device] = None,
-                        show_progress: bool = True, autocast: Optional[str] = None) -> tuple[str, float]:
-    """Run the encoder over every clip of `dataset` once; returns (folder, seconds spent, 0 on a hit).
-
-    `autocast` ("bfloat16" / "float16") runs the encoder in that mixed precision, as training with
-    --bf16 / --fp16 would without the cache.
-
-    The folder appears complete or not at all (utils.core.files.atomic_dir), so an interrupted run
-    leaves nothing that a later run would mistake for a finished cache; a concurrent run that
-    finished first is replaced by an equal cache.
+    On disk: `hidden_states.npy` (a sparse .npy array of every row, allocated at creation) and
+    `filled.bin` (one byte per row, set once its row is written). A row is written before its byte, so a
+    killed run leaves rows that are either whole and marked or recomputed by the next run; the folder is
+    the state to resume from, never a half-finished build. Processes write disjoint rows (each rank meets
+    its own share of the clips), with positioned writes that need no lock.
     """
-    if dtype not in DTYPES:
-        raise EncoderCacheError(f"--encoder_cache_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    folder = os.path.join(cache_root, key)
-    if os.path.isfile(os.path.join(folder, META_FILE)):
-        return folder, 0.0
-    shape = (len(dataset), encoder.config.max_source_positions, encoder.config.d_model)
-    _check_disk_space(cache_root, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    start = time.perf_counter()
-    with atomic_dir(folder) as tmp:
-        _write_hidden_states(encoder, dataset, os.path.join(tmp, HIDDEN_FILE), shape, dtype,
-                             batch_size=batch_size, num_workers=num_workers, show_progress=show_progress,
-                             device=device or next(encoder.parameters()).device, autocast=autocast)
-        with open(os.path.join(tmp, META_FILE), "w", encoding="utf-8") as handle:
-            json.dump({"rows": shape[0], "frames": shape[1], "width": shape[2], "dtype": dtype,
-                       "manifest": dataset.manifest_path}, handle)
-    return folder, time.perf_counter() - start
 
-
-def _check_disk_space(cache_root: str, size: int) -> None:
-    os.makedirs(cache_root, exist_ok=True)
-    free = shutil.disk_usage(cache_root).free
-    if size > free:
-        raise EncoderCacheError(f"the encoder cache needs {size / 2**30:.1f} GiB in {cache_root} and only "
-                                f"{free / 2**30:.1f} GiB are free; use --encoder_cache_dtype=float16, "
-                                f"another --output_dir, or --cache_encoder_outputs=False")
-
-
-def _write_hidden_states(encoder, dataset, path: str, shape: tuple, dtype: str, *, batch_size: int,
-                         num_workers: int, show_progress: bool, device: torch.device,
-                         autocast: Optional[str]) -> None:
-    """The encoder's last hidden state of every clip, in order, as one .npy array of `shape`."""
-    from tqdm import tqdm
-
-    loader = torch.utils.data.DataLoader(_Features(dataset), batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=_collate_features)
-    weight_dtype = next(encoder.parameters()).dtype
-    mixed = dict(device_type=device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast))
-    was_training = encoder.training
-    encoder.eval()
-    # Plain file writes after the .npy header, not a memory map: the pages a map writes count towards
-    # this process's resident memory until it is closed.
-    try:
-        with torch.inference_mode(), open(path, "wb", buffering=0) as rows:
-            np.lib.format.write_array_header_1_0(rows, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                                        "fortran_order": False, "shape": shape})
-            for features in tqdm(loader, desc="Encoder outputs (once)", unit="batch", disable=not show_progress):
-                # Only the encoder in autocast: with num_workers=0 the loader's feature extraction runs here too.
-                with torch.autocast(**mixed):
-                    out = encoder(features.to(device, weight_dtype)).last_hidden_state
-                _write_all(rows, np.ascontiguousarray(out.float().cpu().numpy().astype(dtype, copy=False)))
-    finally:
-        encoder.train(was_training)
-
-
-class CachedEncoderDataset(torch.utils.data.Dataset):
-    """Items {"encoder_hidden_states": [frames, d_model], "labels": list[int]}: the stored encoder output
-    of each clip instead of its spectrogram; no audio is decoded."""
-
-    def __init__(self, dataset, folder: str):
-        with open(os.path.join(folder, META_FILE), encoding="utf-8") as handle:
-            meta = json.load(handle)
-        if meta["rows"] != len(dataset):
-            raise EncoderCacheError(f"{folder}: encoder cache has {meta['rows']} rows for {len(dataset)} clips; "
-                                    f"delete the folder to rebuild it")
-        self.dataset = dataset
+    def __init__(self, folder: str):
+        try:
+            with open(os.path.join(folder, META_FILE), encoding="utf-8") as handle:
+                meta = json.load(handle)
+            self.rows, self.shape, self.dtype = meta["rows"], (meta["frames"], meta["width"]), np.dtype(meta["dtype"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise EncoderCacheError(f"{folder}: not a readable encoder cache ({exc}); delete the folder "
+                                    f"to rebuild it") from None
+        self.folder = folder
         self.path = os.path.join(folder, HIDDEN_FILE)
-        self.shape = (meta["frames"], meta["width"])
-        self.dtype = np.dtype(meta["dtype"])
         self.offset = _data_offset(self.path)
-        self._file = None
+        self.row_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self._fds: Optional[tuple[int, int]] = None
 
-    def __len__(self):
-        return len(self.dataset)
+    @classmethod
+    def open_or_create(cls, cache_root: str, key: str, rows: int, frames: int, width: int,
+                       dtype: str) -> "EncoderOutputStore":
+        """The store for `key`, created empty if no process (on any machine sharing the disk) made it yet."""
+        if dtype not in DTYPES:
+            raise EncoderCacheError(f"--encoder_cache_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        folder = os.path.join(cache_root, key)
+        if not os.path.isfile(os.path.join(folder, META_FILE)):
+            os.makedirs(cache_root, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{key}.", suffix=".part", dir=cache_root)
+            try:
+                with open(os.path.join(tmp, HIDDEN_FILE), "wb") as handle:
+                    np.lib.format.write_array_header_1_0(handle, {
+                        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                        "shape": (rows, frames, width)})
+                    handle.truncate(handle.tell() + rows * frames * width * np.dtype(dtype).itemsize)
+                with open(os.path.join(tmp, FILLED_FILE), "wb") as handle:
+                    handle.truncate(rows)
+                write_json_atomic(os.path.join(tmp, META_FILE), {"rows": rows, "frames": frames, "width": width,
+                                                                 "dtype": dtype, "version": _CACHE_VERSION})
+                publish_dir(tmp, folder)     # another process that got there first wins; its store is used
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        store = cls(folder)
+        if store.rows != rows or store.shape != (frames, width):
+            raise EncoderCacheError(f"{folder}: encoder cache has {store.rows} rows of {store.shape} for {rows} "
+                                    f"clips of {(frames, width)}; delete the folder to rebuild it")
+        return store
 
     def __getstate__(self):
-        # DataLoader workers open the file themselves rather than receiving a pickled handle.
+        # DataLoader workers open the files themselves rather than receiving pickled descriptors.
         state = self.__dict__.copy()
-        state["_file"] = None
+        state["_fds"] = None
         return state
 
-    def __getitem__(self, index):
+    def _open(self) -> tuple[int, int]:
+        if self._fds is None:
+            self._fds = (os.open(self.path, os.O_RDWR), os.open(os.path.join(self.folder, FILLED_FILE), os.O_RDWR))
+        return self._fds
+
+    def filled(self, row: int) -> bool:
+        return os.pread(self._open()[1], 1, int(row)) == b"\x01"
+
+    def filled_count(self) -> int:
+        return int(np.count_nonzero(np.fromfile(os.path.join(self.folder, FILLED_FILE), dtype=np.uint8)))
+
+    def read(self, row: int) -> np.ndarray:
         # One read per row into a fresh array. A memory map (np.load(mmap_mode="r")) reads as fast, but
         # every page it touches stays mapped into the process and counts as its resident memory (file
         # pages, not memory it needs; docs/training.md).
-        if self._file is None:
-            self._file = open(self.path, "rb", buffering=0)
-        row = np.empty(self.shape, dtype=self.dtype)
-        self._file.seek(self.offset + int(index) * row.nbytes)
-        _read_all(self._file, row, self.path)
-        return {"encoder_hidden_states": row.astype(np.float32, copy=False), "labels": self.dataset.labels(index)}
+        array = np.empty(self.shape, dtype=self.dtype)
+        view, position = memoryview(array).cast("B"), self.offset + int(row) * self.row_bytes
+        while view:
+            count = os.preadv(self._open()[0], [view], position)
+            if not count:
+                raise EncoderCacheError(f"{self.path}: the encoder cache file ends early; delete its folder "
+                                        f"to rebuild it")
+            view, position = view[count:], position + count
+        return array
+
+    def write(self, row: int, array: np.ndarray) -> np.ndarray:
+        """Store one clip's output; returns it as stored (rounded to the store's dtype)."""
+        stored = np.ascontiguousarray(array, dtype=self.dtype)
+        data, flags = self._open()
+        try:
+            _pwrite_all(data, memoryview(stored).cast("B"), self.offset + int(row) * self.row_bytes)
+            os.pwrite(flags, b"\x01", int(row))
+        except OSError as exc:
+            raise EncoderCacheError(f"{self.folder}: cannot store encoder outputs ({exc.strerror or exc}); free "
+                                    f"space there, use --encoder_cache_dtype=float16, another "
+                                    f"--encoder_cache_dir, or --cache_encoder_outputs=False") from None
+        return stored
+
+
+def check_disk_space(store: EncoderOutputStore) -> None:
+    """Room for the rows not stored yet (the file is sparse: it takes space as rows arrive)."""
+    missing = (store.rows - store.filled_count()) * store.row_bytes
+    free = shutil.disk_usage(store.folder).free
+    if missing > free:
+        raise EncoderCacheError(f"the encoder cache needs {missing / 2**30:.1f} GiB more in {store.folder} and only "
+                                f"{free / 2**30:.1f} GiB are free; use --encoder_cache_dtype=float16, "
+                                f"another --encoder_cache_dir, or --cache_encoder_outputs=False")
+
+
+class CachedEncoderDataset(torch.utils.data.Dataset):
+    """Items {"encoder_hidden_states": [frames, d_model], "labels": list[int]} for clips already stored (no
+    audio is decoded), or the dataset's own item plus {"cache_row": index} for a clip not stored yet: the
+    training or evaluation step runs the encoder on it and stores the output (EncoderCacheFiller)."""
+
+    def __init__(self, dataset, store: EncoderOutputStore):
+        if store.rows != len(dataset):
+            raise EncoderCacheError(f"{store.folder}: encoder cache has {store.rows} rows for {len(dataset)} "
+                                    f"clips; delete the folder to rebuild it")
+        self.dataset, self.store = dataset, store
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if self.store.filled(index):
+            return {"encoder_hidden_states": self.store.read(index).astype(np.float32, copy=False),
+                    "labels": self.dataset.labels(index)}
+        return {**self.dataset[index], "cache_row": int(index)}
+
+
+class EncoderCacheFiller:
+    """Trainer mixin: a batch with clips not stored yet (collator keys `missing_*`) gets their encoder outputs
+    computed here, under the step's own precision context, stored, and handed to the model with the stored
+    ones, so the first epoch costs what training without the cache costs and no pass runs before step 1."""
+
+    # Set by finetune.py: the frozen encoder and the store behind each dataset.
+    cache_encoder = None
+    cache_autocast: Optional[str] = None      # "bfloat16" / "float16": the run's mixed precision
+    train_store: Optional[EncoderOutputStore] = None
+    eval_store: Optional[EncoderOutputStore] = None
+    # Seconds spent encoding and storing clips inside training / evaluation steps (part of their time).
+    cache_seconds = {"train": 0.0, "eval": 0.0}
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        return super().compute_loss(model, self._complete(inputs, self.train_store, "train"), *args, **kwargs)
+
+    def prediction_step(self, model, inputs, *args, **kwargs):
+        return super().prediction_step(model, self._complete(self._prepare_inputs(inputs), self.eval_store, "eval"),
+                                       *args, **kwargs)
+
+    def _complete(self, inputs: dict, store: Optional[EncoderOutputStore], what: str) -> dict:
+        if "missing_features" not in inputs:
+            return inputs
+        from transformers.modeling_outputs import BaseModelOutput
+
+        started = time.perf_counter()
+        if type(self).cache_seconds is self.cache_seconds:
+            self.cache_seconds = {"train": 0.0, "eval": 0.0}     # this trainer's own counts
+
+        inputs = dict(inputs)
+        features, positions, rows = (inputs.pop(name) for name in ("missing_features", "missing_positions",
+                                                                  "missing_rows"))
+        hidden = inputs.pop("cached_hidden", None)
+        encoder = self.cache_encoder
+        was_training = encoder.training
+        encoder.eval()      # deterministic (checked before the cache is used): same output as in training mode
+        try:
+            weights = next(encoder.parameters())
+            # Explicit: evaluation steps run outside the Trainer's autocast, training steps inside it.
+            mixed = dict(device_type=weights.device.type, dtype=getattr(torch, self.cache_autocast or "bfloat16"),
+                         enabled=bool(self.cache_autocast))
+            with torch.no_grad(), torch.autocast(**mixed):
+                computed = encoder(features.to(weights.device, weights.dtype)).last_hidden_state
+        finally:
+            encoder.train(was_training)
+        # What later epochs will read: rounded to the store's dtype, so every epoch sees the same numbers.
+        stored = [store.write(int(row), out.float().cpu().numpy()) for row, out in zip(rows, computed)]
+        if hidden is None:
+            hidden = torch.empty((len(features), *computed.shape[1:]), dtype=torch.float32, device=computed.device)
+        for position, array in zip(positions.tolist(), stored):
+            hidden[position] = torch.from_numpy(array.astype(np.float32)).to(hidden.device)
+        inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=hidden)
+        self.cache_seconds[what] += time.perf_counter() - started
+        return inputs
 
 
 def _data_offset(path: str) -> int:
@@ -213,16 +294,7 @@ def _data_offset(path: str) -> int:
         return handle.tell()
 
 
-def _write_all(handle, array: np.ndarray) -> None:
-    view = memoryview(array).cast("B")
+def _pwrite_all(fd: int, view: memoryview, position: int) -> None:
     while view:
-        view = view[handle.write(view):]
-
-
-def _read_all(handle, array: np.ndarray, path: str) -> None:
-    view = memoryview(array).cast("B")
-    while view:
-        count = handle.readinto(view)
-        if not count:
-            raise EncoderCacheError(f"{path}: the encoder cache file ends early; delete its folder to rebuild it")
-        view = view[count:]
+        count = os.pwrite(fd, view, position)
+        view, position = view[count:], position + count
