@@ -32,10 +32,15 @@ def _check_run(res, run_dir, metric_key):
 
 
 def test_torchrun_two_processes(tiny_whisper_dir, corpus, tmp_path):
+    # With a frozen encoder the encoder cache is on: the ranks store the outputs of the clips they meet.
     res = run_script([python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                       "finetune.py", *finetune_args(tiny_whisper_dir, *corpus, tmp_path, max_steps=2,
-                                                    num_train_epochs=1)])
+                                                    num_train_epochs=1, freeze_encoder=True)])
     _check_run(res, tmp_path / tiny_whisper_dir.name, "eval_cer")
+    # One epoch over 8 clips split between two ranks: every clip stored once, by the rank that trained on it.
+    assert "(0 of 8 clips stored, the rest as met)" in res.stdout
+    results = json.loads((tmp_path / tiny_whisper_dir.name / "train_results.json").read_text())
+    assert results["encoder_cache_clips"] == 8 and results["eval_encoder_cache_clips"] == 2, results
 
 
 def test_accelerate_launch_two_processes(tiny_whisper_dir, corpus, tmp_path):
