@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from utils.core.cli import guarded, parse_args, print_config
-from utils.core.errors import UsageError
 from utils.core.languages import to_language_code
 from utils.inference.registry import default_model, load_transcriber
-from utils.inference.run import CommonInferArguments, transcribe_files
+from utils.inference.run import CommonInferArguments, attention_choice, transcribe_files
 
 
 @dataclass
@@ -42,19 +41,17 @@ class InferArguments(CommonInferArguments):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
     use_flash_attention_2: bool = field(default=False, metadata={
-        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2"})
+        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2 (a CUDA "
+                "GPU and the flash-attn package)"})
     use_bettertransformer: bool = field(default=False, metadata={
-        "help": "the original project's flag, refused: BetterTransformer is gone from transformers; "
-                "the default sdpa attention gives its speed-up"})
+        "help": "the original project's flag, refused: optimum's BetterTransformer is obsolete; the default "
+                "sdpa attention gives its speed-up"})
     assistant_model_path: Optional[str] = field(default=None, metadata={
         "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
 
     def __post_init__(self):
-        if self.use_bettertransformer:
-            raise UsageError("--use_bettertransformer: BetterTransformer no longer exists in transformers; "
-                             "the default --attn_implementation=sdpa already gives its fused attention")
-        if self.use_flash_attention_2:
-            self.attn_implementation = "flash_attention_2"
+        self.attn_implementation = attention_choice(self.attn_implementation, self.use_flash_attention_2,
+                                                    self.use_bettertransformer, self.use_gpu)
 
 
 def transcribe(args: InferArguments) -> int:

@@ -4,6 +4,7 @@ requested output files and one-line summaries."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import sys
 import time
@@ -22,6 +23,28 @@ from utils.inference.writers import FORMATS, get_writer, segment_line, transcrip
 MEDIA_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac", ".wma", ".webm", ".mp4",
                     ".mkv", ".mov", ".avi")
 NO_OUTPUT = "none"
+
+
+def attention_choice(attn_implementation: str, use_flash_attention_2: bool, use_bettertransformer: bool,
+                     use_gpu: bool) -> str:
+    """The transformers attention kernel from the original project's flags (--use_flash_attention_2,
+    --use_bettertransformer) and ours (--attn_implementation); UsageError, before any model loads, for
+    what cannot run here. Shared by infer.py, infer_gui.py and infer_server.py."""
+    if use_bettertransformer:
+        raise UsageError("--use_bettertransformer: optimum's BetterTransformer is obsolete and transformers "
+                         "no longer offers it; the default --attn_implementation=sdpa already gives its fused "
+                         "attention, so drop the flag")
+    flag = "--use_flash_attention_2" if use_flash_attention_2 else "--attn_implementation=flash_attention_2"
+    if use_flash_attention_2:
+        attn_implementation = "flash_attention_2"
+    if attn_implementation == "flash_attention_2":
+        missing = [] if use_gpu else ["a CUDA GPU (--use_gpu)"]
+        if importlib.util.find_spec("flash_attn") is None:
+            missing.append("the flash-attn package, which is not installed here (pip install flash-attn)")
+        if missing:
+            raise UsageError(f"{flag}: flash_attention_2 needs {' and '.join(missing)}; without the flag the "
+                             f"default sdpa attention is used, which runs everywhere")
+    return attn_implementation
 
 
 @dataclass
