@@ -262,6 +262,12 @@ class TransformersTranscriber(Transcriber):
         if assistant_model_path:
             check_model_dir(assistant_model_path, ("config.json",), must_exist=local_files_only)
             self.assistant = load_whisper(assistant_model_path, **load).to(self.device).eval()
+            from transformers import GenerationMixin
+
+            # The assistant only drafts a few tokens per step. Whisper's own generate (long-form windows,
+            # temperature fallback, no-speech rule) would get the main model's thresholds without its
+            # temperatures and fail; the plain generate is what speculative decoding needs.
+            self.assistant.generate = GenerationMixin.generate.__get__(self.assistant)
         if use_int8:
             self.model = quantize_linear_layers(self.model)
         EncoderOutputMemo(self.model.get_encoder())
