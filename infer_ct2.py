@@ -38,8 +38,15 @@ class InferCT2Arguments(CommonInferArguments):
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per window"})
     cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = CTranslate2's default"})
+    num_workers: int = field(default=1, metadata={
+        "help": "the original project's flag: 1 only, since files are transcribed one after the other "
+                "(parallel recognitions are infer_server.py --num_workers)"})
 
     def __post_init__(self):
+        if self.num_workers != 1:
+            raise UsageError(f"--num_workers={self.num_workers}: infer_ct2.py transcribes one file after the "
+                             f"other, so more workers would sit idle; for parallel recognitions serve the model "
+                             f"with infer_server.py --num_workers")
         if self.use_int8:
             if self.compute_type != "default":
                 raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "

@@ -80,6 +80,18 @@ def test_obsolete_or_unavailable_speed_ups_are_one_sentence(script, flag, messag
     assert stopped.value.code == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_infer_ct2_takes_the_original_worker_count(capsys):
+    """The original infer_ct2.py printed `num_workers: 1`; one file at a time, more is refused."""
+    import infer_ct2
+
+    assert parse_args(infer_ct2.InferCT2Arguments, [f"--audio_path={SAMPLE}", "--num_workers=1"]).num_workers == 1
+    with pytest.raises(SystemExit) as stopped:
+        infer_ct2.main([f"--audio_path={SAMPLE}", "--num_workers=2"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert "--num_workers=2: infer_ct2.py transcribes one file after the other" in err and "infer_server.py" in err
+
+
 def test_server_speed_up_flags_reach_the_transformers_backend(whisper_tiny_en_dir):
     import infer_server
 
