@@ -48,6 +48,7 @@ def test_infer_commands_as_written(script, model, workdir, request, capsys):
     assert main_of(script)([f"--audio_path={SAMPLE}", f"--model_path={model_path}"]) == 0
     out = capsys.readouterr().out
     assert wer(SAMPLE_TEXT, " ".join(printed_segments(out))) <= 0.05, out
+    assert "; wrote output/sample_en.{txt,srt,vtt,tsv,json}\n" in out
     written = sorted(p.name for p in (workdir / "output").iterdir())
     assert written == [f"sample_en.{ext}" for ext in ("json", "srt", "tsv", "txt", "vtt")]
     data = json.loads((workdir / "output" / "sample_en.json").read_text(encoding="utf-8"))

@@ -107,12 +107,20 @@ def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: Tr
     elapsed = time.perf_counter() - began
     if not segments:
         print("no speech found: the transcript is empty")
-    written = f"; wrote {writer(segments, info, audio_path)}" if writer else ""
+    written = f"; wrote {_shorter(writer(segments, info, audio_path))}" if writer else ""
     words = len(transcript_text(segments).split())
     print(f"transcribed {info.duration:.1f} s of audio in {elapsed:.1f} s "
           f"(real-time factor {elapsed / max(info.duration, 1e-9):.3f}): "
           f"{len(segments)} segments, {words} words{written}")
     return segments, info
+
+
+def _shorter(paths: str) -> str:
+    """"out/a.txt, out/a.srt" -> "out/a.{txt,srt}" (what --output_format=all wrote, on one short line)."""
+    stems = {os.path.splitext(path)[0] for path in paths.split(", ")}
+    if len(stems) != 1 or ", " not in paths:
+        return paths
+    return f"{stems.pop()}.{{{','.join(os.path.splitext(path)[1][1:] for path in paths.split(', '))}}}"
 
 
 def expand_audio_paths(paths: list[str]) -> list[str]:
