@@ -206,6 +206,17 @@ def test_several_inputs_load_the_model_once_and_write_each(script, tmp_path, mon
                         rf"audio in [0-9.]+ s; outputs in {re.escape(str(out))}", summary), summary
 
 
+def test_several_inputs_from_a_json_configuration(tmp_path):
+    import infer
+    from utils.core.cli import parse_args
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"audio_path": ["a.wav", "b.flac"], "output_format": "srt"}))
+    args = parse_args(infer.InferArguments, [str(config)])
+    assert (args.audio_path, args.output_format) == (["a.wav", "b.flac"], "srt")
+    assert parse_args(infer.InferArguments, ["--audio_path=a.wav", "b.flac"]).audio_path == ["a.wav", "b.flac"]
+
+
 def test_audio_path_mistakes_are_one_sentence(tmp_path, monkeypatch, capsys):
     import infer
 

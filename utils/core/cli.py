@@ -197,7 +197,12 @@ def _argv_from_json(parser: ArgumentParser, path: str) -> list[str]:
         parser.error(f"cannot read the configuration file {path}: {exc}")
     if not isinstance(values, dict):
         parser.error(f"{path}: a configuration file holds one JSON object of flag: value")
-    return [f"--{name}={'None' if value is None else value}" for name, value in values.items()]
+    argv = []
+    for name, value in values.items():
+        # A list ("audio_path": ["a.wav", "b.wav"]) is the flag's several values.
+        argv += [f"--{name}", *map(str, value)] if isinstance(value, list) else \
+            [f"--{name}={'None' if value is None else value}"]
+    return argv
 
 
 def _first_paragraph(text: Optional[str]) -> Optional[str]:
