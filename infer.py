@@ -1,18 +1,20 @@
-"""Transcribe one audio or video file with a Whisper model through transformers.
+"""Transcribe audio or video files with a Whisper model through transformers.
 
     python infer.py --audio_path=dataset/test.wav --model_path=models/whisper-base
-    python infer.py --audio_path=talk.mp3 --language=zh --output_format=srt --output_dir=output
+    python infer.py --audio_path talk.mp3 interview.m4a --language=zh --output_format=srt
+    python infer.py --audio_path=recordings/ --output_format=none     # a folder; print only
+
+Transcripts are written into --output_dir (default output/) in every format unless --output_format
+names one, or none.
 """
 import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from utils.core.audio import load_audio
 from utils.core.cli import guarded, parse_args, print_config
-from utils.core.errors import UsageError
 from utils.core.languages import to_language_code
 from utils.inference.registry import default_model, load_transcriber
-from utils.inference.run import CommonInferArguments, transcribe_to_outputs
+from utils.inference.run import CommonInferArguments, attention_choice, transcribe_files
 
 
 @dataclass
@@ -39,33 +41,30 @@ class InferArguments(CommonInferArguments):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "attention kernel; flash_attention_2 needs a GPU and flash-attn"})
     use_flash_attention_2: bool = field(default=False, metadata={
-        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2"})
+        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2 (a CUDA "
+                "GPU and the flash-attn package)"})
     use_bettertransformer: bool = field(default=False, metadata={
-        "help": "the original project's flag, refused: BetterTransformer is gone from transformers; "
-                "the default sdpa attention gives its speed-up"})
+        "help": "the original project's flag, refused: optimum's BetterTransformer is obsolete; the default "
+                "sdpa attention gives its speed-up"})
     assistant_model_path: Optional[str] = field(default=None, metadata={
         "help": "small Whisper sharing the tokenizer, for speculative decoding (batch_size 1)"})
 
     def __post_init__(self):
-        if self.use_bettertransformer:
-            raise UsageError("--use_bettertransformer: BetterTransformer no longer exists in transformers; "
-                             "the default --attn_implementation=sdpa already gives its fused attention")
-        if self.use_flash_attention_2:
-            self.attn_implementation = "flash_attention_2"
+        self.attn_implementation = attention_choice(self.attn_implementation, self.use_flash_attention_2,
+                                                    self.use_bettertransformer, self.use_gpu)
 
 
-def transcribe(args: InferArguments) -> None:
+def transcribe(args: InferArguments) -> int:
     print_config("infer.py configuration", args)
-    # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
+    # Check the language before the (slow) model load, so a mistake fails at once.
     to_language_code(args.language)
-    audio = load_audio(args.audio_path)
-    transcriber = load_transcriber(
+    options = args.transcribe_options(beam_size=args.num_beams, timestamps=args.timestamps)
+    return transcribe_files(lambda: load_transcriber(
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,
         attn_implementation=args.attn_implementation, use_compile=args.use_compile,
         assistant_model_path=args.assistant_model_path, local_files_only=args.local_files_only,
-        cpu_threads=args.cpu_threads, use_int8=args.use_int8, compute_type="bfloat16" if args.bf16 else None)
-    options = args.transcribe_options(beam_size=args.num_beams, timestamps=args.timestamps)
-    transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
+        cpu_threads=args.cpu_threads, use_int8=args.use_int8, compute_type="bfloat16" if args.bf16 else None),
+        args.audio_path, options, args.output_format, args.output_dir)
 
 
 def main(argv=None) -> int:

@@ -1,20 +1,22 @@
-"""Transcribe one audio or video file with a CTranslate2 Whisper model (faster-whisper).
+"""Transcribe audio or video files with a CTranslate2 Whisper model (faster-whisper).
 
     python infer_ct2.py --audio_path=dataset/test.wav --model_path=models/whisper-base-ct2
-    python infer_ct2.py --audio_path=talk.mp3 --use_int8 --batch_size=8 --output_format=all
+    python infer_ct2.py --audio_path talk.mp3 'meetings/*.m4a' --use_int8 --batch_size=8 --output_format=srt
+
+Transcripts are written into --output_dir (default output/) in every format unless --output_format
+names one, or none.
 
 Convert a transformers model first with tools/hf_to_ct2.py.
 """
 import sys
 from dataclasses import dataclass, field
 
-from utils.core.audio import load_audio
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
 from utils.core.languages import to_language_code
 from utils.inference.backends.ct2 import COMPUTE_TYPES
 from utils.inference.registry import default_model, load_transcriber
-from utils.inference.run import CommonInferArguments, transcribe_to_outputs
+from utils.inference.run import CommonInferArguments, transcribe_files
 
 
 @dataclass
@@ -36,8 +38,15 @@ class InferCT2Arguments(CommonInferArguments):
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per window"})
     cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = CTranslate2's default"})
+    num_workers: int = field(default=1, metadata={
+        "help": "the original project's flag: 1 only, since files are transcribed one after the other "
+                "(parallel recognitions are infer_server.py --num_workers)"})
 
     def __post_init__(self):
+        if self.num_workers != 1:
+            raise UsageError(f"--num_workers={self.num_workers}: infer_ct2.py transcribes one file after the "
+                             f"other, so more workers would sit idle; for parallel recognitions serve the model "
+                             f"with infer_server.py --num_workers")
         if self.use_int8:
             if self.compute_type != "default":
                 raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "
@@ -45,17 +54,16 @@ class InferCT2Arguments(CommonInferArguments):
             self.compute_type = "int8_float16" if self.use_gpu else "int8"
 
 
-def transcribe(args: InferCT2Arguments) -> None:
+def transcribe(args: InferCT2Arguments) -> int:
     print_config("infer_ct2.py configuration", args)
-    # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
+    # Check the language before the (slow) model load, so a mistake fails at once.
     to_language_code(args.language)
-    audio = load_audio(args.audio_path)
-    transcriber = load_transcriber(
-        "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
-        batch_size=args.batch_size, cpu_threads=args.cpu_threads, local_files_only=args.local_files_only)
     options = args.transcribe_options(beam_size=args.beam_size, timestamps=args.timestamps,
                                       word_timestamps=args.word_timestamps, vad_filter=args.vad_filter)
-    transcribe_to_outputs(transcriber, args.audio_path, options, audio, args.output_format, args.output_dir)
+    return transcribe_files(lambda: load_transcriber(
+        "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
+        batch_size=args.batch_size, cpu_threads=args.cpu_threads, local_files_only=args.local_files_only),
+        args.audio_path, options, args.output_format, args.output_dir)
 
 
 def main(argv=None) -> int:

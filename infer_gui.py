@@ -9,7 +9,7 @@ cannot use is refused at start with one sentence.
 """
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Literal, Optional
 
 from utils.apps.recorder import RECORD_DIR
 from utils.core.cli import guarded, parse_args, print_config
@@ -25,10 +25,11 @@ from utils.inference.registry import (
     refuse_unsupported,
     resolve_backend,
 )
+from utils.inference.run import attention_choice
 
 # The flags handed to the backend itself (through the registry, which knows which backend takes which).
 ENGINE_FLAGS = ("use_gpu", "compute_type", "cpu_threads", "batch_size", "use_compile", "local_files_only",
-                "use_int8")
+                "use_int8", "attn_implementation", "assistant_model_path")
 
 
 def _takers(option: str) -> str:
@@ -79,6 +80,15 @@ class GuiArguments:
                 f"accurate) ({_for('batch_size')})"})
     use_compile: bool = field(default=False, metadata={
         "help": f"torch.compile the model's forward pass ({_for('use_compile')})"})
+    assistant_model_path: Optional[str] = field(default=None, metadata={
+        "help": f"small Whisper sharing the tokenizer, for speculative decoding ({_for('assistant_model_path')})"})
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(default="sdpa", metadata={
+        "help": f"attention kernel; flash_attention_2 needs a GPU and flash-attn ({_for('attn_implementation')})"})
+    use_flash_attention_2: bool = field(default=False, metadata={
+        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2"})
+    use_bettertransformer: bool = field(default=False, metadata={
+        "help": "the original project's flag, refused: optimum's BetterTransformer is obsolete; the default "
+                "sdpa attention gives its speed-up"})
     vad_filter: bool = field(default=False, metadata={
         "help": "skip non-speech with the Silero VAD (refused by a backend without one)"})
     local_files_only: bool = field(default=True, metadata={
@@ -91,6 +101,8 @@ class GuiArguments:
                              "recognitions are what infer_server.py --num_workers offers")
         if self.num_beams < 1:
             raise UsageError(f"--num_beams must be at least 1, got {self.num_beams}")
+        self.attn_implementation = attention_choice(self.attn_implementation, self.use_flash_attention_2,
+                                                    self.use_bettertransformer, self.use_gpu)
 
 
 FLAG_DEFAULTS = {f.name: f.default for f in fields(GuiArguments) if f.name in ENGINE_FLAGS}

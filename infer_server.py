@@ -27,10 +27,12 @@ from utils.inference.registry import (
     refuse_unsupported,
     resolve_backend,
 )
+from utils.inference.run import attention_choice
 
 API_KEY_VARIABLE = "WHISPER_SERVER_API_KEY"
 # The flags handed to the engine (when the chosen backend takes them), rather than to the app.
-ENGINE_FLAGS = ("use_gpu", "compute_type", "use_int8", "batch_size", "cpu_threads", "local_files_only")
+ENGINE_FLAGS = ("use_gpu", "compute_type", "use_int8", "batch_size", "cpu_threads", "local_files_only",
+                "use_compile", "assistant_model_path", "attn_implementation")
 
 
 @dataclass
@@ -59,6 +61,18 @@ class ServerArguments:
     beam_size: int = field(default=1, metadata={
         "help": "beam search width (1 = greedy); --num_beams is the same setting", "aliases": ["--num_beams"]})
     batch_size: int = field(default=1, metadata={"help": "windows of one long upload decoded together"})
+    use_compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model's forward pass (--backend=transformers)"})
+    assistant_model_path: Optional[str] = field(default=None, metadata={
+        "help": "small Whisper sharing the tokenizer, for speculative decoding (--backend=transformers, "
+                "batch_size 1)"})
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(default="sdpa", metadata={
+        "help": "attention kernel of --backend=transformers; flash_attention_2 needs a GPU and flash-attn"})
+    use_flash_attention_2: bool = field(default=False, metadata={
+        "help": "the original project's flag: the same as --attn_implementation=flash_attention_2"})
+    use_bettertransformer: bool = field(default=False, metadata={
+        "help": "the original project's flag, refused: optimum's BetterTransformer is obsolete; the default "
+                "sdpa attention gives its speed-up"})
     vad_filter: bool = field(default=False, metadata={
         "help": "skip silence with a voice-activity detector (backends that have one: ct2)"})
     language: Optional[str] = field(default=None, metadata={
@@ -85,6 +99,8 @@ class ServerArguments:
             # Read here, not as the default: --help prints defaults, and the key must not show there.
             self.api_key = os.environ.get(API_KEY_VARIABLE)
         check_ranges(self)
+        self.attn_implementation = attention_choice(self.attn_implementation, self.use_flash_attention_2,
+                                                    self.use_bettertransformer, self.use_gpu)
         try:
             self.language = to_language_code(self.language)
         except UserError as exc:

@@ -9,8 +9,6 @@ import re
 import pytest
 from training_fixtures import REPO, python, run_script
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def english_clips(tmp_path_factory):
@@ -23,14 +21,15 @@ def english_clips(tmp_path_factory):
     return root, REPO / clip["audio"]["path"]
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reports_them(whisper_tiny_en_dir, english_clips, tmp_path):
     root, audio = english_clips
     out = tmp_path / "demo"
     res = run_script([python(), "tools/demo.py", f"--base_model={whisper_tiny_en_dir}",
                       f"--train_data={root / 'train.jsonl'}", f"--test_data={root / 'test.jsonl'}",
                       f"--audio={audio}", f"--reference={root / 'ref.txt'}", "--language=English",
-                      "--epochs=1", "--batch_size=2", "--eval_batch_size=2", "--max_new_tokens=40",
-                      "--num_workers=0", f"--output_dir={out}"], timeout=600)
+                      "--audio_language=English", "--epochs=1", "--batch_size=2", "--eval_batch_size=2",
+                      "--max_new_tokens=40", "--num_workers=0", f"--output_dir={out}"], timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     stdout = res.stdout
 
@@ -55,8 +54,12 @@ def test_demo_runs_every_stage_and_reports_them(whisper_tiny_en_dir, english_cli
     for engine, folder in (("CTranslate2", "ct2"), ("GGML", "ggml")):
         text = (out / folder / f"{audio.stem}.txt").read_text(encoding="utf-8").strip()
         assert text.lower().startswith("the train to") and "minutes" in text.lower(), (engine, text)
-        cer = float(re.search(rf"^{engine} on .*\(CER ([0-9.]+) against", stdout, re.M).group(1))
+        cer = float(re.search(rf"^{engine} on .*\(WER ([0-9.]+) against", stdout, re.M).group(1))
         assert cer < 0.6, (engine, cer)      # tiny.en after two steps: "twenty" may come out as "20"
+    # It ends with the two test clips' reference, base and fine-tuned text, each under the other.
+    shown = stdout[stdout.index("test clips with speech, reference / base / fine-tuned:"):]
+    for b, a in zip(before["utterances"], after["utterances"]):
+        assert f"  reference   {b['reference']}\n  base        {b['hypothesis']}" in shown
     assert "environment: " in stdout and "model: " in stdout and "reused" in stdout
 
 
@@ -68,3 +71,37 @@ def test_bad_flags_are_one_sentence(tmp_path):
     assert res.returncode == 2 and "--train_data: nope.jsonl not found" in res.stderr
     res = run_script([python(), "tools/demo.py", "--epochs=0"])
     assert res.returncode == 2 and "--epochs must be positive" in res.stderr
+
+
+def test_side_by_side_shows_reference_base_and_fine_tuned(tmp_path, capsys):
+    """The demo's closing lines, from two evaluation reports as evaluation.py writes them: every speech
+    clip's three texts one under the other with their own CER, no-speech clips left out."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import demo
+
+    from utils.core.metrics import error_rate
+
+    references = ["会议定在九月十五号。", "", "我每个周末打扫卫生。", "这个房间很大。"]
+    before = error_rate(references, ["会议定在九月十五号上午", "", "我每個周末打掃衛生。", "这个"], "cer").to_dict()
+    after = error_rate(references, ["会议定在九月十五号。", "", "我每个周末打扫卫生。", ""], "cer").to_dict()
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": {"path": f"a/{i}.flac"}, "sentence": r}) + "\n"
+                                for i, r in enumerate(references)), encoding="utf-8")
+    lines = demo.side_by_side(before, after, 2, demo.manifest_audio(str(manifest)))
+    assert lines == [
+        "clip 1 a/0.flac",
+        "  reference   会议定在九月十五号。",
+        "  base        会议定在九月十五号上午   [CER 0.22]",
+        "  fine-tuned  会议定在九月十五号。   [CER 0.00]",
+        "clip 2 a/2.flac",
+        "  reference   我每个周末打扫卫生。",
+        "  base        我每個周末打掃衛生。   [CER 0.00]",   # scored after traditional -> simplified
+        "  fine-tuned  我每个周末打扫卫生。   [CER 0.00]",
+    ]
+    last = demo.side_by_side(before, after, 9)
+    assert last[-4:] == ["clip 3", "  reference   这个房间很大。", "  base        这个   [CER 0.67]",
+                         "  fine-tuned  (nothing)   [CER 1.00]"]
+    assert demo.side_by_side(before, after, 0) == []
+    assert demo.audio_metric("English") == "wer" and demo.audio_metric("zh") == "cer"

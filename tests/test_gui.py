@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -216,9 +217,9 @@ def test_file_recognition_shows_segments_saves_srt_and_copies(tmp_path, display,
         pump(app, lambda: app.busy is None)
 
         shown = app.output_text()
-        # Timestamped lines, as the window shows them: "[00:00.000 --> 00:03.000] text".
+        # Timestamped lines in the terminal's style (infer.py): "[0.00 - 3.00] text".
         lines = shown.splitlines()
-        assert lines and all(line.startswith("[00:") and "-->" in line for line in lines), shown
+        assert lines and all(re.match(r"\[\d+\.\d\d - \d+\.\d\d\] \S", line) for line in lines), shown
         texts = [line.split("] ", 1)[1] for line in lines]
         assert texts == direct_texts(ct2_transcriber, REPO / sample["audio"]["path"])
         text = " ".join(texts)
@@ -296,6 +297,10 @@ def test_flags_reach_the_backend_through_the_registry(whisper_base_dir):
     assert gui_settings("--backend=transformers", "--compute_type=bfloat16").backend_options == \
         {"compute_type": "bfloat16"}
     assert gui_settings("--backend=transformers", "--use_int8").backend_options == {"use_int8": True}
+    # The original project's speculative decoding and attention flags reach the transformers backend.
+    assert gui_settings("--backend=transformers", f"--assistant_model_path={whisper_base_dir}",
+                        "--attn_implementation=eager").backend_options == \
+        {"assistant_model_path": str(whisper_base_dir), "attn_implementation": "eager"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -305,6 +310,10 @@ def test_flags_reach_the_backend_through_the_registry(whisper_base_dir):
     (["--backend=ct2", "--use_int8", "--compute_type=float32"], "contradict"),
     (["--backend=ggml", "--batch_size=2"], "--batch_size applies only to --backend=transformers or ct2, not ggml"),
     (["--backend=ct2", "--use_compile"], "--use_compile applies only to --backend=transformers, not ct2"),
+    (["--backend=ct2", "--assistant_model_path=models/whisper-base"],
+     "--assistant_model_path applies only to --backend=transformers, not ct2"),
+    (["--use_bettertransformer"], "--use_bettertransformer: optimum's BetterTransformer is obsolete"),
+    (["--use_flash_attention_2"], "--use_flash_attention_2: flash_attention_2 needs a CUDA GPU (--use_gpu)"),
     (["--backend=ggml", "--use_gpu"], "--use_gpu applies only to --backend=transformers or ct2, not ggml"),
     (["--backend=transformers", "--vad_filter"], "--vad_filter applies only to --backend=ct2, not transformers"),
     (["--backend=ct2", "--language=klingon"], "unknown language 'klingon'"),
@@ -435,16 +444,18 @@ def test_traditional_to_simplified_toggle(tmp_path, display, dialogs):
     app = make_app(tmp_path, model_path=str(tmp_path / "unused"))
     try:
         # Whisper often writes Mandarin in traditional characters; the display and saved files follow the box.
+        # The box starts checked, as in the original project and on the web page.
         app.segments = [Segment(0.0, 2.0, "這是一個測試。"), Segment(2.0, 4.0, "我們會說話。")]
         app.render()
-        assert "這是一個測試" in app.output_text()
-        app.window[gui.K_SIMPLIFY].update(True)
-        app.window.write_event_value(gui.K_SIMPLIFY, True)
-        pump(app, lambda: "这是一个测试" in app.output_text())
-        assert "们会说话" in app.output_text()
+        assert app.window[gui.K_SIMPLIFY].get() is True
+        assert app.output_text() == "[0.00 - 2.00] 这是一个测试。\n[2.00 - 4.00] 我们会说话。"
         written = app.save(str(tmp_path / "zh.txt"))
         assert Path(written).read_text(encoding="utf-8").split() == \
             [zhconv.convert(s.text, "zh-cn") for s in app.segments]
+        app.window[gui.K_SIMPLIFY].update(False)
+        app.window.write_event_value(gui.K_SIMPLIFY, False)
+        pump(app, lambda: "這是一個測試" in app.output_text())
+        assert "們會說話" in app.output_text()
     finally:
         app.close()
 
@@ -629,7 +640,7 @@ def test_transformers_backend_in_the_window(tmp_path, display, dialogs, whisper_
     try:
         recognise(app, str(REPO / sample["audio"]["path"]))
         lines = app.output_text().splitlines()
-        assert lines and all(line.startswith("[00:") for line in lines)
+        assert lines and all(line.startswith("[0.00 - ") or re.match(r"\[\d+\.\d\d - ", line) for line in lines)
         text = " ".join(line.split("] ", 1)[1] for line in lines)
         assert word_error_rate(sample["sentence"], text) <= MAX_WER, text
         assert dialogs.seen == ["Whisper: invalid option"]   # only the first window's

@@ -1,6 +1,7 @@
 """infer.py end to end: real whisper-base, outputs, long audio, and bad input."""
 import importlib
 import json
+import re
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 import srt
 from transcription_audio import REPO, english_clip, long_english, normalize, wer
 
-from utils.core.audio import SAMPLE_RATE, duration_of, save_wav
+from utils.core.audio import SAMPLE_RATE, duration_of, load_audio, save_wav
 from utils.inference.transcriber import Segment, Transcriber, TranscriptionInfo, temperature_schedule
 
 
@@ -56,11 +57,13 @@ class RecordingTranscriber(Transcriber):
 
 
 def run_main_with(monkeypatch, script, *args):
-    """`script`'s main() on a shipped clip with its model load replaced; the transcriber it used."""
+    """`script`'s main() on a shipped clip with its model load replaced (printing only); the transcriber
+    it used."""
     module = importlib.import_module(script.removesuffix(".py"))
     transcriber = RecordingTranscriber()
     monkeypatch.setattr(module, "load_transcriber", lambda *_, **__: transcriber)
-    monkeypatch.setattr(sys, "argv", [script, f"--audio_path={english_clip(0)[0]}", *args])
+    monkeypatch.setattr(sys, "argv", [script, f"--audio_path={english_clip(0)[0]}", "--output_format=none",
+                                      *args])
     assert module.main() == 0
     return transcriber
 
@@ -80,7 +83,7 @@ def test_fallback_flag_reaches_transcribe_options(script, flags, increment, sche
     assert (options.language, options.temperature, options.initial_prompt) == ("en", 0.4, "Hi.")
     out = capsys.readouterr().out
     assert f"  temperature_increment_on_fallback = {increment!r}\n" in out
-    assert "[0.00 - 1.00]  hello\n" in out
+    assert "[0.00 - 1.00] hello\n" in out
 
 
 @pytest.mark.parametrize("flags, dtype", [([], None), (["--bf16"], "bfloat16")])
@@ -89,7 +92,8 @@ def test_bf16_flag_reaches_the_model_load(flags, dtype, monkeypatch):
 
     loads = []
     monkeypatch.setattr(infer, "load_transcriber", lambda *a, **k: loads.append(k) or RecordingTranscriber())
-    monkeypatch.setattr(sys, "argv", ["infer.py", f"--audio_path={english_clip(0)[0]}", *flags])
+    monkeypatch.setattr(sys, "argv", ["infer.py", f"--audio_path={english_clip(0)[0]}", "--output_format=none",
+                                      *flags])
     infer.main()
     assert loads[0]["compute_type"] == dtype and loads[0]["use_int8"] is False
 
@@ -98,7 +102,8 @@ def test_negative_fallback_increment_is_refused(monkeypatch, capsys):
     import infer
 
     monkeypatch.setattr(infer, "load_transcriber", lambda *_, **__: RecordingTranscriber())
-    status = infer.main([f"--audio_path={english_clip(0)[0]}", "--temperature_increment_on_fallback=-0.1"])
+    status = infer.main([f"--audio_path={english_clip(0)[0]}", "--temperature_increment_on_fallback=-0.1",
+                         "--output_format=none"])
     assert status == 2
     assert capsys.readouterr().err == "error: temperature_increment_on_fallback must be >= 0, got -0.1\n"
 
@@ -166,3 +171,72 @@ def test_long_audio_transformers_and_ct2_agree(tmp_path, long_audio, whisper_bas
         assert all(a <= b for a, b in zip(ends, starts[1:])), "timestamps go backwards"
         assert starts[0] < 2.0 and ends[-1] > duration - 5.0, "segments do not cover the audio"
     assert wer(outputs["infer.py"]["text"], outputs["infer_ct2.py"]["text"]) <= 0.1
+
+
+@pytest.mark.parametrize("script", ["infer.py", "infer_ct2.py"])
+def test_several_inputs_load_the_model_once_and_write_each(script, tmp_path, monkeypatch, capsys):
+    """Files, a folder and a glob in one --audio_path: one model load, every format per input by default,
+    a broken file reported and counted while the others are still transcribed, then the summary line."""
+    import shutil
+
+    module = importlib.import_module(script.removesuffix(".py"))
+    loads = []
+    monkeypatch.setattr(module, "load_transcriber", lambda *a, **k: loads.append(a) or RecordingTranscriber())
+    folder, other = tmp_path / "folder", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    for index in (0, 1):
+        shutil.copy(english_clip(index)[0], folder / f"clip{index}.flac")
+    (folder / "clip0.txt").write_text("a transcript lying beside the audio, not an input\n")
+    shutil.copy(english_clip(2)[0], other / "third.flac")
+    (other / "broken.wav").write_text("not audio\n" * 20)
+    out = tmp_path / "out"
+    status = module.main([f"--audio_path={folder}", str(other / "*.flac"), str(other / "broken.wav"),
+                          f"--output_dir={out}"])
+    captured = capsys.readouterr()
+    assert status == 2 and len(loads) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("clip0", "clip1", "third") for ext in ("txt", "srt", "vtt", "tsv", "json"))
+    assert (out / "clip1.txt").read_text() == "hello\n"
+    assert f"== 4/4 {other / 'broken.wav'}" in captured.out
+    assert captured.err.count("error: ") == 1 and "broken.wav: not a readable audio file" in captured.err
+    seconds = sum(duration_of(load_audio(english_clip(i)[0])) for i in range(3))
+    summary = captured.out.rstrip().splitlines()[-1]
+    assert re.fullmatch(rf"4 files, 1 failed \({re.escape(str(other / 'broken.wav'))}\): {seconds:.1f} s of "
+                        rf"audio in [0-9.]+ s; outputs in {re.escape(str(out))}", summary), summary
+
+
+def test_several_inputs_from_a_json_configuration(tmp_path):
+    import infer
+    from utils.core.cli import parse_args
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"audio_path": ["a.wav", "b.flac"], "output_format": "srt"}))
+    args = parse_args(infer.InferArguments, [str(config)])
+    assert (args.audio_path, args.output_format) == (["a.wav", "b.flac"], "srt")
+    assert parse_args(infer.InferArguments, ["--audio_path=a.wav", "b.flac"]).audio_path == ["a.wav", "b.flac"]
+
+
+def test_audio_path_mistakes_are_one_sentence(tmp_path, monkeypatch, capsys):
+    import infer
+
+    monkeypatch.setattr(infer, "load_transcriber", lambda *_, **__: RecordingTranscriber())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "notes.txt").write_text("no audio here\n")
+    path = english_clip(0)[0]
+    import shutil
+
+    shutil.copy(path, tmp_path / "a" / "x.flac")
+    shutil.copy(path, tmp_path / "b" / "x.flac")
+    cases = {
+        (str(tmp_path),): f"--audio_path: the folder {tmp_path} holds no audio or video files",
+        (str(tmp_path / "*.mp3"),): f"--audio_path: no file matches {tmp_path / '*.mp3'}",
+        (str(tmp_path / "a" / "x.flac"), str(tmp_path / "b" / "x.flac")):
+            f"--audio_path: {tmp_path / 'a' / 'x.flac'} and {tmp_path / 'b' / 'x.flac'} would write the same",
+    }
+    for paths, message in cases.items():
+        assert infer.main(["--audio_path", *paths, f"--output_dir={tmp_path / 'out'}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

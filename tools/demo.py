@@ -10,7 +10,8 @@ Stages, each one of the toolkit's own scripts run as a separate process (their p
   4. CER of the fine-tuned model on --test_data                 evaluation.py
   5. CTranslate2 conversion + transcription of --audio          tools/hf_to_ct2.py, infer_ct2.py
   6. GGML export + whisper.cpp transcription of --audio         convert-ggml.py, pywhispercpp
-It ends with a table: CER before/after, time per stage and where every artefact was written.
+It ends with the reference, the base model's text and the fine-tuned model's text of a few test clips,
+one under the other, then a table: CER before/after, time per stage and where every artefact was written.
 """
 from __future__ import annotations
 
@@ -55,11 +56,16 @@ class DemoArguments:
         "help": "Whisper model folder to start from"})
     train_data: str = field(default="dataset/zh_train.jsonl", metadata={"help": "training manifest"})
     test_data: str = field(default="dataset/zh_test.jsonl", metadata={"help": "test manifest (CER before/after)"})
-    audio: str = field(default="dataset/test.wav", metadata={
-        "help": "file transcribed with CTranslate2 and whisper.cpp at the end"})
-    reference: str = field(default="dataset/test.txt", metadata={
+    audio: str = field(default="dataset/sample_en.wav", metadata={
+        "help": "file transcribed with CTranslate2 and whisper.cpp at the end, by the fine-tuned model"})
+    reference: str = field(default="dataset/sample_en.txt", metadata={
         "help": "its transcript, to score the two engines ('' = do not score)"})
+    audio_language: str = field(default="English", metadata={
+        "help": "language spoken in --audio (scored by WER, or CER for Chinese, Japanese, Korean, Thai)"})
     language: str = field(default="Chinese", metadata={"help": "language of the data"})
+    show_clips: int = field(default=5, metadata={
+        "help": "test clips shown at the end with reference, base and fine-tuned text (the first ones "
+                "holding speech); 0 = none"})
     output_dir: str = field(default="output/demo", metadata={"help": "everything the demo writes goes here"})
     max_train_clips: int = field(default=0, metadata={
         "help": "train on this many clips of --train_data (spread over the file, no-speech clips kept); 0 = all"})
@@ -82,6 +88,8 @@ class DemoArguments:
         for name in ("epochs", "batch_size", "learning_rate", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.show_clips < 0:
+            raise UsageError(f"--show_clips must be 0 (none) or more, got {self.show_clips}")
         if self.max_train_clips < 0:
             raise UsageError(f"--max_train_clips must be 0 (all) or more, got {self.max_train_clips}")
         if self.num_workers < 0:
@@ -89,6 +97,10 @@ class DemoArguments:
 
 
 def check_inputs(args: DemoArguments) -> None:
+    try:
+        audio_metric(args.audio_language)
+    except UserError as exc:
+        raise DemoError(f"--audio_language: {str(exc).split(';')[0]}") from None
     if not os.path.isfile(os.path.join(args.base_model, "config.json")):
         raise DemoError(f"--base_model: {args.base_model} is not a model folder; run `make models` "
                         f"(python tools/download_model.py --model=whisper-base)")
@@ -185,14 +197,47 @@ def cer_of(report_path: str) -> dict:
         return json.load(handle)
 
 
-def score(reference_path: str, text: str) -> Optional[float]:
+# Written without spaces between words: scored by characters.
+CHARACTER_LANGUAGES = ("zh", "ja", "ko", "th", "yue")
+
+
+def audio_metric(language: str) -> str:
+    from utils.core.languages import to_language_code
+
+    return "cer" if to_language_code(language) in CHARACTER_LANGUAGES else "wer"
+
+
+def score(reference_path: str, text: str, metric: str = "cer") -> Optional[float]:
     if not reference_path:
         return None
     from utils.core.metrics import error_rate
 
     with open(reference_path, encoding="utf-8") as handle:
-        reference = handle.read().strip()
-    return error_rate([reference], [text], "cer").value
+        reference = " ".join(line.strip() for line in handle if line.strip())
+    return error_rate([reference], [text], metric).value
+
+
+def side_by_side(before: dict, after: dict, count: int, audio_paths: Optional[list] = None) -> list[str]:
+    """The first `count` test clips holding speech, from evaluation.py's two reports: reference, base
+    model's text and fine-tuned model's text one under the other (aligned labels read better than
+    columns, which Chinese characters' double width breaks), each with its own error rate."""
+    metric = after.get("metric", "cer").upper()
+    lines = []
+    pairs = [(b, a) for b, a in zip(before["utterances"], after["utterances"]) if b["reference"].strip()]
+    for shown, (base, tuned) in enumerate(pairs[:count], start=1):
+        where = f" {audio_paths[base['index']]}" if audio_paths and base["index"] < len(audio_paths) else ""
+        lines.append(f"clip {shown}{where}")
+        lines.append(f"  reference   {base['reference']}")
+        for label, item in (("base", base), ("fine-tuned", tuned)):
+            rate = item["errors"] / max(item["reference_units"], 1)
+            lines.append(f"  {label:<11} {item['hypothesis'] or '(nothing)'}   [{metric} {rate:.2f}]")
+    return lines
+
+
+def manifest_audio(manifest: str) -> list:
+    """The audio path of every line of a manifest, in order (None where a line has none)."""
+    with open(manifest, encoding="utf-8") as handle:
+        return [json.loads(line).get("audio", {}).get("path") for line in handle if line.strip()]
 
 
 def transcript_of(txt_path: str) -> str:
@@ -233,7 +278,7 @@ def transcribe_ct2(demo: Demo, stage: Stage, merged: str) -> None:
     demo.run(stage, [sys.executable, "tools/hf_to_ct2.py", f"--model_dir={merged}", f"--output_dir={stage.artefact}",
                      "--quantization=int8", "--force=True"])
     demo.run(stage, [sys.executable, "infer_ct2.py", f"--audio_path={args.audio}", f"--model_path={stage.artefact}",
-                     f"--language={args.language}", "--compute_type=int8", "--output_format=txt",
+                     f"--language={args.audio_language}", "--compute_type=int8", "--output_format=txt",
                      f"--output_dir={demo.path('ct2')}"])
     stage.text = transcript_of(demo.path("ct2", f"{audio_stem(args)}.txt"))
 
@@ -241,7 +286,8 @@ def transcribe_ct2(demo: Demo, stage: Stage, merged: str) -> None:
 def transcribe_ggml(demo: Demo, stage: Stage, merged: str) -> None:
     args = demo.args
     demo.run(stage, [sys.executable, "convert-ggml.py", f"--model_dir={merged}", f"--output_path={stage.artefact}"])
-    demo.run(stage, [sys.executable, "-c", WHISPER_CPP, stage.artefact, args.audio, args.language, demo.path("ggml")])
+    demo.run(stage, [sys.executable, "-c", WHISPER_CPP, stage.artefact, args.audio, args.audio_language,
+                     demo.path("ggml")])
     stage.text = transcript_of(demo.path("ggml", f"{audio_stem(args)}.txt"))
 
 
@@ -289,10 +335,11 @@ def print_table(demo: Demo, reused: list[str], total: float) -> None:
     print("\n" + "=" * 100)
     print(f"CER on {args.test_data} ({n} clips): base {before['value']:.3f} -> fine-tuned {after['value']:.3f} "
           f"({(after['value'] - before['value']) / max(before['value'], 1e-9) * 100:+.0f}%)")
+    metric = audio_metric(args.audio_language)
     for stage in demo.stages:
         if stage.text is not None:
-            cer = score(args.reference, stage.text)
-            scored = f" (CER {cer:.3f} against {args.reference})" if cer is not None else ""
+            rate = score(args.reference, stage.text, metric)
+            scored = f" ({metric.upper()} {rate:.3f} against {args.reference})" if rate is not None else ""
             print(f"{stage.name.split(' ')[0]} on {args.audio}: {stage.text}{scored}")
     print()
     print(f"| {'stage':<28} | {'time':>7} | artefact")
@@ -303,6 +350,12 @@ def print_table(demo: Demo, reused: list[str], total: float) -> None:
     print(f"| {'total':<28} | {total:>6.0f}s | logs in {demo.path('logs')}")
     for line in reused:
         print(line)
+    clips = side_by_side(before, after, args.show_clips, manifest_audio(args.test_data))
+    if clips:
+        shown = sum(line.startswith("clip ") for line in clips)
+        print(f"\nthe first {shown} test clips with speech, reference / base / fine-tuned:")
+        for line in clips:
+            print(line)
     print(f"demo: CER {before['value']:.3f} -> {after['value']:.3f} in {total / 60:.1f} min; "
           f"fine-tuned model {demo.path('models', demo.name + '-finetune')}",
           flush=True)

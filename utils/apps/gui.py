@@ -34,7 +34,7 @@ from utils.inference.transcriber import (
     TranscriptionError,
     TranscriptionInfo,
 )
-from utils.inference.writers import format_timestamp, get_writer, transcript_text
+from utils.inference.writers import get_writer, segment_line, transcript_text
 
 try:
     import PySimpleGUI as sg
@@ -115,7 +115,9 @@ def build_layout(settings: GuiSettings) -> list:
          sg.Text("Language"), sg.Input(settings.language or "", key=K_LANGUAGE, size=(10, 1),
                                        tooltip="name or code (chinese, zh); empty = detect"),
          sg.Checkbox("One paragraph (no timestamps)", key=K_JOIN, enable_events=True),
-         sg.Checkbox("Traditional → Simplified Chinese", key=K_SIMPLIFY, enable_events=True)],
+         # Checked at start, as in the original project and the web page: Whisper often writes Mandarin
+         # in traditional characters.
+         sg.Checkbox("Traditional → Simplified Chinese", key=K_SIMPLIFY, default=True, enable_events=True)],
         [sg.Button("Recognise", key=K_RECOGNISE, size=(12, 1)),
          sg.ProgressBar(PROGRESS_STEPS, orientation="h", key=K_PROGRESS, size=(30, 16), expand_x=True,
                         bar_color=("#3a9d5d", "#d9dee6")),
@@ -287,7 +289,7 @@ class WhisperWindow:
         if self.window[K_JOIN].get():
             piece = transcript_text(previous + [shown])[len(transcript_text(previous)):]
         else:
-            piece = ("\n" if previous else "") + _timestamped_line(shown)
+            piece = ("\n" if previous else "") + segment_line(shown)
         self.window[K_OUTPUT].update(piece, append=True)
         if self.info and self.info.duration > 0:
             done = min(segment.end, self.info.duration) / self.info.duration
@@ -327,7 +329,7 @@ class WhisperWindow:
         segments = self.shown_segments()
         if self.window[K_JOIN].get():
             return transcript_text(segments)
-        return "\n".join(_timestamped_line(segment) for segment in segments)
+        return "\n".join(segment_line(segment) for segment in segments)
 
     def render(self) -> None:
         self.window[K_OUTPUT].update(self.shown_text())
@@ -414,11 +416,6 @@ def _sentence(text: str) -> str:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     return f"{int(minutes):02d}:{secs:04.1f}"
-
-
-def _timestamped_line(segment: Segment) -> str:
-    return (f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] "
-            f"{segment.text.strip()}")
 
 
 def _describe_error(stage: str, exc: Exception, settings: GuiSettings) -> tuple[str, str]:

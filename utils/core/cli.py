@@ -107,6 +107,9 @@ def _add_field(parser: argparse.ArgumentParser, item: dataclasses.Field, hints: 
         kwargs["type"] = _none_or(_number(annotation)) if optional else _number(annotation)
     elif annotation is str:
         kwargs["type"] = _none_or(str) if optional else str
+    elif typing.get_origin(annotation) is list and typing.get_args(annotation) == (str,):
+        # Several values after one flag (`--audio_path a.wav b.wav`), as openai-whisper's CLI takes files.
+        kwargs.update(type=str, nargs="+")
     else:
         raise TypeError(f"field {item.name}: unsupported flag type {annotation!r}")
     if "choices" in item.metadata:
@@ -175,6 +178,10 @@ def parse_args(config_class: type[T], argv: Optional[Sequence[str]] = None, *,
     if len(argv) == 1 and argv[0].endswith(".json") and not argv[0].startswith("-"):
         argv = _argv_from_json(parser, argv[0])
     parser.check_unknown(argv)
+    # `--audio_path=a.wav b.wav`: the words after a many-valued flag's `=` form belong to it as well.
+    many = {name for action in parser._actions if action.nargs == "+" for name in action.option_strings}
+    argv = [part for token in argv
+            for part in (token.split("=", 1) if token.split("=", 1)[0] in many else [token])]
     namespace = parser.parse_args(argv)
     try:
         return config_class(**vars(namespace))
@@ -190,7 +197,12 @@ def _argv_from_json(parser: ArgumentParser, path: str) -> list[str]:
         parser.error(f"cannot read the configuration file {path}: {exc}")
     if not isinstance(values, dict):
         parser.error(f"{path}: a configuration file holds one JSON object of flag: value")
-    return [f"--{name}={'None' if value is None else value}" for name, value in values.items()]
+    argv = []
+    for name, value in values.items():
+        # A list ("audio_path": ["a.wav", "b.wav"]) is the flag's several values.
+        argv += [f"--{name}", *map(str, value)] if isinstance(value, list) else \
+            [f"--{name}={'None' if value is None else value}"]
+    return argv
 
 
 def _first_paragraph(text: Optional[str]) -> Optional[str]:

@@ -26,6 +26,12 @@ def format_timestamp(seconds: float, decimal_marker: str = ".", always_hours: bo
     return f"{hours_part}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
 
 
+def segment_line(segment: Segment) -> str:
+    """The one way a timed segment is shown to a person, in the terminal (infer.py, infer_ct2.py) and in
+    the window: `[0.00 - 3.82] text`, seconds with two decimals."""
+    return f"[{segment.start:.2f} - {segment.end:.2f}] {segment.text.strip()}"
+
+
 def _one_line(text: str) -> str:
     # A line break inside a cue would end the cue early in SRT/VTT readers.
     return " ".join(text.split())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 from typing import Iterator, Optional
 
@@ -224,6 +225,9 @@ def check_options(*, use_gpu: bool, batch_size: int, attn_implementation: str,
         raise TranscriptionError("use_gpu was requested but no CUDA GPU is available; run without --use_gpu")
     if attn_implementation == "flash_attention_2" and not use_gpu:
         raise TranscriptionError("flash_attention_2 needs a CUDA GPU (--use_gpu); use sdpa on CPU")
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise TranscriptionError("flash_attention_2 needs the flash-attn package, which is not installed "
+                                 "(pip install flash-attn); the default sdpa attention needs nothing more")
     if assistant_model_path and batch_size != 1:
         raise TranscriptionError("speculative decoding (assistant_model_path) works with batch_size 1 only")
 
@@ -258,6 +262,12 @@ class TransformersTranscriber(Transcriber):
         if assistant_model_path:
             check_model_dir(assistant_model_path, ("config.json",), must_exist=local_files_only)
             self.assistant = load_whisper(assistant_model_path, **load).to(self.device).eval()
+            from transformers import GenerationMixin
+
+            # The assistant only drafts a few tokens per step. Whisper's own generate (long-form windows,
+            # temperature fallback, no-speech rule) would get the main model's thresholds without its
+            # temperatures and fail; the plain generate is what speculative decoding needs.
+            self.assistant.generate = GenerationMixin.generate.__get__(self.assistant)
         if use_int8:
             self.model = quantize_linear_layers(self.model)
         EncoderOutputMemo(self.model.get_encoder())
