@@ -183,7 +183,107 @@ def read_ggml_header(path: str) -> dict:
         head = file.read(4 + 4 * len(GGML_HPARAMS))
     if len(head) < 4 + 4 * len(GGML_HPARAMS) or struct.unpack("<I", head[:4])[0] != GGML_MAGIC:
         raise ModelLoadError(f"{path}: not a whisper.cpp GGML model file (make one with convert-ggml.py)")
-    return dict(zip(GGML_HPARAMS, struct.unpack(f"<{len(GGML_HPARAMS)}i", head[4:])))
+    header = dict(zip(GGML_HPARAMS, struct.unpack(f"<{len(GGML_HPARAMS)}i", head[4:])))
+    odd = [name for name in GGML_HPARAMS[:-1] if not 0 < header[name] < 1 << 20]
+    if odd or header["ftype"] < 0:
+        raise ModelLoadError(f"{path}: not a usable GGML Whisper file, its header has impossible values "
+                             f"({', '.join(f'{n}={header[n]}' for n in odd or ['ftype'])})")
+    return header
+
+
+# ggml tensor type id -> (bytes per block, values per block): the types whisper.cpp's converter and
+# quantize tool write (f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K).
+GGML_TYPE_SIZES = {0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32), 8: (34, 32),
+                   10: (84, 256), 11: (110, 256), 12: (144, 256), 13: (176, 256), 14: (210, 256)}
+
+
+def ggml_tensor_shapes(header: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor whisper.cpp's loader creates for `header`, with its dims innermost first: a file
+    must hold exactly these, or whisper.cpp refuses it. Its MLPs are always 4 x n_state wide (the file
+    has no field for the width)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    sides = (("encoder", header["n_audio_state"], header["n_audio_ctx"], header["n_audio_layer"]),
+             ("decoder", header["n_text_state"], header["n_text_ctx"], header["n_text_layer"]))
+    for side, state, ctx, layers in sides:
+        shapes[f"{side}.positional_embedding"] = (state, ctx)
+        attentions = ("attn", "cross_attn") if side == "decoder" else ("attn",)
+        for index in range(layers):
+            block = f"{side}.blocks.{index}"
+            shapes.update({f"{block}.mlp_ln.weight": (state,), f"{block}.mlp_ln.bias": (state,),
+                           f"{block}.mlp.0.weight": (state, 4 * state), f"{block}.mlp.0.bias": (4 * state,),
+                           f"{block}.mlp.2.weight": (4 * state, state), f"{block}.mlp.2.bias": (state,)})
+            for attention in attentions:
+                shapes.update({f"{block}.{attention}_ln.weight": (state,), f"{block}.{attention}_ln.bias": (state,),
+                               f"{block}.{attention}.key.weight": (state, state)})
+                for part in ("query", "value", "out"):
+                    shapes.update({f"{block}.{attention}.{part}.weight": (state, state),
+                                   f"{block}.{attention}.{part}.bias": (state,)})
+    state = header["n_audio_state"]
+    shapes.update({"encoder.conv1.weight": (3, header["n_mels"], state), "encoder.conv1.bias": (1, state),
+                   "encoder.conv2.weight": (3, state, state), "encoder.conv2.bias": (1, state),
+                   "encoder.ln_post.weight": (state,), "encoder.ln_post.bias": (state,),
+                   "decoder.token_embedding.weight": (header["n_text_state"], header["n_vocab"]),
+                   "decoder.ln.weight": (header["n_text_state"],), "decoder.ln.bias": (header["n_text_state"],)})
+    return shapes
+
+
+def check_ggml_file(path: str) -> dict:
+    """read_ggml_header, then the rest of the file against it, the way whisper.cpp's loader reads it:
+    the mel filters, the vocabulary and the tensor table (names, shapes, types, sizes) must fit the
+    header and end exactly at the end of the file. A file whisper.cpp would refuse (a truncated
+    download, a model whose MLPs are not 4 x d_model wide) is a ModelLoadError saying why, before
+    whisper.cpp sees it (pywhispercpp crashes the process on a file whisper.cpp refused).
+    Only the headers are read; the weights are skipped over."""
+    header = read_ggml_header(path)
+    size = os.path.getsize(path)
+    truncated = f"{path}: the GGML file is truncated ({size} bytes); export or download it again"
+    with open(path, "rb") as file:
+        def ints(count: int) -> tuple[int, ...]:
+            data = file.read(4 * count)
+            if len(data) < 4 * count:
+                raise ModelLoadError(truncated)
+            return struct.unpack(f"<{count}i", data)
+
+        file.seek(4 + 4 * len(GGML_HPARAMS))
+        n_mels, n_fft = ints(2)
+        if n_mels != header["n_mels"] or not 0 < n_fft < 1 << 16:
+            raise ModelLoadError(f"{path}: the GGML file's mel filters ({n_mels} x {n_fft}) do not fit its "
+                                 f"header ({header['n_mels']} mel bins)")
+        file.seek(4 * n_mels * n_fft, os.SEEK_CUR)
+        (n_tokens,) = ints(1)
+        if not 0 < n_tokens <= header["n_vocab"]:
+            raise ModelLoadError(f"{path}: the GGML file lists {n_tokens} tokens for a vocabulary of "
+                                 f"{header['n_vocab']}")
+        for _ in range(n_tokens):
+            file.seek(ints(1)[0], os.SEEK_CUR)
+        expected = ggml_tensor_shapes(header)
+        seen = set()
+        while file.tell() < size:
+            n_dims, name_length, kind = ints(3)
+            if not 0 < n_dims <= 4 or not 0 < name_length < 256 or kind not in GGML_TYPE_SIZES:
+                raise ModelLoadError(f"{path}: the GGML file's tensor table is damaged at byte {file.tell() - 12}; "
+                                     f"export or download it again")
+            dims = ints(n_dims)
+            name = file.read(name_length).decode("utf-8", "replace")
+            if name not in expected:
+                raise ModelLoadError(f"{path}: the GGML file holds a tensor {name!r} that whisper.cpp does not know")
+            if dims != expected[name]:
+                raise ModelLoadError(f"{path}: tensor {name} is {' x '.join(map(str, dims[::-1]))} but whisper.cpp "
+                                     f"expects {' x '.join(map(str, expected[name][::-1]))} for this header"
+                                     + ("; whisper.cpp makes every MLP 4 x d_model wide" if ".mlp." in name else ""))
+            block_bytes, block_values = GGML_TYPE_SIZES[kind]
+            count = 1
+            for dim in dims:
+                count *= dim
+            file.seek(count // block_values * block_bytes, os.SEEK_CUR)
+            if file.tell() > size:
+                raise ModelLoadError(truncated)
+            seen.add(name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ModelLoadError(f"{path}: the GGML file lacks {len(missing)} of whisper.cpp's tensors "
+                             f"(first: {missing[0]}); it is truncated or was not written for whisper.cpp")
+    return header
 
 
 def model_format(path: str) -> str:
