@@ -81,7 +81,7 @@ def check_model_language(code: Optional[str], languages: tuple[str, ...], model:
     if code is None or code in languages:
         return code
     if languages == ("en",):
-        raise LanguageError(f"{model} is English-only; it cannot transcribe language {code!r}")
+        raise LanguageError(f"{model} is English-only and cannot transcribe language {code!r}")
     added = ADDED_LANGUAGES.get(code)
     hint = f" ({added} models add {code})" if added else ""
     raise LanguageError(f"language {code!r} is not one of {model}'s {len(languages)} languages{hint}")

@@ -2,6 +2,7 @@
 one error class (ModelLoadError) for a model the user named that cannot be used."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -10,7 +11,7 @@ from urllib.parse import urlparse
 
 from utils.core.errors import UserError
 from utils.core.files import atomic_dir
-from utils.core.languages import is_multilingual
+from utils.core.languages import is_multilingual, model_languages
 
 DEFAULT_LOCAL_MODEL = os.path.join("models", "whisper-base")
 DEFAULT_HUB_MODEL = "openai/whisper-base"
@@ -65,9 +66,14 @@ def resolve_model(name_or_path: str, *, local_files_only: bool = False, what: st
 
     Returns (name_or_path, local_files_only to pass to from_pretrained).
     """
+    if what == "model" and os.path.exists(name_or_path):
+        wrong = wrong_kind_of_model(name_or_path, "transformers")
+        if wrong:
+            raise ModelLoadError(wrong)
     if os.path.isdir(name_or_path):
         if not os.path.isfile(os.path.join(name_or_path, "config.json")) and what == "model":
             raise ModelLoadError(f"{name_or_path}: folder has no config.json, so it is not a Whisper model folder")
+        check_mel_bins(name_or_path)
         return name_or_path, True
     if os.path.exists(name_or_path):
         raise ModelLoadError(f"{name_or_path}: is a file; --{what} needs a model folder or a Hugging Face Hub id")
@@ -84,6 +90,34 @@ def resolve_model(name_or_path: str, *, local_files_only: bool = False, what: st
         raise ModelLoadError(f"{name_or_path}: cannot download it, the Hugging Face Hub is unreachable from this "
                              f"machine; {DOWNLOAD_HINT} and pass --base_model=models/whisper-base")
     return name_or_path, False
+
+
+def _json_field(path: str, *keys: str):
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+        for key in keys:
+            value = value[key]
+        return value
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_mel_bins(model_dir: str) -> None:
+    """ModelLoadError when the model folder's feature extractor makes another number of mel bins than
+    its model takes (config.json num_mel_bins against preprocessor_config.json feature_size, e.g. a
+    128-mel large-v3 folder holding whisper-base's 80-mel processor files): every script that loads
+    the folder says so in one sentence instead of failing inside the first convolution."""
+    n_mels = _json_field(os.path.join(model_dir, "config.json"), "num_mel_bins")
+    if n_mels is None:
+        return
+    for name, keys in (("preprocessor_config.json", ("feature_size",)),
+                       ("processor_config.json", ("feature_extractor", "feature_size"))):
+        features = _json_field(os.path.join(model_dir, name), *keys)
+        if features is not None and features != n_mels:
+            raise ModelLoadError(f"{model_dir}: config.json's model takes {n_mels} mel bins (num_mel_bins) but "
+                                 f"{name} makes {features} (feature_size); copy the processor files of the "
+                                 f"model it came from")
 
 
 def load_processor(name_or_path: str, *, local_files_only: bool = False):
@@ -103,16 +137,74 @@ def model_is_multilingual(model: Any) -> bool:
     return is_multilingual(getattr(model, "config", model).vocab_size)
 
 
-def checkpoint_is_multilingual(name_or_path: str, *, local_files_only: bool = False) -> bool:
-    """model_is_multilingual from the saved config.json, without loading the weights."""
+def _checkpoint_config(name_or_path: str, local_files_only: bool):
     from transformers import WhisperConfig
 
     path, offline = resolve_model(name_or_path, local_files_only=local_files_only)
     try:
-        return model_is_multilingual(WhisperConfig.from_pretrained(path, local_files_only=offline))
+        return WhisperConfig.from_pretrained(path, local_files_only=offline)
     except OSError as exc:
         raise ModelLoadError(f"{name_or_path}: cannot read the model's config.json "
                              f"({str(exc).splitlines()[0]})") from None
+
+
+def checkpoint_is_multilingual(name_or_path: str, *, local_files_only: bool = False) -> bool:
+    """model_is_multilingual from the saved config.json, without loading the weights."""
+    return model_is_multilingual(_checkpoint_config(name_or_path, local_files_only))
+
+
+def checkpoint_languages(name_or_path: str, tokenizer, *, local_files_only: bool = False) -> tuple[str, ...]:
+    """tokenizer_languages of a saved model (its config.json's vocabulary size), without loading the weights."""
+    return tokenizer_languages(tokenizer, _checkpoint_config(name_or_path, local_files_only).vocab_size)
+
+
+def tokenizer_languages(tokenizer, vocab_size: int) -> tuple[str, ...]:
+    """The language codes a model of `vocab_size` tokens has and `tokenizer` holds a <|xx|> token for
+    (English-only: ("en",)); what training and transcription accept as --language."""
+    if not is_multilingual(vocab_size):
+        return ("en",)
+    vocabulary = tokenizer.get_vocab()
+    return tuple(code for code in model_languages(vocab_size) if f"<|{code}|>" in vocabulary)
+
+
+_KINDS = {"transformers": "a transformers model folder", "ct2": "a CTranslate2 model folder",
+          "ggml": "a whisper.cpp GGML file", "adapter": "a LoRA adapter folder"}
+_WHAT_TO_DO = {
+    ("ct2", "transformers"): "tools/ct2_to_hf.py converts it, or run it with infer_ct2.py",
+    ("transformers", "ct2"): "tools/hf_to_ct2.py converts it, or run it with infer.py",
+    ("ggml", "transformers"): "run it with infer_server.py or infer_gui.py (--backend=ggml)",
+    ("ggml", "ct2"): "run it with infer_server.py or infer_gui.py (--backend=ggml)",
+    ("adapter", "transformers"): "merge it into its base model with merge_lora.py and pass the merged folder",
+    ("adapter", "ct2"): "merge it with merge_lora.py, then convert the merged folder with tools/hf_to_ct2.py",
+}
+
+
+def kind_of_model(path: str) -> str | None:
+    """What an existing path holds, by its files: "transformers", "ct2", "ggml", "adapter", or None."""
+    if os.path.isdir(path):
+        names = set(os.listdir(path))
+        if "model.bin" in names:
+            return "ct2"
+        if "config.json" in names and names & set(TRANSFORMERS_WEIGHTS):
+            return "transformers"
+        if "adapter_config.json" in names and "config.json" not in names:
+            return "adapter"
+        return None
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError:
+        return None
+    return "ggml" if len(magic) == 4 and struct.unpack("<I", magic)[0] == GGML_MAGIC else None
+
+
+def wrong_kind_of_model(path: str, wanted: str) -> str | None:
+    """The one sentence for `path` when it is a model of another kind than `wanted` ("transformers" or
+    "ct2"), e.g. a GGML file or an adapter folder given where a transformers folder is needed; else None."""
+    kind = kind_of_model(path)
+    if kind is None or kind == wanted:
+        return None
+    return f"{path}: is {_KINDS[kind]}, not {_KINDS[wanted]}; {_WHAT_TO_DO[kind, wanted]}"
 
 
 def check_model_dir(model_path: str, required: Sequence[str], must_exist: bool) -> None:
@@ -125,6 +217,9 @@ def check_model_dir(model_path: str, required: Sequence[str], must_exist: bool) 
             raise ModelLoadError(f"{model_path}: model folder not found; {DOWNLOAD_HINT}, "
                                  f"or pass a folder that exists")
         return
+    wrong = wrong_kind_of_model(model_path, "ct2" if "model.bin" in required else "transformers")
+    if wrong:
+        raise ModelLoadError(wrong)
     if not os.path.isdir(model_path):
         raise ModelLoadError(f"{model_path}: expected a model folder, found a file")
     missing = [name for name in required if not os.path.exists(os.path.join(model_path, name))]
@@ -295,6 +390,9 @@ def model_format(path: str) -> str:
             return "ct2"
         if "config.json" in names and names & set(TRANSFORMERS_WEIGHTS):
             return "transformers"
+        if "adapter_config.json" in names and "config.json" not in names:
+            raise ModelLoadError(f"{path}: is a LoRA adapter folder, not a full model; merge it into its base "
+                                 f"model with merge_lora.py and pass the merged folder")
         if "config.json" in names:
             raise ModelLoadError(f"{path}: has config.json but no weights ({' or '.join(TRANSFORMERS_WEIGHTS[::2])})")
         shown = ", ".join(sorted(names)[:6]) + (", ..." if len(names) > 6 else "") if names else "nothing"
