@@ -278,12 +278,7 @@ def read_ggml_header(path: str) -> dict:
         head = file.read(4 + 4 * len(GGML_HPARAMS))
     if len(head) < 4 + 4 * len(GGML_HPARAMS) or struct.unpack("<I", head[:4])[0] != GGML_MAGIC:
         raise ModelLoadError(f"{path}: not a whisper.cpp GGML model file (make one with convert-ggml.py)")
-    header = dict(zip(GGML_HPARAMS, struct.unpack(f"<{len(GGML_HPARAMS)}i", head[4:])))
-    odd = [name for name in GGML_HPARAMS[:-1] if not 0 < header[name] < 1 << 20]
-    if odd or header["ftype"] < 0:
-        raise ModelLoadError(f"{path}: not a usable GGML Whisper file, its header has impossible values "
-                             f"({', '.join(f'{n}={header[n]}' for n in odd or ['ftype'])})")
-    return header
+    return dict(zip(GGML_HPARAMS, struct.unpack(f"<{len(GGML_HPARAMS)}i", head[4:])))
 
 
 # ggml tensor type id -> (bytes per block, values per block): the types whisper.cpp's converter and
@@ -330,6 +325,10 @@ def check_ggml_file(path: str) -> dict:
     whisper.cpp sees it (pywhispercpp crashes the process on a file whisper.cpp refused).
     Only the headers are read; the weights are skipped over."""
     header = read_ggml_header(path)
+    odd = [name for name in GGML_HPARAMS[:-1] if not 0 < header[name] < 1 << 20]
+    if odd or header["ftype"] < 0:
+        raise ModelLoadError(f"{path}: not a usable GGML Whisper file, its header has impossible values "
+                             f"({', '.join(f'{n}={header[n]}' for n in odd[:3] or ['ftype'])})")
     size = os.path.getsize(path)
     truncated = f"{path}: the GGML file is truncated ({size} bytes); export or download it again"
     with open(path, "rb") as file:
