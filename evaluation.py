@@ -89,12 +89,19 @@ def evaluate(args: EvaluationArguments) -> None:
 def load_data(args: EvaluationArguments):
     """(processor, dataset, language code or None, whether the model is multilingual); an English-only
     model gets no language or task tokens."""
-    from utils.core.models import checkpoint_is_multilingual, load_processor
+    from utils.core.languages import check_model_language
+    from utils.core.models import checkpoint_is_multilingual, checkpoint_languages, load_processor
     from utils.data.dataset import SpeechDataset
 
     processor = load_processor(args.model_path, local_files_only=args.local_files_only)
     multilingual = checkpoint_is_multilingual(args.model_path, local_files_only=args.local_files_only)
     language = to_language_code(args.language) if multilingual else None
+    if multilingual:
+        languages = checkpoint_languages(args.model_path, processor.tokenizer, local_files_only=args.local_files_only)
+        try:
+            check_model_language(language, languages, model=args.model_path)
+        except ValueError as exc:
+            raise UsageError(f"--language={args.language}: {exc}") from None
     dataset = SpeechDataset(args.test_data, processor, language=language,
                             task=args.task if multilingual else "transcribe", timestamps=False,
                             min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len)

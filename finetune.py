@@ -205,10 +205,16 @@ def configure(args: FinetuneArguments) -> None:
 
 def tokenizer_and_language(args: FinetuneArguments):
     """(processor, language of samples without their own): --language, or None for an English-only model."""
-    from utils.core.models import checkpoint_is_multilingual, load_processor
+    from utils.core.languages import check_model_language
+    from utils.core.models import checkpoint_is_multilingual, checkpoint_languages, load_processor
 
     processor = load_processor(args.base_model, local_files_only=args.local_files_only)
     if checkpoint_is_multilingual(args.base_model, local_files_only=args.local_files_only):
+        languages = checkpoint_languages(args.base_model, processor.tokenizer, local_files_only=args.local_files_only)
+        try:
+            check_model_language(to_language_code(args.language), languages, model=args.base_model)
+        except ValueError as exc:
+            raise UsageError(f"--language={args.language}: {exc}") from None
         return processor, args.language
     # English-only checkpoints have no language/task tokens; a request for them is a mistake.
     if to_language_code(args.language) not in (None, "en"):

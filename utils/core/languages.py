@@ -58,6 +58,35 @@ def is_multilingual(vocab_size: int) -> bool:
     return int(vocab_size) >= MULTILINGUAL_VOCAB
 
 
+# Languages added after the first 99 (large-v3's vocabulary of 51866 tokens adds yue), by the version
+# that added them; an error naming a missing one says which models have it.
+ADDED_LANGUAGES = {"yue": "large-v3"}
+
+
+def model_languages(vocab_size: int) -> tuple[str, ...]:
+    """The language codes a Whisper vocabulary of `vocab_size` tokens has tokens for, in token order:
+    ("en",) for an English-only model, the first 99 for 51865 tokens, all 100 (with yue) for 51866.
+
+    OpenAI's rule (whisper/model.py, num_languages): the language tokens are what the vocabulary holds
+    beyond GPT-2's 50257 tokens, the six task/control tokens, <|endoftext|> and 1501 timestamps."""
+    if not is_multilingual(vocab_size):
+        return ("en",)
+    count = int(vocab_size) - 51765 - 1
+    return tuple(LANGUAGES)[:max(1, min(count, len(LANGUAGES)))]
+
+
+def check_model_language(code: Optional[str], languages: tuple[str, ...], model: str = "this model") -> Optional[str]:
+    """`code` (a code from to_language_code, or None = detect) when `languages` has it, else a
+    LanguageError in one sentence naming the language and the model."""
+    if code is None or code in languages:
+        return code
+    if languages == ("en",):
+        raise LanguageError(f"{model} is English-only and cannot transcribe language {code!r}")
+    added = ADDED_LANGUAGES.get(code)
+    hint = f" ({added} models add {code})" if added else ""
+    raise LanguageError(f"language {code!r} is not one of {model}'s {len(languages)} languages{hint}")
+
+
 def valid_languages() -> str:
     """One line listing every accepted code with its name, for error messages and --help."""
     return ", ".join(f"{code} ({name})" for code, name in sorted(LANGUAGES.items()))

@@ -188,6 +188,16 @@ def export_ggml(model_dir: str, output_path: str, quantization: str = "f16", pro
 
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if os.path.isdir(model_dir) and model_format(model_dir) == "ct2":
+        # A CTranslate2 folder is read back into a transformers one first (what tools/ct2_to_hf.py does),
+        # in a temporary folder that goes away with the export.
+        import tempfile
+
+        from utils.export.ct2_import import convert_ct2_to_hf
+
+        with tempfile.TemporaryDirectory(prefix="ct2-to-ggml-") as tmp:
+            convert_ct2_to_hf(model_dir, os.path.join(tmp, "hf"))
+            return export_ggml(os.path.join(tmp, "hf"), output_path, quantization, progress)
     model = _load_representable_model(model_dir)
     tokenizer = WhisperTokenizer.from_pretrained(model_dir)
     feature_extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
@@ -211,8 +221,22 @@ def export_ggml(model_dir: str, output_path: str, quantization: str = "f16", pro
             out.write(struct.pack("<i", len(token)))
             out.write(token)
         count = _write_tensors(out, model.state_dict(), quantization, progress)
+    _check_loads(output_path)
     return {"tensors": count, "bytes": os.path.getsize(output_path), "vocab": len(tokens),
             "n_mels": config.num_mel_bins, "layers": config.encoder_layers, "quantization": quantization}
+
+
+def _check_loads(output_path: str) -> None:
+    """The written file read back as the ggml backend reads it (tensor table, then whisper.cpp itself in a
+    child process): an export is reported only when whisper.cpp can run it, else the file is removed."""
+    from utils.core.models import ModelLoadError, check_ggml_file
+    from utils.inference.backends.ggml import check_whisper_cpp_loads
+
+    try:
+        check_whisper_cpp_loads(output_path, check_ggml_file(output_path)["n_vocab"])
+    except ModelLoadError as exc:
+        os.remove(output_path)
+        raise ExportError(f"the written file failed its check and was removed: {exc}") from None
 
 
 def _load_representable_model(model_dir: str):
@@ -221,9 +245,7 @@ def _load_representable_model(model_dir: str):
     from transformers import WhisperForConditionalGeneration
 
     if model_format(model_dir) != "transformers":
-        raise ExportError(f"{model_dir}: convert-ggml.py needs a transformers model folder; this is a "
-                          f"{model_format(model_dir)} model (tools/ct2_to_hf.py turns a CTranslate2 folder "
-                          f"into a transformers one)")
+        raise ExportError(f"{model_dir}: is already a GGML file; convert-ggml.py needs a transformers model folder")
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     if not torch.equal(model.proj_out.weight, model.model.decoder.embed_tokens.weight):
         raise ExportError(f"{model_dir}: output projection is not tied to the token embedding; "

@@ -14,7 +14,7 @@ import numpy as np
 
 from utils.core.audio import AudioError, load_audio
 from utils.core.errors import UserError
-from utils.core.languages import check_task, to_language_code
+from utils.core.languages import LANGUAGES, check_model_language, check_task, to_language_code
 from utils.core.segments import Segment, Word  # noqa: F401  (the types every Transcriber caller meets)
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
@@ -60,6 +60,9 @@ class Transcriber:
 
     backend = "abstract"
     multilingual = True
+    # The language codes this model has tokens for (utils.core.languages.model_languages); a backend
+    # sets them from its model, and resolve_options refuses any other.
+    languages: tuple[str, ...] = tuple(LANGUAGES)
     # Options an engine cannot honour are rejected, never silently ignored.
     unsupported: tuple[str, ...] = ()
 
@@ -89,6 +92,7 @@ class Transcriber:
             if task != "transcribe":
                 raise TranscriptionError("this model is English-only; it cannot translate")
             language = "en"
+        check_model_language(language, self.languages)
         if options.beam_size < 1:
             raise TranscriptionError(f"beam_size must be at least 1, got {options.beam_size}")
         if options.temperature < 0:

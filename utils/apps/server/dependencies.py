@@ -13,7 +13,7 @@ from utils.apps.server.errors import RequestError
 from utils.apps.server.pool import RecognitionPool
 from utils.apps.server.settings import MB, ServerSettings
 from utils.core.audio import AudioError, load_audio
-from utils.core.languages import check_task, to_language_code
+from utils.core.languages import check_model_language, check_task, to_language_code
 from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
 
 bearer = HTTPBearer(auto_error=False, description="the server's --api_key")
@@ -50,7 +50,7 @@ class Recognizer:
         if upload.size is not None and upload.size > self.settings.max_upload_mb * MB:
             raise RequestError(413, self.settings.too_large())
         # Validate fields before queueing so that a bad request never waits for a worker.
-        check_fields(options)
+        check_fields(options, self.transcriber.languages)
         if not self.pool.try_admit():
             retry = self.pool.retry_after_s()
             raise RequestError(503, self.pool.refusal(retry), headers={"Retry-After": str(retry)})
@@ -86,9 +86,14 @@ def form_language(value: Optional[str]) -> Optional[str]:
     return to_language_code(value)
 
 
-def check_fields(options: TranscribeOptions) -> None:
-    """Normalise the language and task a request names, or refuse it naming the form field."""
-    for field, check in (("language", form_language), ("task", check_task)):
+def check_fields(options: TranscribeOptions, languages: Optional[tuple[str, ...]] = None) -> None:
+    """Normalise the language and task a request names, or refuse it naming the form field; `languages`
+    (the served model's) decides which languages are accepted."""
+    def model_language(value):
+        code = form_language(value)
+        return code if languages is None else check_model_language(code, languages, model="the served model")
+
+    for field, check in (("language", model_language), ("task", check_task)):
         try:
             setattr(options, field, check(getattr(options, field)))
         except ValueError as exc:

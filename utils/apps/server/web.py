@@ -47,9 +47,11 @@ async def index(request: Request):
     # The page itself holds no data; a browser cannot attach a Bearer header to a page load,
     # so the page asks for the key and sends it with each upload instead.
     settings = request.app.state.settings
+    # Only the languages the served model has tokens for (99, or 100 with yue for large-v3).
+    model_languages = {code: LANGUAGES[code] for code in request.app.state.recognizer.transcriber.languages}
     return templates.TemplateResponse(request, "index.html", {
         "model_name": settings.model_name, "backend": settings.backend,
         "max_upload_mb": settings.max_upload_mb, "needs_key": bool(settings.api_key),
         "default_language": settings.language or "",
-        "languages": sorted(LANGUAGES.items(), key=lambda item: item[1]),
-        "languages_json": json.dumps(LANGUAGES)})
+        "languages": sorted(model_languages.items(), key=lambda item: item[1]),
+        "languages_json": json.dumps(model_languages)})

@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, split_at_quiet_points
+from utils.core.languages import LANGUAGES
 from utils.core.models import ModelLoadError, check_model_dir
 from utils.inference.transcriber import (
     MAX_NEW_TOKENS_PER_WINDOW,
@@ -59,6 +60,14 @@ class CT2Transcriber(Transcriber):
         self.batch_size = batch_size
         self.pipeline = BatchedInferencePipeline(self.model) if batch_size > 1 else None
         self.multilingual = bool(self.model.model.is_multilingual)
+        # faster-whisper passes a language its model has no token for straight on, and CTranslate2
+        # then decodes without one ("The The The ..."); the model's own count decides instead.
+        self.languages = tuple(LANGUAGES)[:self.model.model.num_languages] if self.multilingual else ("en",)
+        n_mels, features = self.model.model.n_mels, self.model.feature_extractor.mel_filters.shape[0]
+        if n_mels != features:
+            raise ModelLoadError(f"{model_path}: the model takes {n_mels} mel bins but its "
+                                 f"preprocessor_config.json makes {features}; copy the preprocessor_config.json "
+                                 f"of the model it was converted from")
 
     def _transcribe(self, audio: np.ndarray, resolved: ResolvedOptions
                     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
@@ -90,7 +99,7 @@ class CT2Transcriber(Transcriber):
                                  language_probability=(None if resolved.language
                                                        else float(fw_info.language_probability)),
                                  duration=duration_of(audio))
-        return self._convert(segments), info
+        return self._convert(segments, info.duration), info
 
     def _redecode_loops(self, segments, audio: np.ndarray, windows: list[tuple[int, int]],
                         kwargs: dict) -> Iterator:
@@ -131,14 +140,16 @@ class CT2Transcriber(Transcriber):
                                           words=words)
 
     @staticmethod
-    def _convert(segments) -> Iterator[Segment]:
+    def _convert(segments, duration: float) -> Iterator[Segment]:
+        # faster-whisper's last segment may end at the window's end (4.0 s for a 3.82 s clip); times
+        # are kept within the audio, as the other backends keep them.
         last_end = 0.0
         for seg in segments:
             text = seg.text.strip()
             if not text:
                 continue
-            start = max(float(seg.start), last_end)
-            end = max(float(seg.end), start)
+            start = min(max(float(seg.start), last_end), duration)
+            end = min(max(float(seg.end), start), duration)
             last_end = end
             words = None
             if seg.words is not None:

@@ -4,17 +4,44 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import subprocess
+import sys
 import threading
 from typing import Iterator
 
 import numpy as np
 
 from utils.core.audio import duration_of
-from utils.core.languages import is_multilingual
-from utils.core.models import ModelLoadError, read_ggml_header
+from utils.core.languages import is_multilingual, model_languages
+from utils.core.models import ModelLoadError, check_ggml_file
 from utils.inference.transcriber import ResolvedOptions, Segment, Transcriber, TranscriptionError, TranscriptionInfo
 
 BLANK_AUDIO = "[BLANK_AUDIO]"  # whisper.cpp's text for a window without speech; no transcript text
+
+# A child process loads the file once in whisper.cpp and prints this; pywhispercpp hands back a
+# context-less model for a file whisper.cpp refused, and the first call on it crashes the process
+# (SIGSEGV), so the real load is tried where a crash costs nothing.
+_LOAD_CHECK = ("import sys, _pywhispercpp as pw\nfrom pywhispercpp.model import Model\n"
+               "model = Model(sys.argv[1], redirect_whispercpp_logs_to=None)\n"
+               "print('loaded', pw.whisper_model_n_vocab(model._ctx))")
+_LOADABLE: dict[tuple, bool] = {}   # (path, size, mtime) -> whether whisper.cpp loaded it
+
+
+def check_whisper_cpp_loads(model_path: str, n_vocab: int, timeout: float = 300) -> None:
+    """ModelLoadError unless whisper.cpp itself loads `model_path` (in a child process, once per
+    version of the file: the answer is cached by path, size and modification time)."""
+    stat = os.stat(model_path)
+    key = (os.path.realpath(model_path), stat.st_size, stat.st_mtime_ns)
+    if key not in _LOADABLE:
+        try:
+            result = subprocess.run([sys.executable, "-c", _LOAD_CHECK, model_path], capture_output=True,
+                                    text=True, timeout=timeout)
+            _LOADABLE[key] = result.returncode == 0 and f"loaded {n_vocab}" in result.stdout
+        except subprocess.TimeoutExpired:
+            _LOADABLE[key] = False
+    if not _LOADABLE[key]:
+        raise ModelLoadError(f"{model_path}: whisper.cpp cannot load this GGML file although its header and "
+                             f"tensor table look right; export it again with convert-ggml.py")
 
 
 class GGMLTranscriber(Transcriber):
@@ -29,8 +56,10 @@ class GGMLTranscriber(Transcriber):
             raise ModelLoadError(f"{model_path}: GGML model file not found (make one with convert-ggml.py)")
         if cpu_threads < 0:
             raise TranscriptionError(f"cpu_threads must be >= 0, got {cpu_threads}")
-        self.header = read_ggml_header(model_path)
+        self.header = check_ggml_file(model_path)
+        check_whisper_cpp_loads(model_path, self.header["n_vocab"])
         self.multilingual = is_multilingual(self.header["n_vocab"])
+        self.languages = model_languages(self.header["n_vocab"])
         self.model_path = model_path
         self.n_threads = cpu_threads or min(4, os.cpu_count() or 1)
         self._models = {}
@@ -78,7 +107,8 @@ class GGMLTranscriber(Transcriber):
                 probability = float(probability)
         params = dict(language=language, translate=resolved.task == "translate",
                       no_timestamps=not opts.timestamps, initial_prompt=opts.initial_prompt or "",
-                      temperature=opts.temperature, no_context=True)
+                      temperature=opts.temperature, temperature_inc=opts.temperature_increment_on_fallback,
+                      no_context=True)
         if opts.beam_size > 1:
             params["beam_search"] = {"beam_size": opts.beam_size, "patience": -1.0}
         info = TranscriptionInfo(language=language, language_probability=probability,

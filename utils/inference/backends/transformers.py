@@ -11,7 +11,7 @@ import numpy as np
 
 from utils.core import devices
 from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, split_at_quiet_points
-from utils.core.languages import LANGUAGES
+from utils.core.languages import model_languages
 from utils.core.models import check_model_dir, load_processor, load_whisper, model_is_multilingual
 from utils.inference.transcriber import (
     MAX_NEW_TOKENS_PER_WINDOW,
@@ -274,6 +274,7 @@ class TransformersTranscriber(Transcriber):
         if use_compile:
             self.model.forward = torch.compile(self.model.forward)
         self.multilingual = model_is_multilingual(self.model)
+        self.languages = model_languages(self.model.config.vocab_size)
         self.lang_to_id = self._language_ids()
 
     def _language_ids(self) -> dict:
@@ -283,7 +284,9 @@ class TransformersTranscriber(Transcriber):
         if self.multilingual and not lang_to_id:
             # Some saved fine-tunes lose lang_to_id; the tokenizer still knows the tokens.
             tok = self.processor.tokenizer
-            lang_to_id = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in LANGUAGES}
+            # Only the model's own languages: another one's token (yue of a 99-language model) is the
+            # unknown token, <|endoftext|>.
+            lang_to_id = {f"<|{c}|>": tok.convert_tokens_to_ids(f"<|{c}|>") for c in self.languages}
             gen.lang_to_id = lang_to_id
         return lang_to_id
 
