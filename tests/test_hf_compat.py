@@ -222,3 +222,33 @@ def test_saved_folders_have_the_usual_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "group" / "a").stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_report_to_takes_trainers_names_and_refuses_a_missing_reporter_before_training(tiny_whisper_dir, tmp_path,
+                                                                                       capsys):
+    from training_fixtures import finetune_args, make_corpus
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    import finetune
+
+    train, test = make_corpus(tmp_path, n_train=1, n_test=1)
+    base = finetune_args(tiny_whisper_dir, train, test, tmp_path / "out")
+    missing = next(n for n in ("wandb", "mlflow", "comet_ml") if n not in get_available_reporting_integrations())
+    assert finetune.main([*base, f"--report_to=tensorboard,{missing}"]) == 2
+    assert _err(capsys) == (f"error: --report_to={missing}: the {missing} package is not installed in this "
+                            f"environment; install it, or use --report_to=tensorboard or none")
+    assert finetune.main([*base, "--report_to=tensorbord"]) == 2
+    assert _err(capsys).startswith("error: --report_to: 'tensorbord' is not a reporter transformers knows; use "
+                                   "none, all or a comma-separated list of azure_ml, clearml,")
+    # Tests run with HF_HUB_OFFLINE=1 (conftest): --push_to_hub is refused before anything is loaded.
+    assert finetune.main([*base, "--push_to_hub", "--hub_model_id=someone/x"]) == 2
+    assert _err(capsys) == ("error: --push_to_hub: HF_HUB_OFFLINE is set, so nothing can be uploaded to someone/x; "
+                            "unset it, or drop --push_to_hub and upload the folder later")
+    assert not (tmp_path / "out").exists(), "the refusal came after the run started"
+
+    def reporting(flag):
+        args = finetune.FinetuneArguments(base_model=str(tiny_whisper_dir), report_to=flag)
+        return finetune.trainer_arguments(args, reads_stored_outputs=False).report_to
+
+    assert reporting("tensorboard") == ["tensorboard"] and reporting("none") == []
+    assert reporting("all") == get_available_reporting_integrations()
