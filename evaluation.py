@@ -3,7 +3,10 @@
     python evaluation.py --model_path=models/whisper-base-finetune --test_data=dataset/zh_test.jsonl --metric=cer
 
 Clips are decoded in batches with the model's generate; references and hypotheses get the same
-normalisation (punctuation removed, traditional -> simplified Chinese, lower case, whitespace).
+normalisation, chosen by each clip's language (--normalizer=auto): Whisper's English normaliser for English
+and Whisper's basic normaliser for other space-delimited languages, as published Whisper WERs are computed;
+punctuation removed, traditional -> simplified Chinese and lower case for Chinese, Japanese and the other
+languages written without spaces (and clips of unknown language). The report and summary name it.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
 from utils.core.languages import TASKS, to_language_code
 from utils.core.models import default_base_model
+from utils.core.text import NORMALIZERS
 
 
 @dataclass
@@ -37,6 +41,12 @@ class EvaluationArguments:
     to_simple: bool = field(default=True, metadata={
         "help": "Convert traditional to simplified Chinese before scoring."})
     metric: str = field(default="cer", metadata={"help": "cer (characters) or wer (words)."})
+    normalizer: str = field(default="auto", metadata={
+        "help": "Text normalisation before scoring: auto (by each clip's language: whisper-english for English, "
+                "whisper-basic for other space-delimited languages, punctuation-simplified for Chinese, "
+                "Japanese, ... and unknown languages), or one of them for every clip. --remove_pun/--to_simple "
+                "apply to punctuation-simplified; Whisper's normalisers always remove punctuation.",
+        "choices": NORMALIZERS})
     max_new_tokens: int = field(default=225, metadata={"help": "Most tokens decoded per clip."})
     no_speech_threshold: float = field(default=0.6, metadata={
         "help": "Whisper's no-speech rule: a clip whose <|nospeech|> probability at the first decoding step "
@@ -83,7 +93,15 @@ def evaluate(args: EvaluationArguments) -> None:
     model = load_model(args)
     print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}", flush=True)
     references, hypotheses, no_speech_clips = decode_all(args, processor, model, dataset, language, multilingual)
-    score(args, references, hypotheses, no_speech_clips)
+    score(args, references, hypotheses, no_speech_clips, scoring_languages(dataset, language, multilingual),
+          processor.tokenizer)
+
+
+def scoring_languages(dataset, language: Optional[str], multilingual: bool) -> list:
+    """Each clip's language code for choosing its normaliser: its own, else --language; English for an
+    English-only model; None when unknown."""
+    fallback = language if multilingual else "en"
+    return [to_language_code(code) if code else fallback for code in dataset.data["language"]]
 
 
 def load_data(args: EvaluationArguments):
@@ -203,12 +221,17 @@ def no_speech_probabilities(model, encoded, nospeech: int):
     return torch.softmax(logits, dim=-1)[:, nospeech].cpu()
 
 
-def score(args: EvaluationArguments, references: list, hypotheses: list, no_speech_clips: int) -> None:
-    """The report (metric, counts, every clip), written to --output_file when given, and its one-line summary."""
+def score(args: EvaluationArguments, references: list, hypotheses: list, no_speech_clips: int,
+          languages: Optional[list] = None, tokenizer=None) -> None:
+    """The report (metric, normaliser, counts, every clip), written to --output_file when given, and its one-line
+    summary."""
     from utils.core.files import write_json_atomic
     from utils.core.metrics import error_rate
+    from utils.core.text import english_spelling_map
 
-    result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple)
+    result = error_rate(references, hypotheses, args.metric, remove_pun=args.remove_pun, to_simple=args.to_simple,
+                        language=languages, normalizer=args.normalizer,
+                        english_spelling=english_spelling_map(tokenizer) if tokenizer is not None else None)
     report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
     report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
     report["counts"]["no_speech_hypotheses"] = no_speech_clips
@@ -218,7 +241,7 @@ def score(args: EvaluationArguments, references: list, hypotheses: list, no_spee
     print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
           f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
           f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins; "
-          f"{no_speech_clips} judged to hold no speech)"
+          f"{no_speech_clips} judged to hold no speech; normalizer {result.normalizer})"
           + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
 
 

@@ -101,6 +101,10 @@ class FinetuneArguments:
                                                   metadata={"help": "checkpoint-<step> folder to continue from "
                                                                     "(step count, optimizer, scheduler)."})
     local_files_only: bool = field(default=False, metadata={"help": "Never download the base model."})
+    report_to: str = field(default="tensorboard", metadata={
+        "help": "Where losses and metrics are logged, as TrainingArguments.report_to: tensorboard (in "
+                "<output_dir>/<base model name>/runs), wandb, mlflow, ... comma-separated, all (every one "
+                "installed) or none; a reporter whose package is not installed is refused before training."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push checkpoints to the Hugging Face Hub."})
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repository for --push_to_hub."})
     ddp_timeout: int = field(default=1800, metadata={
@@ -162,6 +166,13 @@ def check_inputs(args: FinetuneArguments) -> None:
                          f"folder written by finetune.py (no trainer_state.json)")
     if args.augment_config_path and not os.path.isfile(args.augment_config_path):
         raise UsageError(f"--augment_config_path: {args.augment_config_path} not found")
+    from utils.training.reporting import reporters
+
+    reporters(args.report_to)
+    if args.push_to_hub:
+        from utils.training.lora import check_hub_push
+
+        check_hub_push(args.hub_model_id)
 
 
 def train(args: FinetuneArguments) -> int:
@@ -298,6 +309,8 @@ def trainer_arguments(args: FinetuneArguments, *, reads_stored_outputs: bool):
     import torch
     from transformers import Seq2SeqTrainingArguments
 
+    from utils.training.reporting import reporters
+
     cuda, world_size = torch.cuda.is_available(), _world_size()
     # Reading stored encoder outputs is a memory copy: on a CPU, workers would only take cores from the
     # training step (docs/performance.md). --num_workers still serves the encoder pass that builds the cache.
@@ -339,7 +352,7 @@ def trainer_arguments(args: FinetuneArguments, *, reads_stored_outputs: bool):
         # A PeftModel's forward takes **kwargs, so Trainer cannot see that it accepts labels.
         label_names=["labels"],
         remove_unused_columns=False,
-        report_to=["tensorboard"],
+        report_to=reporters(args.report_to),
         ddp_backend="gloo" if world_size > 1 and not cuda else None,
         ddp_find_unused_parameters=False if world_size > 1 else None,
         push_to_hub=args.push_to_hub,

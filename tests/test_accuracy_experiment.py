@@ -57,3 +57,20 @@ def test_bad_experiments_and_missing_inputs_are_one_sentence(tmp_path):
     result = run(f"--zh_test={missing}", f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 2 and result.stderr.strip() == f"error: --zh_test: {missing} not found"
     assert not (tmp_path / "out").exists()
+
+
+def test_every_row_names_its_normaliser(tmp_path):
+    args = parse_args(accuracy_experiment.AccuracyArguments,
+                      ["--experiments=zh-zero-shot,en-zero-shot", "--bf16=false", f"--table={tmp_path / 'a.md'}",
+                       f"--plot={tmp_path / 'c.png'}", "--readme="])
+    results = {"zh-zero-shot": _row("zh", "zero-shot", 0.582),
+               "en-zero-shot": _row("en", "zero-shot", 0.098, metric="wer", normalizer="whisper-english")}
+    accuracy_experiment.write_outputs(args, results, "python tools/accuracy_experiment.py")
+    table = (tmp_path / "a.md").read_text()
+    assert "| timestamps when asked | normaliser |\n|---|---|---|---|---|---|---|---|---|\n" in table
+    # A row measured before the report named its normaliser was scored with punctuation-simplified.
+    assert "| Mandarin (zh_test) | zero-shot | CER 0.582 | 396 / 682 | - | - | 3/3 (P 0.91-0.94) | 4/4 | " \
+        "punctuation-simplified |" in table
+    assert "| English (en_test) | zero-shot | WER 0.098 | 66 / 682 | - | - | 3/3 (P 0.91-0.94) | 4/4 | " \
+        "whisper-english |" in table
+    assert "Normaliser (`evaluation.py --normalizer=auto`): English with Whisper's English normaliser" in table

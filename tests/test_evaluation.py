@@ -66,6 +66,9 @@ def test_real_english_model_has_low_wer(whisper_tiny_en_dir, tmp_path, capsys):
     assert code == 0, err
     report = json.loads(report_path.read_text())
     assert report["counts"]["reference_units"] > 40
+    # Whisper's English normaliser, as published WERs: "twenty" and "20" are the same word.
+    assert report["normalizer"] == "whisper-english" and "normalizer whisper-english" in out
+    assert report["utterances"][0]["reference_normalized"] == "the train to the airport leaves every 20 minutes"
     # espeak-ng English is clear speech; tiny.en gets most words right (measured: see docs/training.md).
     assert report["value"] < 0.25, [(u["reference"], u["hypothesis"]) for u in report["utterances"]]
 

@@ -51,3 +51,29 @@ def test_no_speech_reference_counts_every_hypothesis_unit_as_insertion():
 def test_unknown_metric_is_rejected():
     with pytest.raises(ValueError, match="metric must be one of"):
         count_errors("a", "b", "ser")
+
+
+def test_english_is_scored_with_whispers_english_normaliser(whisper_tiny_en_dir):
+    from utils.core.text import english_spelling_map
+
+    spelling = english_spelling_map(whisper_tiny_en_dir)
+    reference, hypothesis = "The train leaves every twenty minutes.", "the train leaves every 20 minutes"
+    ours = error_rate([reference], [hypothesis], "wer")
+    assert (ours.normalizer, ours.counts.errors) == ("punctuation-simplified", 1)
+    whisper = error_rate([reference], [hypothesis], "wer", language="en", english_spelling=spelling)
+    assert (whisper.normalizer, whisper.value) == ("whisper-english", 0.0)
+    # The spelling map (normalizer.json) makes British and American spellings one word.
+    assert error_rate(["The colour, Mr. Smith"], ["the color mister smith"], "wer", language="en",
+                      english_spelling=spelling).value == 0.0
+    assert error_rate(["The colour"], ["the color"], "wer", language="en").value == 0.5
+    assert error_rate(["Ça va, très bien!"], ["ça va très bien"], "wer", language="fr").normalizer == "whisper-basic"
+
+
+def test_chinese_scoring_is_unchanged_and_languages_can_differ_per_clip():
+    result = error_rate(["會議定在九月十五號。", "Twenty cats."], ["会议定在九月十五号", "20 cats"], "cer",
+                        language=["zh", "en"])
+    assert result.normalizer == "punctuation-simplified+whisper-english"
+    assert [u["hypothesis_normalized"] for u in result.utterances] == ["会议定在九月十五号", "20 cats"]
+    assert result.counts.errors == 0
+    alone = error_rate(["會議定在九月十五號。"], ["会议定在九月十五号"], "cer", language="zh")
+    assert alone.to_dict()["normalizer"] == "punctuation-simplified" and alone.value == 0.0

@@ -3,9 +3,9 @@
     python tools/accuracy_experiment.py            # writes docs/accuracy.md; run time: docs/performance.md
 
 Every number comes from the toolkit's own scripts run as separate processes (finetune.py, merge_lora.py,
-evaluation.py, so CER/WER use evaluation.py's normalisation); this script only orders them, measures each
-one's wall time and peak memory, checks that the fine-tuned models still give an empty transcript for
-clips without speech and timestamps when asked, and writes the table and a training-curve PNG.
+evaluation.py, so CER/WER use evaluation.py's normalisation, named in the table); this script only orders
+them, measures each one's wall time and peak memory, checks that the fine-tuned models still give an empty
+transcript for clips without speech and timestamps when asked, and writes the table and a training-curve PNG.
 Finished steps are remembered in <output_dir>/results.json, so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError, UserError  # noqa: E402
 from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.core.models import model_name  # noqa: E402
+from utils.core.text import PUNCTUATION_SIMPLIFIED, WHISPER_ENGLISH  # noqa: E402
 from utils.inference.registry import default_model  # noqa: E402
 
 # "zh+": the Mandarin rows' data plus --more_readings extra readings of every training sentence.
@@ -215,6 +216,7 @@ def run_experiment(args: AccuracyArguments, exp: Experiment) -> dict:
     with open(report, encoding="utf-8") as handle:
         evaluation = json.load(handle)
     result["value"] = evaluation["value"]
+    result["normalizer"] = evaluation["normalizer"]
     result["counts"] = evaluation["counts"]
     result["model_path"] = model_path
     result["checks"] = check_abilities(model_path, test, language)
@@ -341,14 +343,16 @@ def table_row(args: AccuracyArguments, r: dict, zero_shot: dict) -> str:
         no_speech += f" (P {low})" if low == high else f" (P {low}-{high})"
     return (f"| {data} | {r['method']} | {r['metric'].upper()} {r['value']:.3f}{change} | "
             f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
-            f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} |")
+            f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} | "
+            # Rows measured before evaluation.py named its normaliser all used punctuation-simplified.
+            f"{r.get('normalizer', PUNCTUATION_SIMPLIFIED)} |")
 
 
 def table_lines(args: AccuracyArguments, ordered: list[dict]) -> list[str]:
     zero_shot = {r["language"]: r["value"] for r in ordered if r["method"] == "zero-shot"}
     return ["| data | model | CER/WER | errors / ref units | train time | train peak RSS | no speech -> empty "
-            "| timestamps when asked |",
-            "|---|---|---|---|---|---|---|---|",
+            "| timestamps when asked | normaliser |",
+            "|---|---|---|---|---|---|---|---|---|",
             *(table_row(args, r, zero_shot) for r in ordered)]
 
 
@@ -357,9 +361,12 @@ def method_notes(args: AccuracyArguments) -> list[str]:
     return [
         "- CER/WER: `evaluation.py` (greedy decoding, at most 225 new tokens, Whisper's no-speech rule (a clip "
         "whose no-speech probability is above 0.6 gets an empty text), a clip caught in a repetition loop "
-        "stops decoding (its repeats so far still count), NFKC, traditional -> simplified, "
-        "punctuation removed, lower case), corpus-level over all test clips; in brackets the change "
-        "against zero-shot.",
+        "stops decoding (its repeats so far still count)), corpus-level over all test clips; in brackets the "
+        "change against zero-shot. Normaliser (`evaluation.py --normalizer=auto`): English with Whisper's "
+        f"English normaliser (`{WHISPER_ENGLISH}`: transformers' EnglishTextNormalizer with the tokenizer's "
+        "normalizer.json, so \"twenty\" and \"20\" are one word), as published Whisper WERs are computed; "
+        f"Mandarin with `{PUNCTUATION_SIMPLIFIED}` (NFKC, traditional -> simplified, punctuation removed, "
+        "lower case).",
         f"- Fine-tuning: {args.epochs:g} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, "
         f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
         + ("the decoder only (`--freeze_encoder`, encoder outputs computed once and reused)"

@@ -79,17 +79,28 @@ def atomic_dir(path: PathLike) -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(path))}.", suffix=".part", dir=parent)
     try:
         yield tmp
-        # mkdtemp (and safetensors) make owner-only entries; a model or checkpoint folder is shared.
-        os.chmod(tmp, 0o755)
-        for name in os.listdir(tmp):
-            entry = os.path.join(tmp, name)
-            if os.path.isfile(entry) and not os.stat(entry).st_mode & 0o044:
-                os.chmod(entry, 0o644)
+        _give_usual_modes(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _sync_dir(parent)
+
+
+def _give_usual_modes(root: str) -> None:
+    """mkdtemp makes the folder owner-only (0700), safetensors and mkstemp make owner-only files; a model or
+    checkpoint folder is shared like any other the user creates, so every entry gets the modes the umask
+    gives a new one (0755 folders, 0644 files under umask 022), execute bits kept."""
+    umask = os.umask(0)     # the only portable way to read it; set back at once
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o777 & ~umask)
+        for name in files:
+            entry = os.path.join(folder, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, (0o666 | (os.stat(entry).st_mode & 0o111)) & ~umask)
 
 
 def promote_partial(partial: PathLike, path: PathLike) -> None:

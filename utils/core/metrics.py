@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
-from utils.core.text import normalize_text
+from utils.core.text import CER_LANGUAGES, ScoringNormalizer, scoring_normalizer_name
+
+__all__ = ["CER_LANGUAGES", "METRICS", "ErrorCounts", "ErrorRateResult", "count_errors", "error_rate"]
 
 METRICS = ("cer", "wer")
-# Languages whose scripts are written without spaces: scored by characters (CER), the rest by words.
-CER_LANGUAGES = ("zh", "yue", "ja", "ko", "th", "lo", "my", "km", "bo")
 
 # Characters of scripts written without spaces; a space beside one of them is not a word boundary.
 _NO_SPACE_SCRIPT = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -71,27 +71,42 @@ class ErrorRateResult:
     value: float
     counts: ErrorCounts
     utterances: list = field(default_factory=list)
+    normalizer: str = ""
 
     def to_dict(self) -> dict:
         c = self.counts
-        return {"metric": self.metric, "value": self.value,
+        return {"metric": self.metric, "value": self.value, "normalizer": self.normalizer,
                 "counts": {"utterances": len(self.utterances), **asdict(c), "errors": c.errors},
                 "utterances": self.utterances}
 
 
 def error_rate(references: Sequence[str], hypotheses: Sequence[str], metric: str = "cer", *,
-               remove_pun: bool = True, to_simple: bool = True) -> ErrorRateResult:
-    """Corpus-level CER/WER: total edits over total reference units (not a mean of per-utterance rates)."""
+               remove_pun: bool = True, to_simple: bool = True,
+               language: Union[None, str, Sequence[Optional[str]]] = None, normalizer: str = "auto",
+               english_spelling: Optional[dict] = None) -> ErrorRateResult:
+    """Corpus-level CER/WER: total edits over total reference units (not a mean of per-utterance rates).
+
+    Each pair is normalised by the normaliser of its language (one code for all, or one per utterance;
+    utils.core.text.scoring_normalizer_name): Whisper's English/basic normaliser for space-delimited
+    languages, punctuation-simplified (remove_pun, to_simple) for the others and for unknown ones;
+    `normalizer` other than "auto" applies one to all. The result names the normaliser(s) used."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    languages = [language] * len(references) if language is None or isinstance(language, str) else list(language)
+    normalizers: dict = {}
     total = ErrorCounts()
     details = []
-    for i, (ref, hyp) in enumerate(zip(references, hypotheses)):
-        ref_n = _for_metric(normalize_text(ref, remove_pun=remove_pun, to_simple=to_simple), metric)
-        hyp_n = _for_metric(normalize_text(hyp, remove_pun=remove_pun, to_simple=to_simple), metric)
+    for i, (ref, hyp, code) in enumerate(zip(references, hypotheses, languages)):
+        name = scoring_normalizer_name(code, normalizer)
+        if name not in normalizers:
+            normalizers[name] = ScoringNormalizer(name, english_spelling=english_spelling, remove_pun=remove_pun,
+                                                  to_simple=to_simple)
+        ref_n = _for_metric(normalizers[name](ref), metric)
+        hyp_n = _for_metric(normalizers[name](hyp), metric)
         counts = count_errors(ref_n, hyp_n, metric)
         total += counts
         details.append({"index": i, "reference": ref, "hypothesis": hyp,
                         "reference_normalized": ref_n, "hypothesis_normalized": hyp_n,
                         "errors": counts.errors, "reference_units": counts.reference_units})
-    return ErrorRateResult(metric, total.rate, total, details)
+    return ErrorRateResult(metric, total.rate, total, details, "+".join(normalizers) or
+                           scoring_normalizer_name(None, normalizer))

@@ -35,3 +35,64 @@ def normalize_text(text: str, *, remove_pun: bool = True, to_simple: bool = True
     if lower:
         text = text.lower()
     return _WHITESPACE.sub(" ", text).strip()
+
+
+# Names of the scoring normalisers, as every report and table states them.
+WHISPER_ENGLISH = "whisper-english"
+WHISPER_BASIC = "whisper-basic"
+PUNCTUATION_SIMPLIFIED = "punctuation-simplified"
+NORMALIZERS = ("auto", WHISPER_ENGLISH, WHISPER_BASIC, PUNCTUATION_SIMPLIFIED)
+# Languages whose scripts are written without spaces: scored by characters (CER) with punctuation-simplified.
+CER_LANGUAGES = ("zh", "yue", "ja", "ko", "th", "lo", "my", "km", "bo")
+
+
+def english_spelling_map(tokenizer_or_folder) -> dict:
+    """Whisper's British -> American spelling table (normalizer.json beside every Whisper tokenizer), which
+    EnglishTextNormalizer needs: a loaded tokenizer's english_spelling_normalizer, or the file in a model folder;
+    {} when there is none (then only spellings stay apart)."""
+    import json
+    import os
+
+    if isinstance(tokenizer_or_folder, (str, os.PathLike)):
+        path = os.path.join(tokenizer_or_folder, "normalizer.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    return dict(getattr(tokenizer_or_folder, "english_spelling_normalizer", None) or {})
+
+
+def scoring_normalizer_name(language, requested: str = "auto") -> str:
+    """The normaliser a clip in `language` (a code, or None when unknown) is scored with: Whisper's English
+    normaliser for English and Whisper's basic one for other space-delimited languages, as the published
+    Whisper figures are computed, so that WERs are comparable with them; punctuation-simplified for the
+    languages written without spaces and for clips of unknown language."""
+    if requested != "auto":
+        return requested
+    if language == "en":
+        return WHISPER_ENGLISH
+    if language and language not in CER_LANGUAGES:
+        return WHISPER_BASIC
+    return PUNCTUATION_SIMPLIFIED
+
+
+class ScoringNormalizer:
+    """normalize(text) for one of NORMALIZERS' names; Whisper's are transformers' EnglishTextNormalizer and
+    BasicTextNormalizer (the ones WhisperTokenizer.normalize/basic_normalize use)."""
+
+    def __init__(self, name: str, *, english_spelling: dict | None = None, remove_pun: bool = True,
+                 to_simple: bool = True):
+        from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+        self.name = name
+        if name == WHISPER_ENGLISH:
+            self._normalize = EnglishTextNormalizer(english_spelling or {})
+        elif name == WHISPER_BASIC:
+            self._normalize = BasicTextNormalizer()
+        elif name == PUNCTUATION_SIMPLIFIED:
+            self._normalize = lambda text: normalize_text(text, remove_pun=remove_pun, to_simple=to_simple)
+        else:
+            raise ValueError(f"normalizer must be one of {', '.join(NORMALIZERS[1:])}, got {name!r}")
+
+    def __call__(self, text: str) -> str:
+        return _WHITESPACE.sub(" ", self._normalize(text)).strip()
