@@ -76,7 +76,7 @@ def oversized_field(exc: StarletteHTTPException) -> Optional[str]:
     the part, so the name is read from the parser that raised (the innermost frame whose `self`
     holds a current part). Any other parsing failure keeps the generic sentence.
     """
-    cause = exc.__cause__
+    cause = exc.__cause__ or exc.__context__
     if type(cause).__name__ != "MultiPartException" or "exceeded maximum size" not in str(cause):
         return None
     traceback, name = cause.__traceback__, None
