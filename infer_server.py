@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import sys
 import time
@@ -81,6 +82,18 @@ class ServerArguments:
     max_queue: int = field(default=16, metadata={
         "help": "requests that may wait for a worker; beyond, the server answers 503 with Retry-After"})
     max_upload_mb: float = field(default=100.0, metadata={"help": "largest accepted upload, in MB (413 beyond)"})
+    max_audio_s: float = field(default=3600.0, metadata={
+        "help": "longest accepted audio, in seconds (413 beyond): checked from the file's header before "
+                "decoding and again while decoding, so a small file of long silence is refused too"})
+    request_timeout_s: float = field(default=600.0, metadata={
+        "help": "a recognition still running (or waiting) this many seconds after it was admitted is "
+                "stopped and answered 504; a client that hangs up stops its recognition too"})
+    shutdown_timeout_s: float = field(default=30.0, metadata={
+        "help": "on SIGTERM or Ctrl+C: stop accepting, let running requests finish for up to this many "
+                "seconds, then stop the rest and exit"})
+    cors_origins: Optional[str] = field(default=None, metadata={
+        "help": "origins whose web pages may call this server from a browser, comma-separated "
+                "(e.g. https://app.example.com), or * for any; unset = none (no CORS headers)"})
     api_key: Optional[str] = field(default=None, metadata={
         "secret": True,
         "help": "when set, every endpoint but /health, / and /docs needs 'Authorization: Bearer <key>'; "
@@ -101,6 +114,7 @@ class ServerArguments:
         check_ranges(self)
         self.attn_implementation = attention_choice(self.attn_implementation, self.use_flash_attention_2,
                                                     self.use_bettertransformer, self.use_gpu)
+        cors_origins(self.cors_origins)
         try:
             self.language = to_language_code(self.language)
         except UserError as exc:
@@ -114,10 +128,23 @@ def check_ranges(args: ServerArguments) -> None:
     for name, low in at_least.items():
         if getattr(args, name) < low:
             raise UsageError(f"--{name} must be {low} or more, got {getattr(args, name)}")
-    if args.max_upload_mb <= 0:
-        raise UsageError(f"--max_upload_mb must be above 0, got {args.max_upload_mb}")
+    for name in ("max_upload_mb", "max_audio_s", "request_timeout_s"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name} must be above 0, got {getattr(args, name)}")
+    if args.shutdown_timeout_s < 0:
+        raise UsageError(f"--shutdown_timeout_s must be 0 or more, got {args.shutdown_timeout_s}")
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port must be 0 (any free port) to 65535, got {args.port}")
+
+
+def cors_origins(value: Optional[str]) -> tuple[str, ...]:
+    """--cors_origins as a tuple: "*" alone, or origins such as https://app.example.com."""
+    origins = tuple(item.strip().rstrip("/") for item in (value or "").split(",") if item.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise UsageError(f"--cors_origins: {origin!r} is not an origin; write it as "
+                             f"https://host[:port], or * for any")
+    return origins
 
 
 def engine_options(args: ServerArguments, backend: str) -> dict:
@@ -187,14 +214,20 @@ def serve(args: ServerArguments) -> None:
         backend=backend, model_name=model_name(args.model_path), num_workers=args.num_workers,
         max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
         language=args.language, beam_size=args.beam_size, vad_filter=args.vad_filter,
-        temperature_increment_on_fallback=args.temperature_increment_on_fallback)
+        temperature_increment_on_fallback=args.temperature_increment_on_fallback,
+        max_audio_s=args.max_audio_s, request_timeout_s=args.request_timeout_s,
+        cors_origins=cors_origins(args.cors_origins))
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     # Tests and tools started with --port=0 read the port from this line.
     print(f"serving on http://{shown_host}:{port}/  (API docs: /docs)", flush=True)
     # One uvicorn process: the worker pool inside the app gives concurrency without loading
     # the model once per process.
-    server = uvicorn.Server(uvicorn.Config(create_app(transcriber, settings), log_level=args.log_level))
+    server = uvicorn.Server(uvicorn.Config(create_app(transcriber, settings), log_level=args.log_level,
+                                           timeout_graceful_shutdown=args.shutdown_timeout_s))
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler that
+    # was there before it ran; the default one would end the process with -15 instead of 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run(sockets=[sock])
 
 

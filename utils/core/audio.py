@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 import numpy as np
 
@@ -27,31 +27,112 @@ def _describe(source: AudioSource) -> str:
     return getattr(source, "name", None) or "<uploaded audio>"
 
 
-def _decode_soundfile(source) -> tuple[np.ndarray, int]:
+class AudioTooLong(AudioError):
+    """The audio is longer than the caller's `max_seconds`; `seconds` is its length when the file's
+    header states it, None when decoding stopped at the limit."""
+
+    def __init__(self, name: str, seconds: Optional[float], limit: float):
+        self.name, self.seconds, self.limit = name, seconds, limit
+        held = f"{seconds:.1f} s" if seconds is not None else f"more than {limit:g} s"
+        super().__init__(f"{name}: the audio lasts {held}, longer than the limit of {limit:g} s")
+
+
+# Read this many frames at a time: a block at 48 kHz stereo is 1.5 MB of float32, so a long file
+# never sits in memory at its native rate and channel count, only as 16 kHz mono.
+BLOCK_FRAMES = 1 << 17
+# libsndfile reports SF_COUNT_MAX frames for a stream whose header leaves the length open.
+UNKNOWN_FRAMES = 1 << 62
+
+
+class _Collector:
+    """Keeps the wanted slice of a decoded stream as mono float32 at `target_rate`, block by block.
+
+    Downmixing and resampling per block (soxr's streaming resampler gives the same samples as its
+    one-shot one) bound memory by the output, and `max_seconds` stops a long input while it decodes.
+    """
+
+    def __init__(self, name: str, rate: int, target_rate: int, start_time: Optional[float],
+                 end_time: Optional[float], max_seconds: Optional[float]):
+        self.name, self.rate, self.max_seconds = name, rate, max_seconds
+        self.start = int(round(float(start_time or 0.0) * rate))
+        self.end = None if end_time is None else int(round(float(end_time) * rate))
+        self.position = 0       # frames decoded so far, at the native rate
+        self.blocks: list[np.ndarray] = []
+        self.resampler = None
+        if rate != target_rate:
+            import soxr
+
+            self.resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32")
+
+    def wants_more(self) -> bool:
+        return self.end is None or self.position < self.end or self.end <= self.start
+
+    def add(self, block: np.ndarray) -> None:
+        """`block`: frames x channels (or frames, for mono) float32 at the native rate."""
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        first = self.position
+        self.position += len(mono)
+        if self.max_seconds is not None and self.position > self.max_seconds * self.rate:
+            raise AudioTooLong(self.name, None, self.max_seconds)
+        stop = self.position if self.end is None else min(self.position, self.end)
+        kept = mono[max(self.start - first, 0):max(stop - first, 0)]
+        if len(kept):
+            self._keep(kept, last=False)
+
+    def _keep(self, samples: np.ndarray, last: bool) -> None:
+        samples = samples.astype(np.float32, copy=False)
+        if self.resampler is not None:
+            samples = self.resampler.resample_chunk(samples, last=last)
+        if len(samples):
+            self.blocks.append(samples)
+
+    def finish(self) -> tuple[np.ndarray, float]:
+        """(samples, seconds decoded at the native rate)."""
+        if self.resampler is not None:
+            self._keep(np.zeros(0, dtype=np.float32), last=True)
+        audio = np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.float32)
+        return audio, self.position / self.rate
+
+
+def _decode_soundfile(source, make: Callable[[int], _Collector]) -> _Collector:
     import soundfile
 
-    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-    return data.mean(axis=1), rate
+    with soundfile.SoundFile(source) as sound:
+        collector = make(sound.samplerate)
+        if collector.max_seconds is not None and sound.frames < UNKNOWN_FRAMES:
+            seconds = sound.frames / sound.samplerate
+            if seconds > collector.max_seconds:
+                raise AudioTooLong(collector.name, seconds, collector.max_seconds)
+        while collector.wants_more():
+            block = sound.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            collector.add(block)
+    return collector
 
 
-def _decode_av(source) -> tuple[np.ndarray, int]:
+def _decode_av(source, make: Callable[[int], _Collector]) -> _Collector:
     # PyAV bundles FFmpeg, so mp3/m4a/webm/video decode without a system ffmpeg.
     import av
 
-    chunks = []
     with av.open(source, mode="r") as container:
         if not container.streams.audio:
             raise AudioError("contains no audio stream")
         stream = container.streams.audio[0]
+        collector = make(SAMPLE_RATE)
+        if collector.max_seconds is not None and container.duration is not None:
+            seconds = container.duration / av.time_base
+            if seconds > collector.max_seconds:
+                raise AudioTooLong(collector.name, seconds, collector.max_seconds)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
+                collector.add(out.to_ndarray().reshape(-1))
+            if not collector.wants_more():
+                return collector
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), SAMPLE_RATE
-    return np.concatenate(chunks).astype(np.float32), SAMPLE_RATE
+            collector.add(out.to_ndarray().reshape(-1))
+    return collector
 
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -63,13 +144,16 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) 
 
 
 def load_audio(source: AudioSource, start_time: Optional[float] = None,
-               end_time: Optional[float] = None, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+               end_time: Optional[float] = None, sample_rate: int = SAMPLE_RATE,
+               max_seconds: Optional[float] = None, name: Optional[str] = None) -> np.ndarray:
     """Decode any audio/video file (path, bytes or file object) to mono float32 at `sample_rate`.
 
-    `start_time`/`end_time` (seconds) cut a slice; raises AudioError with the file's name
-    when the input is missing, empty, not audio, or the slice lies outside the file.
+    `start_time`/`end_time` (seconds) cut a slice; raises AudioError with the file's name (or
+    `name`) when the input is missing, empty, not audio, or the slice lies outside the file.
+    `max_seconds` refuses longer audio (AudioTooLong) by the header's length before decoding, and
+    while decoding when the header does not say, so a long file is never decoded in full.
     """
-    name = _describe(source)
+    name = name or _describe(source)
     if isinstance(source, (str, os.PathLike)):
         if not os.path.exists(source):
             raise AudioError(f"{name}: audio file not found")
@@ -83,32 +167,37 @@ def load_audio(source: AudioSource, start_time: Optional[float] = None,
     else:
         raw = source
 
+    def make(rate: int) -> _Collector:
+        return _Collector(name, rate, sample_rate, start_time, end_time, max_seconds)
+
     # The decoders' own messages ("[Errno 1094995529] Invalid data ...") mean nothing to a
     # user, so they are replaced by one plain reason.
     reason = "unknown format, or the file is damaged or truncated"
-    audio = rate = None
+    collector = None
     for decode in (_decode_soundfile, _decode_av):
         try:
             if hasattr(raw, "seek"):
                 raw.seek(0)
-            audio, rate = decode(raw)
+            collector = decode(raw, make)
             break
+        except AudioTooLong:
+            raise
         except AudioError as exc:
             reason = str(exc)
         except Exception:  # decoder libraries raise many types for "not audio"
             pass
-    if audio is None:
+    if collector is None:
         raise AudioError(f"{name}: not a readable audio file ({reason})")
 
+    audio, decoded = collector.finish()
     if start_time is not None or end_time is not None:
-        duration = len(audio) / rate
+        # `decoded` is the whole file's length unless decoding stopped at the slice's end, which
+        # only a valid slice does.
         start = float(start_time or 0.0)
-        end = duration if end_time is None else float(end_time)
-        if start < 0 or end <= start or start >= duration + 1e-3:
+        end = decoded if end_time is None else float(end_time)
+        if start < 0 or end <= start or start >= decoded + 1e-3:
             raise AudioError(f"{name}: slice {start:.2f}-{end:.2f} s lies outside the "
-                             f"audio ({duration:.2f} s)")
-        audio = audio[int(round(start * rate)):int(round(min(end, duration) * rate))]
-    audio = resample(audio, rate, sample_rate)
+                             f"audio ({decoded:.2f} s)")
     if audio.size == 0:
         raise AudioError(f"{name}: audio has no samples")
     return audio

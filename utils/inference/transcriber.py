@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -111,6 +111,30 @@ class Transcriber:
 # A window caught in a repetition loop stops there instead of running to 448 tokens (each extra
 # token is a decoder step), and the temperature fallback then decodes it again.
 MAX_NEW_TOKENS_PER_WINDOW = 224
+# What is left of the 448 positions for a prompt: less the answer's 224 and 5 start tokens
+# (previous-text marker, start of transcript, language, task, no-timestamps). A longer prompt keeps
+# its end, as openai/whisper and OpenAI's API do (openai/whisper keeps 223 and shortens the answer).
+MAX_PROMPT_TOKENS = 448 - MAX_NEW_TOKENS_PER_WINDOW - 5
+# Only a prompt's end is tokenized: no Whisper token is longer than this many characters / 219.
+MAX_PROMPT_CHARS = 64 * MAX_PROMPT_TOKENS
+
+
+def fit_prompt(text: Optional[str], encode: Callable[[str], list[int]],
+               decode: Callable[[list[int]], str]) -> Optional[str]:
+    """The end of `text` that fits a window's prompt (MAX_PROMPT_TOKENS tokens), else `text`.
+
+    Cut here because the engines refuse a prompt that does not fit with a message about their
+    internals (faster-whisper's and transformers' max_new_tokens sentences).
+    """
+    if not text:
+        return text
+    text, keep = text.strip()[-MAX_PROMPT_CHARS:], MAX_PROMPT_TOKENS
+    while True:
+        ids = encode(" " + text)
+        if len(ids) <= MAX_PROMPT_TOKENS:
+            return text
+        text = decode(ids[-keep:]).strip()
+        keep -= 2   # the cut text, encoded again, can come out a token or two longer
 
 
 def temperature_schedule(options: TranscribeOptions) -> tuple[float, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from utils.apps.server.dependencies import Recognizer
 from utils.apps.server.errors import add_error_handlers
@@ -34,6 +35,12 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
     app.state.pool = pool
     app.state.recognizer = Recognizer(transcriber, settings, pool)
     app.add_middleware(UploadGate, max_bytes=settings.max_body_bytes, pool=pool)
+    if settings.cors_origins:
+        # Added last, so outermost: a preflight is answered before any other check, and refusals
+        # (413, 503) carry the headers a browser needs to show them.
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"])
     add_error_handlers(app)
     mount_files(app)
     for router in (recognition_router, openai_router, web_router):

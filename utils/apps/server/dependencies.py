@@ -2,7 +2,9 @@
 (size limit, field checks, admission, decoding in a worker, errors as RequestError)."""
 from __future__ import annotations
 
+import dataclasses
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
@@ -10,9 +12,9 @@ from fastapi import Depends, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from utils.apps.server.errors import RequestError
-from utils.apps.server.pool import RecognitionPool
+from utils.apps.server.pool import Cancelled, ClientGone, RecognitionPool, TimedOut
 from utils.apps.server.settings import MB, ServerSettings
-from utils.core.audio import AudioError, load_audio
+from utils.core.audio import AudioError, AudioTooLong, load_audio
 from utils.core.languages import check_model_language, check_task, to_language_code
 from utils.inference.transcriber import Segment, TranscribeOptions, Transcriber, TranscriptionInfo
 
@@ -32,12 +34,17 @@ def check_key(request: Request,
                            headers={"WWW-Authenticate": "Bearer"})
 
 
+# The status nginx logs for a client that closed the connection; nobody reads the answer.
+CLIENT_CLOSED = 499
+
+
 @dataclass
 class Recognizer:
     """The one path from an upload to segments that every endpoint shares."""
     transcriber: Transcriber
     settings: ServerSettings
     pool: RecognitionPool
+    request: Optional[Request] = None    # the request being served; get_recognizer sets it
 
     def options(self, **fields) -> TranscribeOptions:
         """A request's options on top of the server's beam size, VAD and fallback settings."""
@@ -54,8 +61,16 @@ class Recognizer:
         if not self.pool.try_admit():
             retry = self.pool.retry_after_s()
             raise RequestError(503, self.pool.refusal(retry), headers={"Retry-After": str(retry)})
+        client_gone = self.request.is_disconnected if self.request is not None else None
         try:
-            return await self.pool.run(lambda: self._decode(upload, options))
+            return await self.pool.run(lambda cancel: self._decode(upload, options, cancel),
+                                       self.settings.request_timeout_s, client_gone)
+        except TimedOut:
+            raise RequestError(504, self.settings.too_slow()) from None
+        except ClientGone:
+            raise RequestError(CLIENT_CLOSED, "the client closed the connection before the answer") from None
+        except AudioTooLong as exc:
+            raise RequestError(413, self.settings.too_long(exc, shown_name(upload)), "file") from None
         except AudioError as exc:
             raise RequestError(400, str(exc), "file")
         except ValueError as exc:
@@ -64,19 +79,27 @@ class Recognizer:
         except Exception as exc:
             raise RequestError(500, f"recognition failed: {type(exc).__name__}: {exc}")
 
-    def _decode(self, upload: UploadFile, options: TranscribeOptions) -> tuple[list[Segment], TranscriptionInfo]:
-        # Read inside the worker: only num_workers uploads sit in memory at once, the
-        # waiting ones stay in Starlette's spooled temporary files.
+    def _decode(self, upload: UploadFile, options: TranscribeOptions, cancel: threading.Event
+                ) -> tuple[list[Segment], TranscriptionInfo]:
+        # Decoded inside the worker, straight from Starlette's spooled temporary file: only
+        # num_workers uploads are decoded at once, and never more than --max_audio_s of one.
         upload.file.seek(0)
-        data = upload.file.read()
-        # The upload's name is only ever shown in messages, never used as a path.
-        shown_name = repr((upload.filename or "upload")[:80])
-        try:
-            audio = load_audio(data)
-        except AudioError as exc:
-            raise AudioError(str(exc).replace("<uploaded audio>", f"uploaded file {shown_name}")) from None
+        audio = load_audio(upload.file, max_seconds=self.settings.max_audio_s,
+                           name=f"uploaded file {shown_name(upload)}")
         segments, info = self.transcriber.transcribe(audio, options)
-        return list(segments), info
+        kept = []
+        # Segments come from a generator, one window's decoding at a time: between two of them is
+        # where a timed-out, hung-up or shut-down request stops.
+        for segment in segments:
+            if cancel.is_set():
+                raise Cancelled()
+            kept.append(segment)
+        return kept, info
+
+
+def shown_name(upload: UploadFile) -> str:
+    # The upload's name is only ever shown in messages, never used as a path.
+    return repr((upload.filename or "upload")[:80])
 
 
 def form_language(value: Optional[str]) -> Optional[str]:
@@ -102,4 +125,5 @@ def check_fields(options: TranscribeOptions, languages: Optional[tuple[str, ...]
 
 
 def get_recognizer(request: Request) -> Recognizer:
-    return request.app.state.recognizer
+    # One per request, so that its recognition can watch whether this request's client hung up.
+    return dataclasses.replace(request.app.state.recognizer, request=request)

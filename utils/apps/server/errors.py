@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 OPENAI_ERROR_TYPES = {401: "authentication_error", 413: "invalid_request_error", 503: "server_busy",
-                      500: "server_error"}
+                      504: "timeout", 500: "server_error"}
+# Starlette's limit on a text field of a multipart form (MultiPartParser's max_part_size).
+FIELD_LIMIT_KB = 1024
 
 
 class RequestError(Exception):
@@ -58,12 +60,36 @@ def http_error_message(request: Request, exc: StarletteHTTPException) -> str:
     if status == 405:
         return f"{request.method} is not allowed on {request.url.path}"
     if status == 400:
+        field = oversized_field(exc)
+        if field is not None:
+            return (f"form field {field!r} is larger than the {FIELD_LIMIT_KB} KB a text field may hold "
+                    f"(only the file may be larger)")
         return "the request body is not a valid multipart form upload"
     return str(exc.detail)
 
 
+def oversized_field(exc: StarletteHTTPException) -> Optional[str]:
+    """The name of the text field that broke Starlette's part-size limit, when that is why the
+    form could not be parsed; else None.
+
+    FastAPI answers every form-parsing failure with one 400 and Starlette's message does not name
+    the part, so the name is read from the parser that raised (the innermost frame whose `self`
+    holds a current part). Any other parsing failure keeps the generic sentence.
+    """
+    cause = exc.__cause__ or exc.__context__
+    if type(cause).__name__ != "MultiPartException" or "exceeded maximum size" not in str(cause):
+        return None
+    traceback, name = cause.__traceback__, None
+    while traceback is not None:
+        part = getattr(traceback.tb_frame.f_locals.get("self"), "_current_part", None)
+        name = getattr(part, "field_name", None) or name
+        traceback = traceback.tb_next
+    return name or "?"
+
+
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(request, exc.status_code, http_error_message(request, exc),
+    status = 413 if exc.status_code == 400 and oversized_field(exc) is not None else exc.status_code
+    return error_response(request, status, http_error_message(request, exc),
                           headers=getattr(exc, "headers", None))
 
 

@@ -6,9 +6,24 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# How often a waiting request looks at its deadline and whether its client is still connected.
+WATCH_INTERVAL_S = 0.2
+
+
+class Cancelled(Exception):
+    """Raised in a worker that saw its request's cancel event: the work stops there."""
+
+
+class TimedOut(Exception):
+    """The request's time limit passed; its work has been told to stop."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection; its work has been told to stop."""
 
 
 class RecognitionPool:
@@ -26,7 +41,10 @@ class RecognitionPool:
         self.running = 0
         self.served = 0
         self.rejected = 0
+        self.cancelled = 0
         self._durations: list[float] = []
+        # The cancel events of admitted jobs, so that shutdown can stop them all.
+        self._cancels: set[threading.Event] = set()
 
     def try_admit(self) -> bool:
         with self._lock:
@@ -54,38 +72,75 @@ class RecognitionPool:
         return (f"all {self.num_workers} workers are busy and {self.max_queue} requests "
                 f"are waiting; retry in {retry_after_s} s")
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on a worker; the caller must have been admitted."""
+    async def run(self, fn: Callable[[threading.Event], Any], timeout_s: float,
+                  client_gone: Optional[Callable[[], Awaitable[bool]]] = None) -> Any:
+        """Run `fn(cancel)` on a worker; the caller must have been admitted.
+
+        `fn` must stop soon after `cancel` is set (it raises Cancelled). The event is set, and
+        TimedOut or ClientGone raised here, when `timeout_s` (counted from now, so the wait for a
+        worker counts too) has passed or `client_gone()` says the client hung up; so is it when
+        this coroutine is cancelled (uvicorn does that at the end of a graceful shutdown).
+        """
+        cancel = threading.Event()
+
         def timed():
+            if cancel.is_set():   # stopped while it waited for a worker
+                raise Cancelled()
             with self._lock:
                 self.running += 1
             started = time.monotonic()
             try:
-                return fn()
+                return fn(cancel)
             finally:
                 with self._lock:
                     self.running -= 1
                     self._durations = self._durations[-19:] + [time.monotonic() - started]
 
         def release(_future):
-            # On the job's end, not the caller's: a client that hangs up does not stop a running
-            # recognition, so its slot stays taken until the worker is really free.
+            # On the job's end, not the caller's: the slot stays taken until the worker is really
+            # free, which a cancelled job is once it reaches its next check of the event.
             with self._lock:
                 self.admitted -= 1
                 self.served += 1
+                self.cancelled += cancel.is_set()
+                self._cancels.discard(cancel)
 
+        with self._lock:
+            self._cancels.add(cancel)
         job = self._executor.submit(timed)
         job.add_done_callback(release)
-        return await asyncio.wrap_future(job)
+        waiting = asyncio.wrap_future(job)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                done, _ = await asyncio.wait({waiting}, timeout=max(0.0, min(WATCH_INTERVAL_S, left)))
+                if done:
+                    break
+                if time.monotonic() >= deadline:
+                    raise TimedOut()
+                if client_gone is not None and await client_gone():
+                    raise ClientGone()
+        except BaseException:
+            cancel.set()
+            # Cancelling the asyncio side also takes a job that has not started out of the queue.
+            waiting.cancel()
+            raise
+        return waiting.result()
 
     def status(self) -> dict:
         with self._lock:
             return {"total": self.num_workers, "busy": self.running,
                     "free": self.num_workers - self.running,
                     "waiting": self.admitted - self.running, "max_queue": self.max_queue,
-                    "served": self.served, "rejected_busy": self.rejected}
+                    "served": self.served, "rejected_busy": self.rejected, "cancelled": self.cancelled}
 
     def shutdown(self) -> None:
+        """Stop every job: queued ones are dropped, running ones stop at their next check of their
+        cancel event (the process exits once they have)."""
+        with self._lock:
+            for cancel in self._cancels:
+                cancel.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from utils.core.audio import AudioTooLong
+
 MB = 1024 * 1024
 # Multipart framing and the small text fields ride in the same body as the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -21,6 +23,9 @@ class ServerSettings:
     language: Optional[str] = None      # default when a request names none; None = detect
     beam_size: int = 1
     vad_filter: bool = False
+    max_audio_s: float = 3600.0
+    request_timeout_s: float = 600.0
+    cors_origins: tuple[str, ...] = ()     # empty = no CORS headers; ("*",) = any origin
 
     @property
     def max_body_bytes(self) -> int:
@@ -28,6 +33,15 @@ class ServerSettings:
 
     def too_large(self) -> str:
         return f"the upload is larger than this server's limit of {self.max_upload_mb:g} MB (--max_upload_mb)"
+
+    def too_long(self, exc: AudioTooLong, shown_name: str) -> str:
+        held = f"{exc.seconds:.1f} s" if exc.seconds is not None else f"more than {exc.limit:g} s"
+        return (f"uploaded file {shown_name} holds {held} of audio, longer than this server's limit of "
+                f"{self.max_audio_s:g} s (--max_audio_s)")
+
+    def too_slow(self) -> str:
+        return (f"the recognition did not finish within this server's limit of {self.request_timeout_s:g} s "
+                f"(--request_timeout_s) and was stopped; send shorter audio")
 
     def public(self) -> dict:
         """The settings as /health shows them: the key itself never leaves the server."""

@@ -19,6 +19,7 @@ from utils.inference.transcriber import (
     TranscriptionError,
     TranscriptionInfo,
     Word,
+    fit_prompt,
     temperature_schedule,
 )
 
@@ -78,7 +79,9 @@ class CT2Transcriber(Transcriber):
         # again one by one (_redecode_loops).
         kwargs = dict(language=resolved.language, task=resolved.task, beam_size=opts.beam_size,
                       temperature=list(temperature_schedule(opts)),
-                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW, initial_prompt=opts.initial_prompt,
+                      max_new_tokens=MAX_NEW_TOKENS_PER_WINDOW, initial_prompt=fit_prompt(
+                          opts.initial_prompt, lambda text: self.model.hf_tokenizer.encode(
+                              text, add_special_tokens=False).ids, self.model.hf_tokenizer.decode),
                       word_timestamps=opts.word_timestamps, vad_filter=opts.vad_filter,
                       without_timestamps=not opts.timestamps)
         if self.pipeline is None:

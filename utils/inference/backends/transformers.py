@@ -20,6 +20,7 @@ from utils.inference.transcriber import (
     Transcriber,
     TranscriptionError,
     TranscriptionInfo,
+    fit_prompt,
     temperature_schedule,
 )
 
@@ -356,8 +357,10 @@ class TransformersTranscriber(Transcriber):
         if self.multilingual:
             kwargs.update(language=language, task=resolved.task)
         if opts.initial_prompt:
-            kwargs["prompt_ids"] = self.processor.get_prompt_ids(
-                opts.initial_prompt, return_tensors="pt").to(self.device)
+            tokenizer = self.processor.tokenizer
+            prompt = fit_prompt(opts.initial_prompt,
+                                lambda text: tokenizer(text, add_special_tokens=False).input_ids, tokenizer.decode)
+            kwargs["prompt_ids"] = self.processor.get_prompt_ids(prompt, return_tensors="pt").to(self.device)
         if self.assistant is not None:
             kwargs["assistant_model"] = self.assistant
         return kwargs

@@ -1,0 +1,205 @@
+"""infer_server.py's limits, on real server processes with tiny.en (CTranslate2) and small limits:
+audio length (--max_audio_s), time (--request_timeout_s), a client that hangs up, SIGTERM
+(--shutdown_timeout_s), long prompts, oversized form fields and CORS (--cors_origins)."""
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+from server_process import ServerProcess
+from transcription_audio import english_clip, long_english
+
+from utils.core.audio import AudioTooLong, load_audio
+
+MODEL = "models/whisper-tiny.en-ct2"
+ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> bytes:
+    """About 300 s of English speech: more than ten seconds of work for tiny.en."""
+    path, _ = long_english(tmp_path_factory.mktemp("speech") / "long.wav", 300)
+    return Path(path).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("limited-server") / "server.log"
+    server = ServerProcess(f"--model_path={MODEL}", "--max_audio_s=400", "--request_timeout_s=3",
+                           f"--cors_origins={ORIGIN}", log_path=log).wait_ready()
+    yield server
+    server.stop()
+
+
+def workers(url: str) -> dict:
+    return requests.get(f"{url}/health", timeout=10).json()["workers"]
+
+
+def peak_rss_mb(server: ServerProcess) -> float:
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def flac_of_silence(seconds: int, rate: int = 48000, unknown_length: bool = False) -> bytes:
+    """Stereo FLAC of silence, written a minute at a time; a few hundred KB for an hour."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", rate, 2, format="FLAC") as sound:
+        minute = np.zeros((rate * 60, 2), dtype=np.float32)
+        for start in range(0, seconds, 60):
+            sound.write(minute[:rate * min(60, seconds - start)])
+    data = bytearray(buffer.getvalue())
+    if unknown_length:
+        # STREAMINFO's total-samples field (the low 36 bits of bytes 18-25) set to 0 = "unknown".
+        fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+        data[18:26] = fields.to_bytes(8, "big")
+    return bytes(data)
+
+
+def post(url: str, data: bytes, name: str, timeout: float = 120, **fields) -> requests.Response:
+    return requests.post(f"{url}/v1/audio/transcriptions", files={"file": (name, data)}, data=fields,
+                         timeout=timeout)
+
+
+def test_long_audio_is_refused_from_its_header_without_decoding(limited_server):
+    before = peak_rss_mb(limited_server)
+    # 500 s of 8-bit audio at 1 kHz: a 0.5 MB WAV whose header declares the length.
+    wav = io.BytesIO()
+    soundfile.write(wav, np.zeros(500_000, dtype=np.float32), 1000, subtype="PCM_U8", format="WAV")
+    response = post(limited_server.url, wav.getvalue(), "long.wav")
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == (
+        "uploaded file 'long.wav' holds 500.0 s of audio, longer than this server's limit of 400 s "
+        "(--max_audio_s)")
+    # An hour of 48 kHz stereo silence in a 0.6 MB FLAC: 1.4 GB as float32 had it been decoded.
+    started = time.monotonic()
+    response = post(limited_server.url, flac_of_silence(3600), "hour.flac")
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["message"] == (
+        "uploaded file 'hour.flac' holds 3600.0 s of audio, longer than this server's limit of 400 s "
+        "(--max_audio_s)")
+    assert time.monotonic() - started < 10
+    assert peak_rss_mb(limited_server) - before < 100
+    assert workers(limited_server.url)["busy"] == 0
+
+
+def test_load_audio_stops_decoding_at_the_limit_when_the_header_does_not_say():
+    data = flac_of_silence(600, rate=16000, unknown_length=True)
+    assert soundfile.info(io.BytesIO(data)).frames > 1 << 60    # libsndfile: length unknown
+    with pytest.raises(AudioTooLong) as refused:
+        load_audio(data, max_seconds=30, name="silence.flac")
+    assert str(refused.value) == "silence.flac: the audio lasts more than 30 s, longer than the limit of 30 s"
+    assert refused.value.seconds is None
+    assert len(load_audio(data[:200_000])) > 0      # the same stream decodes without a limit
+
+
+def test_request_time_limit_stops_the_work_and_frees_the_worker(limited_server, speech):
+    started = time.monotonic()
+    response = post(limited_server.url, speech, "speech.wav")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["message"] == (
+        "the recognition did not finish within this server's limit of 3 s (--request_timeout_s) and was "
+        "stopped; send shorter audio")
+    assert 3 <= elapsed < 10
+    deadline = time.monotonic() + 5
+    while workers(limited_server.url)["busy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers(limited_server.url)["busy"] == 0 and workers(limited_server.url)["cancelled"] >= 1
+
+
+def test_long_prompt_keeps_its_end(limited_server):
+    path, _ = english_clip(0)
+    audio = Path(path).read_bytes()
+    response = post(limited_server.url, audio, "clip.flac", prompt="Mister Quilter. " * 640)   # 10,240 chars
+    assert response.status_code == 200, response.text
+    assert response.json()["text"].strip()
+
+
+def test_oversized_form_field_is_named(limited_server):
+    path, _ = english_clip(0)
+    response = post(limited_server.url, Path(path).read_bytes(), "clip.flac", prompt="x" * 2_000_000)
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == (
+        "form field 'prompt' is larger than the 1024 KB a text field may hold (only the file may be larger)")
+    assert requests.get(f"{limited_server.url}/health", timeout=10).status_code == 200
+
+
+def test_cors_preflight_from_allowed_and_other_origins(limited_server):
+    url = f"{limited_server.url}/v1/audio/transcriptions"
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    allowed = requests.options(url, headers={"Origin": ORIGIN, **asked}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    other = requests.options(url, headers={"Origin": "https://evil.example.org", **asked}, timeout=10)
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+    health = requests.get(f"{limited_server.url}/health", headers={"Origin": ORIGIN}, timeout=10)
+    assert health.headers["access-control-allow-origin"] == ORIGIN
+
+
+def wait_busy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while workers(url)["busy"] == 0:
+        assert time.monotonic() < deadline, "the recognition never started"
+        time.sleep(0.05)
+
+
+def raw_upload(url: str, audio: bytes) -> socket.socket:
+    """Send a whole multipart upload on a plain socket and return it unread, so the test decides
+    when the client hangs up."""
+    boundary = "limits-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
+    address = urlparse(url)
+    client = socket.create_connection((address.hostname, address.port), timeout=30)
+    client.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    return client
+
+
+def test_hang_up_frees_the_worker_and_sigterm_exits_cleanly(tmp_path, speech):
+    server = ServerProcess(f"--model_path={MODEL}", "--request_timeout_s=60", "--shutdown_timeout_s=1",
+                           log_path=tmp_path / "server.log").wait_ready()
+    try:
+        client = raw_upload(server.url, speech)
+        wait_busy(server.url)
+        client.close()
+        hung_up = time.monotonic()
+        while workers(server.url)["busy"]:
+            assert time.monotonic() - hung_up < 5, "the worker was not freed after the client hung up"
+            time.sleep(0.05)
+        assert workers(server.url)["cancelled"] == 1
+
+        answers: list = []
+        thread = threading.Thread(target=lambda: answers.append(_post_quietly(server.url, speech)))
+        thread.start()
+        wait_busy(server.url)
+        server.proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert server.proc.wait(timeout=30) == 0, server.log()
+        # 1 s of grace, then the running recognition stops at its next segment, far before its 60 s.
+        assert time.monotonic() - sent < 6, server.log()
+        thread.join(timeout=30)
+        assert answers and answers[0] != 200
+    finally:
+        server.stop()
+
+
+def _post_quietly(url: str, audio: bytes):
+    try:
+        return post(url, audio, "speech.wav").status_code
+    except requests.ConnectionError:
+        return "connection closed"
