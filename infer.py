@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from utils.core.audio import load_audio
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import to_language_code
 from utils.inference.registry import default_model, load_transcriber
 from utils.inference.run import CommonInferArguments, transcribe_to_outputs
@@ -58,6 +59,8 @@ def transcribe(args: InferArguments) -> None:
     print_config("infer.py configuration", args)
     # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
     to_language_code(args.language)
+    if args.output_format:
+        check_output_path(args.output_dir, "--output_dir", kind="dir")
     audio = load_audio(args.audio_path)
     transcriber = load_transcriber(
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,

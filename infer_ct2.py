@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from utils.core.audio import load_audio
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import to_language_code
 from utils.inference.backends.ct2 import COMPUTE_TYPES
 from utils.inference.registry import default_model, load_transcriber
@@ -49,6 +50,8 @@ def transcribe(args: InferCT2Arguments) -> None:
     print_config("infer_ct2.py configuration", args)
     # Check the language and read the audio before the (slow) model load, so mistakes fail at once.
     to_language_code(args.language)
+    if args.output_format:
+        check_output_path(args.output_dir, "--output_dir", kind="dir")
     audio = load_audio(args.audio_path)
     transcriber = load_transcriber(
         "ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,

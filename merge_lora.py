@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 
 from utils.core.cli import guarded, parse_args, print_config
+from utils.core.files import check_output_path
 from utils.core.models import model_name, save_model_folder
 
 
@@ -29,6 +30,7 @@ def merge(args: MergeArguments) -> None:
     from utils.training.lora import load_merged
 
     print_config("merge_lora.py configuration", args)
+    check_output_path(args.output_dir, "--output_dir", kind="dir")
     model, processor, base = load_merged(args.lora_model, local_files_only=args.local_files_only)
     out_dir = os.path.join(args.output_dir, f"{model_name(base)}-finetune")
     save_model_folder(model, processor, out_dir)
