@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from utils.core.cli import guarded, parse_args, print_config
+from utils.core.files import check_output_path
 from utils.data.builders import aishell
 
 
@@ -36,6 +37,8 @@ class Arguments:
 
 def prepare(args: Arguments) -> None:
     print_config("aishell.py configuration", args)
+    check_output_path(args.target_dir, "--target_dir", kind="dir")
+    check_output_path(args.annotation_text, "--annotation_text", kind="dir")
     print(aishell.prepare(**asdict(args)))
 
 

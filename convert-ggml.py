@@ -15,6 +15,7 @@ from typing import Literal, Optional
 
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.inference.registry import default_model
 
 
@@ -50,6 +51,7 @@ def convert(args: ConvertArguments) -> None:
     from utils.export.ggml import export_ggml
 
     print_config("convert-ggml.py configuration", args)
+    check_output_path(args.output_path, "--output_path")
     summary = export_ggml(args.model_dir, args.output_path, quantization=args.quantization)
     print(f"wrote {args.output_path}: {summary['tensors']} tensors, {summary['vocab']} tokens, "
           f"{summary['n_mels']} mel bins, {summary['quantization']}, {summary['bytes'] / 2**20:.1f} MiB")

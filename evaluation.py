@@ -17,6 +17,7 @@ from typing import Optional
 
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import TASKS, to_language_code
 from utils.core.models import default_base_model
 from utils.core.text import NORMALIZERS
@@ -83,6 +84,8 @@ def check_inputs(args: EvaluationArguments) -> None:
         raise UsageError(f"--test_data: {args.test_data} not found")
     if args.output_file and os.path.isdir(args.output_file):
         raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
+    if args.output_file:
+        check_output_path(args.output_file, "--output_file")
 
 
 def evaluate(args: EvaluationArguments) -> None:

@@ -18,6 +18,7 @@ from typing import Literal, Optional
 
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import TASKS, to_language_code
 from utils.core.models import default_base_model, model_name
 from utils.training.lora import DEFAULT_TARGET_MODULES
@@ -173,10 +174,25 @@ def check_inputs(args: FinetuneArguments) -> None:
         from utils.training.lora import check_hub_push
 
         check_hub_push(args.hub_model_id)
+    check_output_path(args.output_dir, "--output_dir", kind="dir")
+    if args.encoder_cache_dir:
+        check_output_path(args.encoder_cache_dir, "--encoder_cache_dir", kind="dir")
+
+
+def remove_leftovers_of_killed_runs(args: FinetuneArguments) -> None:
+    """A run killed while it wrote a checkpoint leaves temporary folders (and, before this toolkit wrote
+    checkpoints beside and renamed them, partial checkpoint-<step> folders): removed, and said so."""
+    from utils.training.callbacks import is_main_process, remove_leftovers
+
+    if is_main_process():
+        removed = remove_leftovers(_run_dir(args))
+        if removed:
+            print(f"removed what an interrupted run left in {_run_dir(args)}: {', '.join(removed)}", flush=True)
 
 
 def train(args: FinetuneArguments) -> int:
     check_inputs(args)
+    remove_leftovers_of_killed_runs(args)
     configure(args)
     processor, language = tokenizer_and_language(args)
     train_dataset, eval_dataset = load_data(args, processor, language)
@@ -417,24 +433,22 @@ def cache_counts(trainer, stores: Optional[dict]) -> dict:
 
 def build_trainer(args: FinetuneArguments, model, processor, training_args, train_dataset, eval_dataset,
                   dropout_generator, stores: Optional[dict] = None):
-    from transformers import Seq2SeqTrainer
-
     from utils.data.collator import SpeechSeq2SeqCollator
-    from utils.training.callbacks import AdaLoraCallback, CheckpointCallback, DropoutSeedCallback, make_compute_metrics
+    from utils.training import callbacks as cb
     from utils.training.encoder_cache import EncoderCacheFiller
 
-    callbacks = [CheckpointCallback(_run_dir(args), args.save_total_limit),
-                 DropoutSeedCallback(dropout_generator, args.seed)]
+    callbacks = [cb.CheckpointCallback(_run_dir(args), args.save_total_limit),
+                 cb.DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
-        callbacks.append(AdaLoraCallback())
-    trainer_class = type("CachingTrainer", (EncoderCacheFiller, Seq2SeqTrainer), {}) if stores else Seq2SeqTrainer
+        callbacks.append(cb.AdaLoraCallback())
+    trainer_class = type("CachingTrainer", (EncoderCacheFiller, cb.WhisperTrainer), {}) if stores else cb.WhisperTrainer
     trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id),
-        compute_metrics=make_compute_metrics(processor.tokenizer, args.metric) if args.metric != "none" else None,
+        compute_metrics=cb.make_compute_metrics(processor.tokenizer, args.metric) if args.metric != "none" else None,
         processing_class=processor.feature_extractor,
         callbacks=callbacks,
     )
@@ -467,8 +481,10 @@ def save_results(args: FinetuneArguments, trainer, model, results: dict) -> None
                           {**results, "global_step": state.global_step})
         best = (f"best {trainer.args.metric_for_best_model}={state.best_metric:.4f} at step "
                 f"{state.best_global_step}" if state.best_metric is not None else "no evaluation ran")
+        skipped = (f"; {len(trainer.skipped_clips)} damaged clip(s) skipped while training (--skip_bad, "
+                   f"first: {sorted(trainer.skipped_clips)[0]})" if trainer.skipped_clips else "")
         print(f"done: {state.global_step} steps, {best}; adapters in {final_dir} and "
-              f"{os.path.join(run_dir, BEST_DIR)}", flush=True)
+              f"{os.path.join(run_dir, BEST_DIR)}{skipped}", flush=True)
     if _world_size() > 1:
         print(f"rank {trainer.args.process_index}/{_world_size()}: finished {state.global_step} steps "
               f"({trainer.args.ddp_backend or 'nccl'})", flush=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from utils.core.cli import guarded, parse_args, print_config
+from utils.core.files import check_output_path
 from utils.core.languages import to_language_code
 from utils.inference.registry import default_model, load_transcriber
 from utils.inference.run import CommonInferArguments, attention_choice, transcribe_files
@@ -58,6 +59,8 @@ def transcribe(args: InferArguments) -> int:
     print_config("infer.py configuration", args)
     # Check the language before the (slow) model load, so a mistake fails at once.
     to_language_code(args.language)
+    if args.output_format not in (None, "none"):
+        check_output_path(args.output_dir, "--output_dir", kind="dir")
     options = args.transcribe_options(beam_size=args.num_beams, timestamps=args.timestamps)
     return transcribe_files(lambda: load_transcriber(
         "transformers", args.model_path, use_gpu=args.use_gpu, batch_size=args.batch_size,

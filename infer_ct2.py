@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import to_language_code
 from utils.inference.backends.ct2 import COMPUTE_TYPES
 from utils.inference.registry import default_model, load_transcriber
@@ -58,6 +59,8 @@ def transcribe(args: InferCT2Arguments) -> int:
     print_config("infer_ct2.py configuration", args)
     # Check the language before the (slow) model load, so a mistake fails at once.
     to_language_code(args.language)
+    if args.output_format not in (None, "none"):
+        check_output_path(args.output_dir, "--output_dir", kind="dir")
     options = args.transcribe_options(beam_size=args.beam_size, timestamps=args.timestamps,
                                       word_timestamps=args.word_timestamps, vad_filter=args.vad_filter)
     return transcribe_files(lambda: load_transcriber(

@@ -17,6 +17,7 @@ from typing import Optional
 
 from utils.core.cli import guarded, parse_args, print_config
 from utils.core.errors import UsageError
+from utils.core.files import check_output_path
 from utils.core.languages import TASKS, to_language_code
 from utils.core.models import model_name, save_model_folder
 
@@ -56,6 +57,7 @@ def merge(args: MergeArguments) -> None:
     from utils.training.lora import adapter_base, check_hub_push, load_merged, push_folder, record_language
 
     print_config("merge_lora.py configuration", args)
+    check_output_path(args.output_dir, "--output_dir", kind="dir")
     base, note = adapter_base(args.lora_model)
     if note:
         print(note, flush=True)

@@ -23,6 +23,7 @@ from typing import Literal, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
+from utils.core.files import check_output_path  # noqa: E402
 from utils.data.builders import audiofolder  # noqa: E402
 
 
@@ -57,6 +58,7 @@ class Arguments:
 
 def build(args: Arguments) -> None:
     print_config("create_audiofolder_data.py configuration", args)
+    check_output_path(args.output_dir, "--output_dir", kind="dir")
     print(audiofolder.build(**asdict(args)))
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.core.audio import CHUNK_LENGTH  # noqa: E402
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
+from utils.core.files import check_output_path  # noqa: E402
 from utils.data.builders import wenetspeech  # noqa: E402
 
 
@@ -61,6 +62,7 @@ class Arguments:
 
 def build(args: Arguments) -> None:
     print_config("create_wenetspeech_data.py configuration", args)
+    check_output_path(args.output_dir, "--output_dir", kind="dir")
     print(wenetspeech.build(**asdict(args)))
 
 

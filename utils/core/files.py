@@ -8,13 +8,79 @@ leaves a half-written file where a reader expects a whole one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
+
+from utils.core.errors import UsageError, UserError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+# What a write meets when the machine refuses it (not a bug): full, quota, read-only, no permission.
+REFUSED_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# Below this much free space a failed write is taken for a full disk (torch.save and safetensors do not
+# always say ENOSPC: torch reports "unexpected pos ..."), so the user reads "No space left on device".
+_FULL_BELOW_BYTES = 16 * 1024 * 1024
+
+
+def check_output_path(path: PathLike, flag: str, kind: str = "file") -> str:
+    """Refuse, before any slow work, an output location this run could not write: UsageError (one
+    sentence naming `flag` and the path) unless `path` is (kind="dir") a writable folder or one that can
+    be created, or (kind="file") a file that can be written or created there. Creates nothing; returns
+    the path."""
+    path = os.fspath(path)
+    if not path:
+        raise UsageError(f"{flag}: empty path")
+    wanted = "folder" if kind == "dir" else "file"
+    if os.path.exists(path):
+        if kind == "dir" and not os.path.isdir(path):
+            raise UsageError(f"{flag}: {path} is a file, not a folder")
+        if kind == "file" and os.path.isdir(path):
+            raise UsageError(f"{flag}: {path} is a folder; name a file")
+    folder = path if kind == "dir" and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    # The nearest folder that exists is the one that must let us create the rest.
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag}: cannot create the {wanted} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: cannot write the {wanted} {path}: {existing} is read-only or not yours "
+                         f"to write")
+    return path
+
+
+def write_failure(exc: BaseException, path: PathLike) -> Optional[OSError]:
+    """The OSError (errno, reason, `path`) that explains why writing `path` failed with `exc`, or None when
+    the machine did not refuse it (then `exc` is a bug). shutil names the source of a failed copy and a
+    plain write names nothing, so the reason is given `path`, the thing the user asked for."""
+    path = os.fspath(path)
+    if isinstance(exc, UserError):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno in REFUSED_WRITE_ERRNOS:
+            return OSError(exc.errno, exc.strerror, path)
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.isdir(folder):
+            return OSError(exc.errno, "its folder was removed while it was written", path)
+        return OSError(exc.errno, exc.strerror, path) if exc.filename is None else None
+    if not os.path.isdir(folder):
+        return OSError(errno.ENOENT, "its folder was removed while it was written", path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < _FULL_BELOW_BYTES:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return None
+
+
+def _raise_write_failure(exc: BaseException, path: str) -> None:
+    explained = write_failure(exc, path)
+    if explained is not None:
+        raise explained from exc
 
 
 def _parent(path: str) -> str:
@@ -43,7 +109,11 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = "utf-8"
     exception (or Ctrl-C) the temporary file is removed and `path` keeps what it held before."""
     path = os.fspath(path)
     parent = _parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=parent)
+    except OSError as exc:
+        _raise_write_failure(exc, path)
+        raise
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
@@ -51,9 +121,11 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str | None = "utf-8"
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(exc, Exception):
+            _raise_write_failure(exc, path)
         raise
     _sync_dir(parent)
 
@@ -76,13 +148,20 @@ def atomic_dir(path: PathLike) -> Iterator[str]:
     exception the temporary folder is deleted and `path` is untouched."""
     path = os.fspath(path)
     parent = _parent(path)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(path))}.", suffix=".part", dir=parent)
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(path))}.", suffix=".part",
+                               dir=parent)
+    except OSError as exc:
+        _raise_write_failure(exc, path)
+        raise
     try:
         yield tmp
         _give_usual_modes(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):
+            _raise_write_failure(exc, path)
         raise
     _sync_dir(parent)
 

@@ -7,6 +7,10 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = -100   # positions the loss skips (transformers' convention)
+# An item SpeechDataset could not use under --skip_bad is {SKIPPED_KEY: "<file>:<line>: <problem>"}; the
+# collator leaves it out of the batch and hands the descriptions on under this key, where the trainer
+# (utils.training.callbacks.WhisperTrainer) counts them.
+SKIPPED_KEY = "skipped_clips"
 
 
 class SpeechSeq2SeqCollator:
@@ -16,6 +20,7 @@ class SpeechSeq2SeqCollator:
     Labels are padded with -100. A leading decoder-start token (<|startoftranscript|>) is
     removed, because WhisperForConditionalGeneration prepends `decoder_start_token_id` when it
     shifts the labels into decoder inputs; keeping it would teach the model to repeat it.
+    Skipped items (SKIPPED_KEY) are left out; their descriptions travel with the batch.
     """
 
     def __init__(self, processor, decoder_start_token_id: int):
@@ -25,6 +30,19 @@ class SpeechSeq2SeqCollator:
     def __call__(self, features: Sequence[dict]) -> dict:
         if not features:
             raise ValueError("cannot collate an empty batch")
+        skipped = [f[SKIPPED_KEY] for f in features if SKIPPED_KEY in f]
+        if skipped:
+            features = [f for f in features if SKIPPED_KEY not in f]
+            if not features:
+                from utils.data.manifest import DataError
+
+                raise DataError(f"every clip of a batch was unusable, e.g. {skipped[0]}")
+        batch = self._collate(features)
+        if skipped:
+            batch[SKIPPED_KEY] = skipped
+        return batch
+
+    def _collate(self, features: Sequence[dict]) -> dict:
         labels = []
         for f in features:
             ids = [int(t) for t in f["labels"]]

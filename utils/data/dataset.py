@@ -16,8 +16,9 @@ from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
 from utils.core.languages import to_language_code
 from utils.core.segments import Segment
 from utils.data.augmentation import Augmenter
+from utils.data.collator import SKIPPED_KEY
 from utils.data.labels import build_labels, prefix_ids
-from utils.data.manifest import FORMAT_VERSION, DataError, check_lengths, read_manifest
+from utils.data.manifest import FORMAT_VERSION, DataError, check_lengths, decoded_length_problem, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class SpeechDataset(torch.utils.data.Dataset):
             audio = load_audio(row["path"], row["start_time"], row["end_time"])
         except AudioError as exc:
             raise DataError(f"{self.manifest_path}:{row['line']}: {exc}") from None
+        # A damaged body behind an intact header decodes to less (or other) audio than the header promised;
+        # training on it would pair the whole sentence with noise.
+        problem = decoded_length_problem(row["path"], len(audio) / SAMPLE_RATE, row["duration"])
+        if problem:
+            raise DataError(f"{self.manifest_path}:{row['line']}: {problem}")
         segments = [Segment(s["start"], s["end"], s["text"]) for s in (row["sentences"] or [])]
         if self.augmenter is not None:
             audio, segments, _ = self.augmenter(audio, segments, self._generator())
@@ -221,7 +227,14 @@ class SpeechDataset(torch.utils.data.Dataset):
         return self._build_labels(row["sentence"], row["sentences"], row["language"] or self.language, row["line"])
 
     def __getitem__(self, index: int) -> dict:
-        item = self.load_item(index)
+        try:
+            item = self.load_item(index)
+        except DataError as exc:
+            if not self.skip_bad:
+                raise
+            # Found only now, in a DataLoader worker: the collator drops it and the trainer counts it.
+            logger.warning("skipped: %s", exc)
+            return {SKIPPED_KEY: str(exc)}
         sentences = ([{"start": s.start, "end": s.end, "text": s.text} for s in item["segments"]]
                      if item["has_segments"] else None)
         labels = self._build_labels(item["sentence"], sentences, item["language"], item["line"])

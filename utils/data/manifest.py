@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Header durations and hand-written slice ends disagree by rounding; allow this much.
 _DURATION_SLACK = 0.05
+# A decoded clip may differ from its header's length by this much (seconds, or this share of it) before
+# the file counts as damaged: decoders disagree by a frame or two, a corrupt body loses whole seconds.
+DECODED_SLACK_SECONDS = 0.5
+DECODED_SLACK_SHARE = 0.1
 _REASONS_KEPT = 10
 _BLOCK = 256            # lines whose audio headers are read together
 _HEADER_THREADS = 8
@@ -108,6 +112,15 @@ def _audio_file_duration(path: str, raw_path: str) -> float:
         return _file_duration(path)
     except AudioError as exc:
         raise DataError(str(exc)) from None
+
+
+def decoded_length_problem(path: str, decoded: float, expected: float) -> Optional[str]:
+    """Why a clip that decoded to `decoded` seconds cannot be the `expected` seconds its header (or the
+    manifest) gives, or None when they agree within DECODED_SLACK_SECONDS / DECODED_SLACK_SHARE."""
+    if abs(decoded - expected) <= max(DECODED_SLACK_SECONDS, DECODED_SLACK_SHARE * expected):
+        return None
+    return (f"{path} decodes to {decoded:.2f} s of audio but its header says {expected:.2f} s: the file is "
+            f"damaged or truncated (replace it or leave it out)")
 
 
 def _parse_audio(audio: Any) -> tuple[str, Optional[float], Optional[float]]:

@@ -1,5 +1,6 @@
-"""Pieces of a fine-tuning run that Seq2SeqTrainer does not provide: adapter checkpoints that are never
-half-written, AdaLoRA's rank reallocation, decoding metrics and glibc's allocator settings for CPU steps."""
+"""Pieces of a fine-tuning run that Seq2SeqTrainer does not provide: checkpoints that are never half-written
+(and a write the machine refuses ends in one sentence), AdaLoRA's rank reallocation, decoding metrics and
+glibc's allocator settings for CPU steps."""
 from __future__ import annotations
 
 import ctypes
@@ -11,10 +12,13 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from transformers import TrainerCallback
+from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from utils.core.files import atomic_dir
+from utils.core.errors import UserError
+from utils.core.files import atomic_dir, replace_dir, write_failure
 from utils.core.metrics import error_rate
+from utils.data.collator import SKIPPED_KEY
 
 BEST_DIR = "checkpoint-best"
 FINAL_DIR = "checkpoint-final"
@@ -55,6 +59,49 @@ def copy_adapter_atomic(src: str, dst: str) -> None:
 
 
 _STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
+# Where the Trainer writes a checkpoint-<step> before it is renamed into the run folder.
+SAVING_DIR = ".checkpoint-saving"
+
+
+class CheckpointWriteError(UserError):
+    """The machine refused a checkpoint (full disk, folder removed, no permission); says which one survives."""
+
+
+def last_complete_checkpoint(run_dir: str) -> Optional[str]:
+    """The newest checkpoint-<step> folder of `run_dir` that a resume can use (it has trainer_state.json)."""
+    if not os.path.isdir(run_dir):
+        return None
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(run_dir) if (m := _STEP_DIR.match(name))
+                   and os.path.isfile(os.path.join(run_dir, name, "trainer_state.json")))
+    return os.path.join(run_dir, steps[-1][1]) if steps else None
+
+
+def _refused(what: str, run_dir: str, reason: str) -> CheckpointWriteError:
+    last = last_complete_checkpoint(run_dir)
+    survivor = (f"the last complete checkpoint is {last} (--resume_from_checkpoint={last} continues from it)"
+                if last else "no complete checkpoint was written before")
+    return CheckpointWriteError(f"could not write {what}: {reason}; {survivor}")
+
+
+def remove_leftovers(run_dir: str) -> list[str]:
+    """Delete what a killed run left in `run_dir`: hidden temporary folders and files of utils.core.files
+    (.<name>.*.part / .old), the Trainer's staging folder, and checkpoint-<step> folders without the
+    trainer_state.json that is written last. Returns the names removed."""
+    if not os.path.isdir(run_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        entry = os.path.join(run_dir, name)
+        temporary = name == SAVING_DIR or (name.startswith(".") and name.endswith((".part", ".old")))
+        partial = bool(_STEP_DIR.match(name)) and os.path.isdir(entry) and not os.path.isfile(
+            os.path.join(entry, "trainer_state.json"))
+        if temporary or partial:
+            if os.path.isdir(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.remove(entry)
+            removed.append(name)
+    return removed
 
 
 def rotate_checkpoints(run_dir: str, save_total_limit: Optional[int], keep: Sequence[Optional[str]] = ()) -> list:
@@ -92,10 +139,76 @@ class CheckpointCallback(TrainerCallback):
             return control
         best = state.best_model_checkpoint
         if best and os.path.isdir(best) and best != self.copied_from:
-            copy_adapter_atomic(best, self.best_dir)
+            try:
+                copy_adapter_atomic(best, self.best_dir)
+            except OSError as exc:
+                if write_failure(exc, self.best_dir) is None:
+                    raise
+                raise _refused(self.best_dir, self.run_dir, exc.strerror) from exc
             self.copied_from = best
         rotate_checkpoints(self.run_dir, self.save_total_limit, keep=[best])
         return control
+
+
+class WhisperTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose checkpoint-<step> folders appear complete or not at all, whose refused writes end
+    in one sentence, and which counts the clips SpeechDataset skipped while decoding (--skip_bad).
+
+    transformers 5 writes a checkpoint file by file straight into run_dir/checkpoint-<step>, so a kill or a
+    full disk leaves a partial folder; here it writes into a hidden sibling (SAVING_DIR) and the finished
+    folder is renamed into place."""
+
+    _staging_root: Optional[str] = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped_clips: set = set()
+
+    def _get_output_dir(self, trial):
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _prepare_inputs(self, inputs):
+        if isinstance(inputs, dict) and SKIPPED_KEY in inputs:
+            self.skipped_clips.update(inputs.pop(SKIPPED_KEY))
+        return super()._prepare_inputs(inputs)
+
+    def _wait_for_everyone(self) -> None:
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final = os.path.join(run_dir, name)
+        if not os.path.isdir(run_dir):
+            raise _refused(final, run_dir, f"the output folder {run_dir} was removed during the run")
+        staging_root = os.path.join(run_dir, SAVING_DIR)
+        staged = os.path.join(staging_root, name)
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+            self._wait_for_everyone()
+            if self.args.should_save:
+                self._promote(staged, final, staging_root)
+        except Exception as exc:
+            explained = write_failure(exc, staged)
+            if self.args.should_save:
+                shutil.rmtree(staging_root, ignore_errors=True)
+            if explained is None:
+                raise
+            raise _refused(final, run_dir, explained.strerror) from exc
+        finally:
+            self._staging_root = None
+        self._wait_for_everyone()
+
+    def _promote(self, staged: str, final: str, staging_root: str) -> None:
+        # The Trainer recorded the staging path when this step is the best one; the state must name the
+        # folder it will have.
+        if self.state.best_model_checkpoint == staged:
+            self.state.best_model_checkpoint = final
+            self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        replace_dir(staged, final)
+        shutil.rmtree(staging_root, ignore_errors=True)
 
 
 class AdaLoraCallback(TrainerCallback):
