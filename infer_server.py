@@ -51,9 +51,10 @@ class ServerArguments:
         "help": "ct2: CTranslate2 compute type, e.g. int8, int8_float16, float16, float32; transformers: "
                 "float32, bfloat16 (CPUs with AVX512-BF16/AMX, or GPUs) or float16 (GPU); unset = the "
                 "backend's choice for the device"})
-    temperature_increment_on_fallback: float = field(default=0.2, metadata={
+    temperature_increment_on_fallback: float = field(default=0.0, metadata={
         "help": "Whisper's fallback: a window that loops or is unsure is decoded again at this much higher "
-                "temperature (sampling); 0 = greedy only, so answers are reproducible"})
+                "temperature (sampling), e.g. 0.2 as infer.py does; 0 (the default) = greedy only, so the "
+                "same upload always gets the same answer"})
     use_int8: bool = field(default=False, metadata={
         "help": "the original project's flag: ct2: --compute_type=int8 (int8_float16 on a GPU); "
                 "transformers: dynamic int8 quantization on the CPU"})
@@ -216,7 +217,8 @@ def serve(args: ServerArguments) -> None:
         language=args.language, beam_size=args.beam_size, vad_filter=args.vad_filter,
         temperature_increment_on_fallback=args.temperature_increment_on_fallback,
         max_audio_s=args.max_audio_s, request_timeout_s=args.request_timeout_s,
-        cors_origins=cors_origins(args.cors_origins))
+        cors_origins=cors_origins(args.cors_origins),
+        model_created=int(os.path.getmtime(args.model_path)) if os.path.exists(args.model_path) else 0)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     # Tests and tools started with --port=0 read the port from this line.

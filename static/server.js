@@ -19,10 +19,53 @@ function clearState() {
   $("transcript").replaceChildren();
 }
 
-function clock(seconds) {
-  const minutes = Math.floor(seconds / 60);
-  const rest = (seconds - minutes * 60).toFixed(2).padStart(5, "0");
-  return String(minutes).padStart(2, "0") + ":" + rest;
+let shownResults = [];
+let shownName = "transcript";
+
+// The same line infer.py and infer_ct2.py print: "[0.00 - 3.82] text".
+function timedLine(part) {
+  return "[" + part.start.toFixed(2) + " - " + part.end.toFixed(2) + "] " + part.text;
+}
+
+// Subtitle timestamps as utils/inference/writers.py writes them (always with hours).
+function subtitleTime(seconds, marker) {
+  let ms = Math.max(0, Math.round(seconds * 1000));
+  const hours = Math.floor(ms / 3600000); ms -= hours * 3600000;
+  const minutes = Math.floor(ms / 60000); ms -= minutes * 60000;
+  const secs = Math.floor(ms / 1000); ms -= secs * 1000;
+  const two = (n) => String(n).padStart(2, "0");
+  return two(hours) + ":" + two(minutes) + ":" + two(secs) + marker + String(ms).padStart(3, "0");
+}
+
+// The files infer.py --output_format=txt/srt/vtt writes for the same segments.
+function transcriptFile(kind) {
+  const oneLine = (text) => text.split(/\s+/).filter(Boolean).join(" ");
+  if (kind === "txt") return shownResults.map((part) => part.text.trim() + "\n").join("");
+  const marker = kind === "srt" ? "," : ".";
+  const cues = shownResults.map((part, index) => (kind === "srt" ? (index + 1) + "\n" : "") +
+    subtitleTime(part.start, marker) + " --> " + subtitleTime(part.end, marker) + "\n" + oneLine(part.text) + "\n\n");
+  return (kind === "vtt" ? "WEBVTT\n\n" : "") + cues.join("");
+}
+
+function download(kind) {
+  const types = { txt: "text/plain", srt: "application/x-subrip", vtt: "text/vtt" };
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([transcriptFile(kind)], { type: types[kind] + ";charset=utf-8" }));
+  link.download = shownName + "." + kind;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+async function copyTranscript() {
+  const text = shownResults.map(timedLine).join("\n") + "\n";
+  try {
+    await navigator.clipboard.writeText(text);
+    $("copy-status").textContent = "copied " + shownResults.length + " lines";
+  } catch (error) {
+    $("copy-status").textContent = "the browser refused the clipboard: " + error.message;
+  }
 }
 
 function showResult(body, elapsed) {
@@ -30,6 +73,8 @@ function showResult(body, elapsed) {
   $("language-out").textContent = name + " (" + body.language + ")";
   $("duration-out").textContent = Number(body.duration).toFixed(2);
   $("elapsed-out").textContent = "recognised in " + elapsed.toFixed(1) + " s";
+  shownResults = body.results;
+  $("copy-status").textContent = "";
   const list = $("transcript");
   if (body.results.length === 0) {
     const item = document.createElement("li");
@@ -42,7 +87,7 @@ function showResult(body, elapsed) {
     item.className = "segment";
     const time = document.createElement("span");
     time.className = "time";
-    time.textContent = "[" + clock(part.start) + " → " + clock(part.end) + "]";
+    time.textContent = "[" + part.start.toFixed(2) + " - " + part.end.toFixed(2) + "]";
     const text = document.createElement("span");
     text.className = "text";
     text.textContent = part.text;
@@ -60,6 +105,7 @@ function setBusy(busy) {
 // XMLHttpRequest rather than fetch: only it reports upload progress.
 function recognise(blob, filename) {
   clearState();
+  shownName = filename.replace(/\.[^.]*$/, "") || "transcript";
   const form = new FormData();
   form.append("audio", blob, filename);
   form.append("language", $("language").value);
@@ -108,6 +154,8 @@ function recognise(blob, filename) {
 }
 
 fileInput.addEventListener("change", () => setBusy(false));
+$("copy").addEventListener("click", copyTranscript);
+for (const kind of ["txt", "srt", "vtt"]) $("download-" + kind).addEventListener("click", () => download(kind));
 uploadButton.addEventListener("click", () => {
   const file = fileInput.files[0];
   if (file) recognise(file, file.name);

@@ -20,14 +20,25 @@ async def recognition(
         to_simple: Annotated[int, Form(description="1: convert traditional to simplified Chinese")] = 1,
         remove_pun: Annotated[int, Form(description="1: remove punctuation")] = 0,
         task: Annotated[str, Form(description="transcribe or translate (to English)")] = "transcribe",
-        language: Annotated[Optional[str], Form(description="code or name, e.g. zh, en, chinese; 'None' or "
-                                                            "'auto': detect; empty: server default")] = None):
-    if language in (None, ""):
-        language = recognizer.settings.language
-    segments, info = await recognizer.recognise(audio, recognizer.options(language=language, task=task))
+        language: Annotated[Optional[str], Form(description="code or name, e.g. zh, en, chinese; 'auto' or "
+                                                            "'None': detect; empty: the server's --language, "
+                                                            "else zh (en for an English-only model)")] = None):
+    options = recognizer.options(language=default_language(recognizer, language), task=task)
+    segments, info = await recognizer.recognise(audio, options)
     return {"results": [result(segment, to_simple == 1, remove_pun == 1) for segment in segments],
             "code": 0, "language": info.language, "language_probability": info.language_probability,
             "duration": round(info.duration, 3)}
+
+
+def default_language(recognizer: Recognizer, language: Optional[str]) -> Optional[str]:
+    """The original project assumed Chinese when a request named no language, and its README's client
+    sends its fields as `json=`, which requests drops next to `files=`: so an empty field means the
+    server's --language, else Chinese (English for an English-only model); "auto" or "None" detect."""
+    if language not in (None, ""):
+        return language
+    if recognizer.settings.language:
+        return recognizer.settings.language
+    return "zh" if recognizer.transcriber.multilingual else "en"
 
 
 def result(segment: Segment, simplified: bool, without_punctuation: bool) -> dict:

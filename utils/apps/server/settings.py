@@ -14,8 +14,9 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 @dataclass
 class ServerSettings:
     backend: str = "transformers"
-    temperature_increment_on_fallback: float = 0.2
+    temperature_increment_on_fallback: float = 0.0
     model_name: str = "whisper"
+    model_created: int = 0               # Unix time the model files were written (OpenAI's `created`)
     num_workers: int = 1
     max_queue: int = 16
     max_upload_mb: float = 100.0

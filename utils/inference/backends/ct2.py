@@ -158,4 +158,15 @@ class CT2Transcriber(Transcriber):
             if seg.words is not None:
                 words = [Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
                               probability=round(float(w.probability), 4)) for w in seg.words]
-            yield Segment(start=round(start, 3), end=round(end, 3), text=text, words=words)
+            # What faster-whisper's decoder reports for the segment (OpenAI's verbose_json fields).
+            yield Segment(start=round(start, 3), end=round(end, 3), text=text, words=words, seek=int(seg.seek),
+                          tokens=[int(t) for t in seg.tokens], temperature=seg.temperature,
+                          avg_logprob=float(seg.avg_logprob), compression_ratio=float(seg.compression_ratio),
+                          no_speech_prob=float(seg.no_speech_prob))
+
+    def decoded_text(self, tokens: list[int]) -> str:
+        """Whisper's text for a segment's tokens as the decoder wrote it (with its leading space)."""
+        tokenizer = self.model.hf_tokenizer
+        # Ids from <|endoftext|> on are special and timestamp tokens, as faster-whisper's own decode skips them.
+        end_of_text = tokenizer.token_to_id("<|endoftext|>")
+        return tokenizer.decode([t for t in tokens if t < end_of_text])

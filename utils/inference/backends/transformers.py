@@ -365,6 +365,10 @@ class TransformersTranscriber(Transcriber):
             kwargs["assistant_model"] = self.assistant
         return kwargs
 
+    def decoded_text(self, tokens: list[int]) -> str:
+        """Whisper's text for a segment's tokens as the decoder wrote it (with its leading space)."""
+        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+
     def _segments(self, audio: np.ndarray, resolved: ResolvedOptions, language: str) -> Iterator[Segment]:
         import torch
 
@@ -372,6 +376,8 @@ class TransformersTranscriber(Transcriber):
         piece_seconds = SEQUENTIAL_PIECE_SECONDS if (self.batch_size == 1 and timestamps) else CHUNK_LENGTH
         bounds = split_at_quiet_points(audio, piece_seconds)
         kwargs = self._generate_kwargs(resolved, language)
+        schedule = temperature_schedule(resolved.options)
+        fixed_temperature = schedule[0] if len(schedule) == 1 else None
         tokenizer = self.processor.tokenizer
         last_end = 0.0
         bounds = [(s, e) for s, e in bounds if np.abs(audio[s:e]).max() >= SILENCE_PEAK]
@@ -399,4 +405,7 @@ class TransformersTranscriber(Transcriber):
                     start = min(max(offset + float(seg["start"]), last_end), piece_end)
                     end = min(max(offset + float(seg["end"]), start), piece_end)
                     last_end = end
-                    yield Segment(start=round(start, 3), end=round(end, 3), text=text)
+                    # generate reports a segment's tokens, but not its window, scores or fallback
+                    # temperature: the temperature is known only when there was no fallback.
+                    yield Segment(start=round(start, 3), end=round(end, 3), text=text,
+                                  tokens=[int(t) for t in seg["tokens"]], temperature=fixed_temperature)
