@@ -323,7 +323,8 @@ def check_ggml_file(path: str) -> dict:
     header and end exactly at the end of the file. A file whisper.cpp would refuse (a truncated
     download, a model whose MLPs are not 4 x d_model wide) is a ModelLoadError saying why, before
     whisper.cpp sees it (pywhispercpp crashes the process on a file whisper.cpp refused).
-    Only the headers are read; the weights are skipped over."""
+    Only the headers are read; the weights are skipped over. Long because the file's sections are read
+    in their order, each checked where it is read."""
     header = read_ggml_header(path)
     odd = [name for name in GGML_HPARAMS[:-1] if not 0 < header[name] < 1 << 20]
     if odd or header["ftype"] < 0:
