@@ -246,7 +246,9 @@ def test_ct2_segment_ends_stay_within_the_audio():
     """faster-whisper may end the last segment at its window's end (4.0 s for a 3.82 s clip)."""
     from utils.inference.backends.ct2 import CT2Transcriber
 
-    raw = [SimpleNamespace(start=0.0, end=2.0, text=" one", words=None),
-           SimpleNamespace(start=2.0, end=4.0, text=" two", words=None)]
+    decoder = dict(words=None, seek=0, tokens=[], temperature=0.0, avg_logprob=-0.1, compression_ratio=1.0,
+                   no_speech_prob=0.01)      # the rest of what a faster-whisper segment carries
+    raw = [SimpleNamespace(start=0.0, end=2.0, text=" one", **decoder),
+           SimpleNamespace(start=2.0, end=4.0, text=" two", **decoder)]
     converted = list(CT2Transcriber._convert(raw, CLIP_SECONDS))
     assert [(s.start, s.end, s.text) for s in converted] == [(0.0, 2.0, "one"), (2.0, CLIP_SECONDS, "two")]
