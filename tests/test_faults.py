@@ -98,7 +98,8 @@ def _assert_one_sentence(results: list, out: str, reason: str) -> None:
         assert status == EXIT_USAGE and len(lines) == 1, (script, status, stderr)
         assert lines[0].startswith(f"error: {out_flag}: cannot ") and out in lines[0] and reason in lines[0], \
             (script, lines)
-        assert seconds < 5, (script, seconds)
+        # No time bound here (a loaded machine makes any bound flaky): the model paths do not exist, so the
+        # output sentence above, not a model-load error, shows the check came first.
 
 
 def test_every_script_refuses_an_output_path_under_a_regular_file_before_any_work(small_inputs, tmp_path):
