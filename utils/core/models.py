@@ -385,12 +385,11 @@ def model_format(path: str) -> str:
     """What kind of Whisper model `path` is: "ct2" (a folder with model.bin), "transformers" (a folder
     with config.json and weights) or "ggml" (a GGML file); ModelLoadError saying what was found."""
     if os.path.isdir(path):
+        kind = kind_of_model(path)
+        if kind in ("ct2", "transformers"):
+            return kind
         names = set(os.listdir(path))
-        if "model.bin" in names:
-            return "ct2"
-        if "config.json" in names and names & set(TRANSFORMERS_WEIGHTS):
-            return "transformers"
-        if "adapter_config.json" in names and "config.json" not in names:
+        if kind == "adapter":
             raise ModelLoadError(f"{path}: is a LoRA adapter folder, not a full model; merge it into its base "
                                  f"model with merge_lora.py and pass the merged folder")
         if "config.json" in names:
