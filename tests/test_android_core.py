@@ -9,7 +9,6 @@ on two cores); later runs reuse the build.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from conftest import REPO
 from transcription_audio import english_clip, long_english
 
 from utils.core.audio import SAMPLE_RATE, load_audio, save_wav
+from utils.core.files import sha256_of
 
 pytestmark = pytest.mark.slow
 
@@ -108,14 +108,6 @@ def java_properties(values: dict) -> str:
         return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
     return "".join(f"{key}={escape(str(value))}\n" for key, value in values.items())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_results(path: Path) -> dict:

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UserError  # noqa: E402
-from utils.core.files import atomic_dir, atomic_write  # noqa: E402
+from utils.core.files import atomic_dir, atomic_write, sha256_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,6 @@ NORMALIZER = Wheel("openai-whisper", "20250625", "openai_whisper-20250625.tar.gz
 
 class FetchError(UserError):
     """Fetching failed for a reason the user can act on; the message says which."""
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_wheels(source: ModelSource, cache_dir: str) -> list[str]:

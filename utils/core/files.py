@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,15 @@ REFUSED_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno
 # Below this much free space a failed write is taken for a full disk (torch.save and safetensors do not
 # always say ENOSPC: torch reports "unexpected pos ..."), so the user reads "No space left on device".
 _FULL_BELOW_BYTES = 16 * 1024 * 1024
+
+
+def sha256_of(path: PathLike) -> str:
+    """The file's sha256 as hex, read in 1 MiB blocks (models are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_output_path(path: PathLike, flag: str, kind: str = "file") -> str:
