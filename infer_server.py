@@ -179,15 +179,18 @@ def load_model(args: ServerArguments, backend: str, options: dict):
     started = time.monotonic()
     transcriber = load_transcriber(backend, args.model_path, **options)
     if args.warmup:
-        # One short silent recognition makes the first real request as fast as the rest and proves
-        # the model and the request defaults work before the port opens.
+        # One short recognition makes the first real request as fast as the rest and proves the
+        # model and the request defaults work before the port opens. A quiet tone, not silence:
+        # silence is answered without running the model.
         import numpy as np
 
         from utils.inference.transcriber import TranscribeOptions
 
+        tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)   # 1 s, -20 dBFS
         try:
-            segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32), TranscribeOptions(
-                language=args.language or "en", beam_size=args.beam_size, vad_filter=args.vad_filter))
+            segments, _ = transcriber.transcribe(tone, TranscribeOptions(
+                language=args.language or "en", beam_size=args.beam_size, vad_filter=args.vad_filter,
+                temperature_increment_on_fallback=args.temperature_increment_on_fallback))
             list(segments)
         except UserError as exc:
             if args.language:
