@@ -103,7 +103,7 @@ class ServerArguments:
         "help": "CPU threads per recognition (0 = the backend's default); with --backend=transformers "
                 "torch's threads, shared by all workers"})
     warmup: bool = field(default=True, metadata={
-        "help": "run one second of silence through the model before opening the port, so the first "
+        "help": "run one second of a quiet tone through the model before opening the port, so the first "
                 "request is as fast as the rest and a broken model fails at start"})
     log_level: Literal["critical", "error", "warning", "info", "debug"] = field(
         default="info", metadata={"help": "uvicorn's log level"})

@@ -308,7 +308,10 @@ def measure(args: LimitArguments) -> None:
         rows += short_limit_cases(second, args.request_timeout_s)
     finally:
         second.stop()
-    report = (f"Server limits, {args.model_path} on the ct2 backend; {machine_description()}.\n"
+    report = ("# infer_server.py under hostile uploads\n\n"
+              "Written by `python tools/measure_server_limits.py` (the table below is its output).\n\n"
+              f"{args.model_path} on the ct2 backend; {machine_description()}; load average "
+              f"{os.getloadavg()[0]:.1f} at the end.\n"
               f"Both servers {threads}. Server 1: defaults but --num_workers=2 --max_queue=4 (idle RSS "
               f"{idle} MB); server 2: --request_timeout_s={args.request_timeout_s:g} "
               f"--shutdown_timeout_s={args.shutdown_timeout_s:g}.\n\n"
