@@ -62,6 +62,7 @@ class Row:
     status: str
     sentence: str
     seconds: float
+    before_mb: float     # at the case's start: memory a process once took is seldom given back
     peak_mb: float
 
 
@@ -124,13 +125,15 @@ def sentence(response: requests.Response) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def measured(server: ServerProcess, case: str, send: Callable[[], tuple[str, str]]) -> Row:
+def measured(server: ServerProcess, case: str, send: Callable[[], tuple]) -> Row:
+    """Run one case; `send` returns (status, sentence) or (status, sentence, seconds until the answer)."""
     wait_idle(server.url)     # a case starts with every worker free, so no case pays for the one before
     with PeakMemory(server) as peak:
+        before = peak.mb
         started = time.monotonic()
-        status, said = send()
-        seconds = time.monotonic() - started
-    row = Row(case, status, said, round(seconds, 1), round(peak.mb))
+        status, said, *answered = send()
+        seconds = answered[0] if answered else time.monotonic() - started
+    row = Row(case, status, said, round(seconds, 1), round(before), round(peak.mb))
     print(f"  {row.case}: {row.status} in {row.seconds} s, peak {row.peak_mb} MB", flush=True)
     return row
 
@@ -184,12 +187,14 @@ def wait_idle(url: str, timeout: float = 300) -> float:
         time.sleep(0.05)
 
 
-def freed_after(url: str, send: Callable[[], tuple[str, str]]) -> Callable[[], tuple[str, str]]:
+def freed_after(url: str, send: Callable[[], tuple[str, str]]) -> Callable[[], tuple[str, str, float]]:
     """`send`, and how long after its answer the worker was free (a stopped recognition ends at its
     next window)."""
     def timed():
+        started = time.monotonic()
         status, said = send()
-        return status, f"{said}; worker free {wait_idle(url):.1f} s after the answer"
+        answered = time.monotonic() - started
+        return status, f"{said}; worker free {wait_idle(url):.1f} s after the answer", answered
     return timed
 
 
@@ -282,10 +287,10 @@ def short_limit_cases(server: ServerProcess, timeout_s: float) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| case | status | sentence | seconds | peak server RSS (MB) |", "|---|---|---|---|---|"]
+    lines = ["| case | status | sentence | seconds | server RSS before → peak (MB) |", "|---|---|---|---|---|"]
     for row in rows:
         said = row.sentence.replace("|", "\\|")
-        lines.append(f"| {row.case} | {row.status} | {said} | {row.seconds} | {row.peak_mb} |")
+        lines.append(f"| {row.case} | {row.status} | {said} | {row.seconds} | {row.before_mb} → {row.peak_mb} |")
     return "\n".join(lines)
 
 
