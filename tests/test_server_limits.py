@@ -34,7 +34,8 @@ def speech(tmp_path_factory) -> bytes:
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("limited-server") / "server.log"
-    server = ServerProcess(f"--model_path={MODEL}", "--max_audio_s=400", "--request_timeout_s=3",
+    # One thread: on shared cores CTranslate2's default threads wait on each other, several times slower.
+    server = ServerProcess(f"--model_path={MODEL}", "--cpu_threads=1", "--max_audio_s=400", "--request_timeout_s=3",
                            f"--cors_origins={ORIGIN}", log_path=log).wait_ready()
     yield server
     server.stop()
@@ -171,7 +172,8 @@ def raw_upload(url: str, audio: bytes) -> socket.socket:
 
 
 def test_hang_up_frees_the_worker_and_sigterm_exits_cleanly(tmp_path, speech):
-    server = ServerProcess(f"--model_path={MODEL}", "--request_timeout_s=60", "--shutdown_timeout_s=1",
+    server = ServerProcess(f"--model_path={MODEL}", "--cpu_threads=1", "--request_timeout_s=60",
+                           "--shutdown_timeout_s=1",
                            log_path=tmp_path / "server.log").wait_ready()
     try:
         client = raw_upload(server.url, speech)
