@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import signal
 import socket
@@ -175,6 +176,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def warn_if_open(sock: socket.socket, api_key: Optional[str]) -> None:
+    """A server other machines can reach and that needs no key serves anyone who finds the port: allowed
+    (a trusted network), but said at start."""
+    host = sock.getsockname()[0]
+    if api_key or ipaddress.ip_address(host).is_loopback:
+        return
+    print(f"warning: listening on {host} without an API key: anyone who can reach this port can use the "
+          f"server; set --api_key (or {API_KEY_VARIABLE}), or --host=127.0.0.1", file=sys.stderr, flush=True)
+
+
 def load_model(args: ServerArguments, backend: str, options: dict):
     started = time.monotonic()
     transcriber = load_transcriber(backend, args.model_path, **options)
@@ -208,6 +219,7 @@ def serve(args: ServerArguments) -> None:
     options = engine_options(args, backend)
     refuse_unsupported(backend, "vad_filter", args.vad_filter)
     sock = listening_socket(args.host, args.port)
+    warn_if_open(sock, args.api_key)
     transcriber = load_model(args, backend, options)
 
     import uvicorn

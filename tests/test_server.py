@@ -501,3 +501,13 @@ def test_ggml_file_is_served_by_whisper_cpp(tmp_path, whisper_tiny_en_dir):
         assert words_asked.status_code == 400 and "word_timestamps" in words_asked.json()["error"]["message"]
     finally:
         server.stop()
+
+
+def test_an_open_address_without_a_key_is_warned_about_at_start(capsys):
+    import infer_server
+
+    for host, key, warned in [("127.0.0.1", None, False), ("0.0.0.0", None, True), ("0.0.0.0", "k", False)]:
+        with socket.create_server((host, 0)) as sock:
+            infer_server.warn_if_open(sock, key)
+        err = capsys.readouterr().err
+        assert ("warning: listening on 0.0.0.0 without an API key" in err) is warned, (host, key, err)
