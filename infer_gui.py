@@ -23,6 +23,7 @@ from utils.inference.registry import (
     backend_options,
     default_model,
     refuse_unsupported,
+    refuse_wrong_kind,
     resolve_backend,
 )
 from utils.inference.run import attention_choice
@@ -114,6 +115,8 @@ def settings_from(args: GuiArguments):
 
     model_path = args.model_path or default_model(BACKEND_NAMES[0] if args.backend == AUTO else args.backend)
     backend = resolve_backend(args.backend, model_path)
+    # The model loads once the window is up; a model of the wrong kind is refused before it opens.
+    refuse_wrong_kind(backend, model_path)
     # Checked before the window opens: a misspelt language fails here, not at the first recognition.
     to_language_code(args.language)
     options = backend_options(backend, {name: getattr(args, name) for name in ENGINE_FLAGS}, defaults=FLAG_DEFAULTS)

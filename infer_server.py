@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import signal
 import socket
@@ -103,7 +104,7 @@ class ServerArguments:
         "help": "CPU threads per recognition (0 = the backend's default); with --backend=transformers "
                 "torch's threads, shared by all workers"})
     warmup: bool = field(default=True, metadata={
-        "help": "run one second of silence through the model before opening the port, so the first "
+        "help": "run one second of a quiet tone through the model before opening the port, so the first "
                 "request is as fast as the rest and a broken model fails at start"})
     log_level: Literal["critical", "error", "warning", "info", "debug"] = field(
         default="info", metadata={"help": "uvicorn's log level"})
@@ -175,19 +176,32 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def warn_if_open(sock: socket.socket, api_key: Optional[str]) -> None:
+    """A server other machines can reach and that needs no key serves anyone who finds the port: allowed
+    (a trusted network), but said at start."""
+    host = sock.getsockname()[0]
+    if api_key or ipaddress.ip_address(host).is_loopback:
+        return
+    print(f"warning: listening on {host} without an API key: anyone who can reach this port can use the "
+          f"server; set --api_key (or {API_KEY_VARIABLE}), or --host=127.0.0.1", file=sys.stderr, flush=True)
+
+
 def load_model(args: ServerArguments, backend: str, options: dict):
     started = time.monotonic()
     transcriber = load_transcriber(backend, args.model_path, **options)
     if args.warmup:
-        # One short silent recognition makes the first real request as fast as the rest and proves
-        # the model and the request defaults work before the port opens.
+        # One short recognition makes the first real request as fast as the rest and proves the
+        # model and the request defaults work before the port opens. A quiet tone, not silence:
+        # silence is answered without running the model.
         import numpy as np
 
         from utils.inference.transcriber import TranscribeOptions
 
+        tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)   # 1 s, -20 dBFS
         try:
-            segments, _ = transcriber.transcribe(np.zeros(16000, dtype=np.float32), TranscribeOptions(
-                language=args.language or "en", beam_size=args.beam_size, vad_filter=args.vad_filter))
+            segments, _ = transcriber.transcribe(tone, TranscribeOptions(
+                language=args.language or "en", beam_size=args.beam_size, vad_filter=args.vad_filter,
+                temperature_increment_on_fallback=args.temperature_increment_on_fallback))
             list(segments)
         except UserError as exc:
             if args.language:
@@ -205,6 +219,7 @@ def serve(args: ServerArguments) -> None:
     options = engine_options(args, backend)
     refuse_unsupported(backend, "vad_filter", args.vad_filter)
     sock = listening_socket(args.host, args.port)
+    warn_if_open(sock, args.api_key)
     transcriber = load_model(args, backend, options)
 
     import uvicorn

@@ -306,3 +306,48 @@ def test_training_with_skip_bad_skips_the_damaged_clip_and_counts_it(tiny_whispe
     assert finetune.main(flags) == 0
     out = capsys.readouterr().out
     assert f"; 1 damaged clip(s) skipped while training (--skip_bad, first: {manifest}:2: " in out, out[-2000:]
+
+
+# (script, flags) given a model of the wrong kind, and the start of what the sentence must say.
+WRONG_KIND_CASES = [
+    ("infer.py", ["--audio_path={wav}", "--model_path={ct2}", "--output_dir={tmp}/o"],
+     "{ct2}: is a CTranslate2 model folder, not a transformers model folder"),
+    ("infer_ct2.py", ["--audio_path={wav}", "--model_path={hf}", "--output_dir={tmp}/o"],
+     "{hf}: this is a transformers model, not a CTranslate2 one"),
+    ("evaluation.py", ["--test_data={manifest}", "--model_path={ggml}", "--output_file={tmp}/r.json"],
+     "{ggml}: is a whisper.cpp GGML file, not a transformers model folder"),
+    ("finetune.py", ["--train_data={manifest}", "--test_data={manifest}", "--base_model={adapter}",
+                     "--output_dir={tmp}/f"], "{adapter}: is a LoRA adapter folder"),
+    ("merge_lora.py", ["--lora_model={hf}", "--output_dir={tmp}/m"], "{hf}: not a LoRA adapter folder"),
+    ("convert-ggml.py", ["--model_dir={ggml}", "--output_path={tmp}/g.bin"], "{ggml}: is already a GGML file"),
+    ("tools/hf_to_ct2.py", ["--model_dir={ct2}", "--output_dir={tmp}/c"],
+     "{ct2}: is a CTranslate2 model folder, not a transformers model folder"),
+    ("tools/ct2_to_hf.py", ["--model_dir={hf}", "--output_dir={tmp}/h"], "{hf}: has no model.bin"),
+    ("infer_server.py", ["--port=0", "--model_path={adapter}"], "{adapter}: is a LoRA adapter folder"),
+    ("infer_server.py", ["--port=0", "--backend=ggml", "--model_path={ct2}"],
+     "{ct2}: is a folder; the ggml backend reads one GGML model file"),
+    ("infer_gui.py", ["--model_path={adapter}"], "{adapter}: is a LoRA adapter folder"),
+    ("infer_gui.py", ["--backend=transformers", "--model_path={ct2}"],
+     "{ct2}: is a CTranslate2 model folder, not a transformers model folder"),
+    ("infer_gui.py", ["--backend=ggml", "--model_path={hf}"], "{hf}: is a transformers model folder, not a "
+                                                              "whisper.cpp GGML file"),
+]
+
+
+def test_every_script_given_the_wrong_kind_of_model_says_so_in_one_sentence(small_inputs, tmp_path, monkeypatch):
+    """A CTranslate2 folder where a transformers one is read, an adapter where a full model is, a GGML file
+    where a folder is ...: exit status 2 and one sentence naming the path and its kind, before any work
+    (infer_gui.py before its window opens: no display is needed to see the refusal)."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "x"}')
+    ggml = tmp_path / "model.bin"
+    ggml.write_bytes((0x67676D6C).to_bytes(4, "little") + bytes(64))
+    paths = {**small_inputs, "tmp": str(tmp_path), "adapter": str(adapter), "ggml": str(ggml),
+             "ct2": str(REPO / "models" / "whisper-tiny.en-ct2"), "hf": str(REPO / "models" / "whisper-tiny.en")}
+    calls = [[script, [flag.format(**paths) for flag in flags]] for script, flags, _ in WRONG_KIND_CASES]
+    monkeypatch.delenv("DISPLAY", raising=False)   # the driver inherits it: no window may be needed
+    for (script, status, stderr, _), (_, flags, expected) in zip(_run_driver(calls), WRONG_KIND_CASES):
+        lines = stderr.strip().splitlines()
+        assert status == EXIT_USAGE and len(lines) == 1, (script, flags, status, stderr[-2000:])
+        assert lines[0].startswith("error: " + expected.format(**paths)), (script, lines[0])

@@ -34,7 +34,8 @@ def speech(tmp_path_factory) -> bytes:
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("limited-server") / "server.log"
-    server = ServerProcess(f"--model_path={MODEL}", "--max_audio_s=400", "--request_timeout_s=3",
+    # One thread: on shared cores CTranslate2's default threads wait on each other, several times slower.
+    server = ServerProcess(f"--model_path={MODEL}", "--cpu_threads=1", "--max_audio_s=400", "--request_timeout_s=3",
                            f"--cors_origins={ORIGIN}", log_path=log).wait_ready()
     yield server
     server.stop()
@@ -171,28 +172,32 @@ def raw_upload(url: str, audio: bytes) -> socket.socket:
 
 
 def test_hang_up_frees_the_worker_and_sigterm_exits_cleanly(tmp_path, speech):
-    server = ServerProcess(f"--model_path={MODEL}", "--request_timeout_s=60", "--shutdown_timeout_s=1",
+    # The request time limit (600 s) lies beyond the 300 s waited below: only the hang-up can cut it short.
+    server = ServerProcess(f"--model_path={MODEL}", "--cpu_threads=1", "--request_timeout_s=600",
+                           "--shutdown_timeout_s=1",
                            log_path=tmp_path / "server.log").wait_ready()
     try:
         client = raw_upload(server.url, speech)
         wait_busy(server.url)
         client.close()
-        hung_up = time.monotonic()
-        while workers(server.url)["busy"]:
-            assert time.monotonic() - hung_up < 5, "the worker was not freed after the client hung up"
+        # No clock: /health counts a job as cancelled only when it stopped before its end (raised
+        # Cancelled), so cancelled == 1 with the worker free proves the hang-up cut the work short.
+        # The deadline only keeps a broken server from hanging the suite.
+        deadline = time.monotonic() + 300
+        while workers(server.url)["busy"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert workers(server.url)["cancelled"] == 1
+        state = workers(server.url)
+        assert (state["busy"], state["cancelled"]) == (0, 1), state
 
         answers: list = []
         thread = threading.Thread(target=lambda: answers.append(_post_quietly(server.url, speech)))
         thread.start()
         wait_busy(server.url)
         server.proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        assert server.proc.wait(timeout=30) == 0, server.log()
-        # 1 s of grace, then the running recognition stops at its next segment, far before its 60 s.
-        assert time.monotonic() - sent < 6, server.log()
-        thread.join(timeout=30)
+        # 1 s of grace, then the running recognition stops at its next segment: exit code 0, and the
+        # client never gets a finished transcript (the work was stopped, not waited for).
+        assert server.proc.wait(timeout=300) == 0, server.log()
+        thread.join(timeout=60)
         assert answers and answers[0] != 200
     finally:
         server.stop()

@@ -248,3 +248,21 @@ def test_backend_options_keep_what_a_backend_takes_and_refuse_the_rest():
         {"cpu_threads": 2}
     with pytest.raises(UsageError, match="--batch_size applies only to --backend=transformers or ct2, not ggml"):
         backend_options("ggml", {"batch_size": 4}, defaults={"batch_size": 1})
+
+
+def test_all_silent_audio_is_an_empty_transcript(tiny_whisper_dir):
+    """Ten minutes of digital silence, and of a hiss under -60 dBFS, come back as no segments on the
+    real tiny.en (which decodes silence into " you" per window) and on a random model (which decodes
+    anything into garbage): answered without decoding."""
+    from conftest import REPO, require_model
+
+    silence = np.zeros(600 * SAMPLE_RATE, np.float32)
+    hiss = (5e-4 * np.random.default_rng(0).uniform(-1, 1, silence.size)).astype(np.float32)
+    for transcriber in (load_transcriber("ct2", str(require_model(REPO / "models" / "whisper-tiny.en-ct2"))),
+                        load_transcriber("transformers", str(tiny_whisper_dir))):
+        for audio in (silence, hiss):
+            segments, info = transcriber.transcribe(audio, TranscribeOptions(temperature_increment_on_fallback=0))
+            assert [s.text for s in segments] == [] and info.duration == pytest.approx(600.0)
+            assert info.language == "en" and info.language_probability is None
+        segments, info = transcriber.transcribe(silence, TranscribeOptions(language="en"))
+        assert list(segments) == [] and info.language == "en"

@@ -260,3 +260,13 @@ def split_at_quiet_points(audio: np.ndarray, max_seconds: float) -> list[tuple[i
 def duration_of(samples: np.ndarray) -> float:
     """Seconds of 16 kHz samples."""
     return len(samples) / SAMPLE_RATE
+
+
+# Below -60 dBFS is digital silence: no microphone recording of speech is that quiet throughout,
+# and Whisper decodes such audio into hallucinations (" you" per window) at full cost.
+SILENCE_PEAK = 1e-3
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """Whether every sample is below SILENCE_PEAK (max/min, not abs: no copy of a long clip)."""
+    return samples.size == 0 or max(float(samples.max()), -float(samples.min())) < SILENCE_PEAK

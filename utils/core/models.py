@@ -176,6 +176,9 @@ _WHAT_TO_DO = {
     ("ggml", "ct2"): "run it with infer_server.py or infer_gui.py (--backend=ggml)",
     ("adapter", "transformers"): "merge it into its base model with merge_lora.py and pass the merged folder",
     ("adapter", "ct2"): "merge it with merge_lora.py, then convert the merged folder with tools/hf_to_ct2.py",
+    ("transformers", "ggml"): "convert-ggml.py converts it, or run it with --backend=transformers",
+    ("ct2", "ggml"): "convert-ggml.py converts it, or run it with --backend=ct2",
+    ("adapter", "ggml"): "merge it with merge_lora.py, then convert the merged folder with convert-ggml.py",
 }
 
 
@@ -199,8 +202,8 @@ def kind_of_model(path: str) -> str | None:
 
 
 def wrong_kind_of_model(path: str, wanted: str) -> str | None:
-    """The one sentence for `path` when it is a model of another kind than `wanted` ("transformers" or
-    "ct2"), e.g. a GGML file or an adapter folder given where a transformers folder is needed; else None."""
+    """The one sentence for `path` when it is a model of another kind than `wanted` ("transformers",
+    "ct2" or "ggml"), e.g. a GGML file or an adapter folder given where a transformers folder is needed; else None."""
     kind = kind_of_model(path)
     if kind is None or kind == wanted:
         return None

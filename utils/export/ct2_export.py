@@ -15,6 +15,7 @@ from typing import Optional
 
 from utils.core.files import atomic_dir, write_json_atomic
 from utils.core.languages import LANGUAGES, is_multilingual
+from utils.core.models import wrong_kind_of_model
 from utils.export import ExportError
 
 QUANTIZATIONS = ("float16", "float32", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
@@ -41,6 +42,9 @@ def export_ct2(model_dir: str, output_dir: str, quantization: Optional[str], for
     import ctranslate2
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperTokenizer
 
+    wrong = wrong_kind_of_model(model_dir, "transformers")   # a CTranslate2 folder has a config.json too
+    if wrong:
+        raise ExportError(wrong)
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ExportError(f"{model_dir}: not a transformers model folder (no config.json)")
     if os.path.exists(output_dir) and not force:

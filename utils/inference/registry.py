@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from utils.core.errors import UsageError
-from utils.core.models import looks_like_hub_id, model_format
+from utils.core.models import ModelLoadError, looks_like_hub_id, model_format, wrong_kind_of_model
 
 AUTO = "auto"
 
@@ -55,6 +55,14 @@ def resolve_backend(backend: str, model_path: str) -> str:
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKEND_CHOICES)}")
     return backend
+
+
+def refuse_wrong_kind(backend: str, model_path: str) -> None:
+    """ModelLoadError naming what `model_path` holds when it is a model of another kind than `backend`
+    reads (a CTranslate2 folder for --backend=transformers, an adapter, ...), before anything loads."""
+    wrong = wrong_kind_of_model(model_path, backend)
+    if wrong:
+        raise ModelLoadError(wrong)
 
 
 def backend_options(backend: str, flags: Mapping[str, Any], defaults: Mapping[str, Any] = {}) -> dict:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from utils.core.audio import AudioError, load_audio
+from utils.core.audio import AudioError, duration_of, is_silent, load_audio
 from utils.core.errors import UserError
 from utils.core.languages import LANGUAGES, check_model_language, check_task, to_language_code
 from utils.core.segments import Segment, Word  # noqa: F401  (the types every Transcriber caller meets)
@@ -76,6 +76,11 @@ class Transcriber:
         """
         resolved = self.resolve_options(options or TranscribeOptions())
         samples = as_samples(audio)
+        if is_silent(samples):
+            # Nothing to hear: answered without decoding, where Whisper would spend a window's work
+            # on every 30 s and write " you" in each. The language is the one asked for, else English
+            # (what Whisper detects in silence), with no probability because none was measured.
+            return iter(()), TranscriptionInfo(resolved.language or "en", None, duration_of(samples))
         return self._transcribe(samples, resolved)
 
     def _transcribe(self, audio: np.ndarray, options: ResolvedOptions

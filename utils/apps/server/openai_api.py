@@ -204,7 +204,10 @@ class SegmentTap:
 
     def __init__(self, transcriber, on_segment: Callable[[Segment], None]):
         self.transcriber, self.on_segment = transcriber, on_segment
-        self.multilingual = transcriber.multilingual
+
+    def __getattr__(self, name):
+        # Everything else (languages, multilingual, decoded_text ...) is the wrapped transcriber's.
+        return getattr(self.transcriber, name)
 
     def transcribe(self, audio, options):
         segments, info = self.transcriber.transcribe(audio, options)

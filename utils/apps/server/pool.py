@@ -102,7 +102,10 @@ class RecognitionPool:
             with self._lock:
                 self.admitted -= 1
                 self.served += 1
-                self.cancelled += cancel.is_set()
+                # Counted only when the job really stopped early (raised Cancelled), not when the event
+                # came after it had finished: /health's "cancelled" is work that was cut short.
+                self.cancelled += bool(cancel.is_set() and not _future.cancelled()
+                                       and isinstance(_future.exception(), Cancelled))
                 self._cancels.discard(cancel)
 
         with self._lock:

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from utils.core import devices
-from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, split_at_quiet_points
+from utils.core.audio import CHUNK_LENGTH, SAMPLE_RATE, duration_of, is_silent, split_at_quiet_points
 from utils.core.languages import model_languages
 from utils.core.models import check_model_dir, load_processor, load_whisper, model_is_multilingual
 from utils.inference.transcriber import (
@@ -32,10 +32,6 @@ COMPUTE_TYPES = ("float32", "bfloat16", "float16")
 # windows and generate's sequential long-form algorithm seeks by the predicted timestamps;
 # with batch_size > 1 pieces are single 30 s windows decoded side by side.
 SEQUENTIAL_PIECE_SECONDS = 120.0
-# Below -60 dBFS a piece is digital silence. Whisper tends to hallucinate " you" there and
-# transformers' no-speech rule keeps it (confident text, avg log-prob above -1), so such pieces
-# are not decoded at all.
-SILENCE_PEAK = 1e-3
 # A window's last LOOP_TOKENS tokens (or more, see below) repeating a unit of at most
 # LOOP_MAX_UNIT tokens is a repetition loop, not speech.
 LOOP_TOKENS = 24
@@ -380,7 +376,9 @@ class TransformersTranscriber(Transcriber):
         fixed_temperature = schedule[0] if len(schedule) == 1 else None
         tokenizer = self.processor.tokenizer
         last_end = 0.0
-        bounds = [(s, e) for s, e in bounds if np.abs(audio[s:e]).max() >= SILENCE_PEAK]
+        # A digitally silent piece is not decoded: Whisper tends to hallucinate " you" there and
+        # transformers' no-speech rule keeps it (confident text, avg log-prob above -1).
+        bounds = [(s, e) for s, e in bounds if not is_silent(audio[s:e])]
         for first in range(0, len(bounds), self.batch_size):
             batch = bounds[first:first + self.batch_size]
             features, mask = self._features([audio[s:e] for s, e in batch])

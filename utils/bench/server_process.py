@@ -1,0 +1,97 @@
+"""`infer_server.py` as a child process for the tools that measure it: started on a free port, ready
+once /health answers, and its memory (the whole process tree's RSS) sampled while a case runs."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+import psutil
+import requests
+
+from utils import REPO_ROOT as REPO
+
+# The server picks the port itself (--port=0) and names it on this line.
+SERVING_LINE = re.compile(r"^serving on (http://\S+?)/ ", re.MULTILINE)
+
+
+class ServerProcess:
+    def __init__(self, flags: list[str], log_path: str):
+        self.log_path = log_path
+        self._log = open(log_path, "w", encoding="utf-8")
+        self.proc = subprocess.Popen([sys.executable, "infer_server.py", "--port=0", *flags], cwd=REPO,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.url: Optional[str] = None
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+
+    def wait_ready(self, timeout: float = 300.0) -> "ServerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"infer_server.py exited with {self.proc.returncode}: {self.log()[-2000:]}")
+            found = SERVING_LINE.search(self.log())
+            if found:
+                self.url = found.group(1)
+                try:
+                    if requests.get(f"{self.url}/health", timeout=10).status_code == 200:
+                        return self
+                except requests.RequestException:
+                    pass    # bound, not serving yet
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"infer_server.py was not ready within {timeout:.0f} s: {self.log()[-2000:]}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and any processes it started, in MB."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total / 2**20
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class PeakMemory:
+    """`with PeakMemory(server) as peak:` samples the server's RSS every 20 ms; `peak.mb` is the highest."""
+
+    def __init__(self, server: ServerProcess, interval_s: float = 0.02):
+        self.server, self.interval_s, self.mb = server, interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.mb = max(self.mb, self.server.rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self.mb = self.server.rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mb = max(self.mb, self.server.rss_mb())
