@@ -109,7 +109,7 @@ def finetune_stage(args: Arguments, work: str, model: str) -> list:
                 "warm, encoder cache": ["--freeze_encoder=True", "--cache_encoder_outputs=True",
                                         "--encoder_cache_dtype=float16", f"--encoder_cache_dir={cache}"]}
         for name, extra in runs.items():
-            out = os.path.join(work, f"run-{size}-{name.split(',')[0]}")
+            out = os.path.join(work, f"run-{size}-{name.replace(', ', '-').replace(' ', '-')}")
             shutil.rmtree(out, ignore_errors=True)
             result = measure([*common, f"--output_dir={out}", *extra], out + ".log", {"HF_DATASETS_CACHE": arrow})
             rows.append({"stage": "finetune.py", "size": f"{size:,} lines", "run": name, **result})

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from utils.core.audio import SAMPLE_RATE, save_wav
+from utils.core.files import promote_partial
 
 SENTENCES = ["你好", "今天天气很好", "我们去公园", "谢谢你", "再见", "早上好", "晚上回家", "散步吧"]
 
@@ -58,7 +59,7 @@ def long_source(path: str, seconds: int) -> str:
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    os.replace(partial, path)
+    promote_partial(partial, path)
     return path
 
 
