@@ -94,3 +94,34 @@ def test_a_long_source_holds_up_no_other(tmp_path, monkeypatch):
     assert [job[1] for job, _ in results] == list(range(LAST + 1))          # manifests keep the source order
     assert results[0][1] == ("waited", [])
     assert [durations for _, (_, durations) in results[1:]] == [[float(n)] for n in range(1, LAST + 1)]
+
+
+def _first_fails(job):
+    return ("cannot read it" if job.aid == "A0000" else None), [1.0] * len(job.windows)
+
+
+def test_a_failing_source_stops_the_build_while_hundreds_are_handed_out(tmp_path, monkeypatch):
+    import json
+    import threading
+
+    from utils.data.builders.common import BuildError
+
+    audios = [{"aid": f"A{i:04d}", "path": f"audio/A{i:04d}.opus", "segments": [
+        {"begin_time": 1.0, "end_time": 3.0, "text": "你好", "confidence": 1.0, "subsets": ["L"]}]}
+        for i in range(wenetspeech.SOURCES_AHEAD + 100)]
+    (tmp_path / "WenetSpeech.json").write_text(json.dumps({"audios": audios}), encoding="utf-8")
+    monkeypatch.setattr(wenetspeech, "convert_audio", _first_fails)
+    raised = []
+
+    def run():
+        try:
+            wenetspeech.build(str(tmp_path / "WenetSpeech.json"), str(tmp_path / "out"), num_workers=2)
+        except BuildError as exc:
+            raised.append(str(exc))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    # The pool's task thread, waiting to hand out more sources, must let the pool shut down.
+    assert not worker.is_alive(), "the build hung after its first source failed"
+    assert raised and "cannot read it" in raised[0]

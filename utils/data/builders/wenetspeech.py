@@ -17,6 +17,7 @@ import hashlib
 import os
 import threading
 from collections import Counter, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -76,9 +77,10 @@ def build(wenetspeech_json: str, output_dir: str, wenetspeech_dir: Optional[str]
                 plan_windows(a["segments"], train_subset, min_confidence, max_seconds, silence_gaps, skipped),
                 output_dir, silence_gaps) for a in iter_audios(wenetspeech_json))
     jobs = (job for job in jobs if job.windows)
+    # closing() ends the hand-out before the pool shuts down, whatever stops the loop.
     with ManifestSet(output_dir, SPLITS) as manifests, Pool(num_workers) as pool, \
-            tqdm(desc="audio files", unit="file") as bar:
-        for job, (error, durations) in convert_in_order(pool, jobs, bar):
+            tqdm(desc="audio files", unit="file") as bar, closing(convert_in_order(pool, jobs, bar)) as results:
+        for job, (error, durations) in results:
             if error:
                 if not skip_bad_audio:
                     raise BuildError(f"{error} (pass --skip_bad_audio to leave such files out)")
