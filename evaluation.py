@@ -100,8 +100,8 @@ def evaluate(args: EvaluationArguments) -> None:
     with ShardedEvaluation(args.output_file) as shard:
         processor, dataset, language, multilingual = load_data(args)
         model = load_model(args)
-        share = f"; process {shard.rank} of {shard.world_size} decodes every {shard.world_size}th clip" \
-            if shard.world_size > 1 else ""
+        r, n = shard.rank, shard.world_size
+        share = f"; process {r} of {n} decodes clips {r}, {r + n}, {r + 2 * n}, ..." if n > 1 else ""
         print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}{share}", flush=True)
         decoded = decode_all(args, processor, model, dataset, language, multilingual, shard)
         if shard.is_main:
