@@ -59,8 +59,10 @@ class EvaluationArguments:
                 "errors. False = the model's plain generate."})
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
-    output_file: Optional[str] = field(default=None, metadata={"help": "Write a JSON report: metric, counts and "
-                                                                       "every clip's reference and hypothesis."})
+    output_file: Optional[str] = field(default=None, metadata={
+        "help": "Write a JSON report: metric, counts and every clip's reference and hypothesis. While the run "
+                "lasts, each decoded clip is appended at once to <output_file>.parts/rank<R>-of-<N>.jsonl "
+                "(one per process; kept when the run is interrupted, removed when the report is written)."})
     local_files_only: bool = field(default=False, metadata={"help": "Never download the model."})
 
     def __post_init__(self):
@@ -92,12 +94,18 @@ def evaluate(args: EvaluationArguments) -> None:
     """Decode every clip of --test_data, score the transcripts, print the summary (and write the report)."""
     check_inputs(args)
     print_config("evaluation.py configuration", args)
-    processor, dataset, language, multilingual = load_data(args)
-    model = load_model(args)
-    print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}", flush=True)
-    references, hypotheses, no_speech_clips = decode_all(args, processor, model, dataset, language, multilingual)
-    score(args, references, hypotheses, no_speech_clips, scoring_languages(dataset, language, multilingual),
-          processor.tokenizer)
+    from utils.inference.sharded_eval import ShardedEvaluation
+
+    # Under torchrun / accelerate launch each process decodes its share; process 0 scores them all.
+    with ShardedEvaluation(args.output_file) as shard:
+        processor, dataset, language, multilingual = load_data(args)
+        model = load_model(args)
+        r, n = shard.rank, shard.world_size
+        share = f"; process {r} of {n} decodes clips {r}, {r + n}, {r + 2 * n}, ..." if n > 1 else ""
+        print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}{share}", flush=True)
+        decoded = decode_all(args, processor, model, dataset, language, multilingual, shard)
+        if shard.is_main:
+            score(args, *decoded, scoring_languages(dataset, language, multilingual), processor.tokenizer)
 
 
 def scoring_languages(dataset, language: Optional[str], multilingual: bool) -> list:
@@ -160,8 +168,11 @@ def _collate(batch):
     return [i for i, _ in batch], torch.from_numpy(np.stack([f for _, f in batch]))
 
 
-def decode_all(args: EvaluationArguments, processor, model, dataset, language: Optional[str], multilingual: bool):
-    """(references, hypotheses, clips judged to hold no speech), in manifest order."""
+def decode_all(args: EvaluationArguments, processor, model, dataset, language: Optional[str], multilingual: bool,
+               shard):
+    """(references, hypotheses, clips judged to hold no speech) in manifest order, in process 0 (None in the
+    others); `shard` (utils.inference.sharded_eval) says which clips this process decodes and streams each one
+    to disk."""
     import torch
     from tqdm import tqdm
 
@@ -169,24 +180,22 @@ def decode_all(args: EvaluationArguments, processor, model, dataset, language: O
 
     sentences = dataset.data["sentence"]
     languages = [code or language for code in dataset.data["language"]]
-    loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=args.batch_size,
-                                         num_workers=args.num_workers, collate_fn=_collate)
-    references, hypotheses = [None] * len(dataset), [None] * len(dataset)
+    clips = torch.utils.data.Subset(_Indexed(dataset), shard.indices(len(dataset)))
+    loader = torch.utils.data.DataLoader(clips, batch_size=args.batch_size, num_workers=args.num_workers,
+                                         collate_fn=_collate)
     nospeech = special_ids(processor.tokenizer).nospeech
-    no_speech_clips = 0
     kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps,
               "stopping_criteria": _loop_stop() if args.stop_loops else None}
     with torch.inference_mode():
-        for indices, features in tqdm(loader, desc="Evaluating", unit="batch"):
+        for indices, features in tqdm(loader, desc="Evaluating", unit="batch", disable=not shard.is_main):
             if multilingual:
                 batch_languages = [languages[i] for i in indices]
                 # Per-clip language when every clip has one; otherwise the model detects it per clip.
                 kwargs.update(language=batch_languages if all(batch_languages) else None, task=args.task)
             texts, silent = decode_batch(model, processor, features, kwargs, nospeech, args.no_speech_threshold)
             for i, text, quiet in zip(indices, texts, silent):
-                references[i], hypotheses[i] = sentences[i], "" if quiet else text.strip()
-                no_speech_clips += bool(quiet)
-    return references, hypotheses, no_speech_clips
+                shard.record(i, sentences[i], "" if quiet else text.strip(), quiet)
+    return shard.gather(len(dataset))
 
 
 def _loop_stop():

@@ -222,11 +222,13 @@ def configure(args: FinetuneArguments) -> None:
 
     from utils.core.devices import check_precision
     from utils.training.callbacks import keep_large_tensors_in_the_heap
+    from utils.training.sharding import check_sharding_device
 
     print_config("finetune.py configuration", args)
     if not torch.cuda.is_available():
         keep_large_tensors_in_the_heap()
     check_precision(fp16=args.fp16, bf16=args.bf16, use_8bit=args.use_8bit)
+    check_sharding_device(torch.cuda.is_available())
     set_seed(args.seed)
 
 
@@ -354,8 +356,10 @@ def trainer_arguments(args: FinetuneArguments, *, reads_stored_outputs: bool):
         generation_max_length=args.generation_max_length,
         fp16=args.fp16,
         bf16=args.bf16,
-        # bf16 without CUDA is CPU autocast, which Trainer only accepts when told to stay on the CPU.
-        use_cpu=bool(args.bf16 and not cuda),
+        # bf16 without CUDA is CPU autocast, which Trainer only accepts when told to stay on the CPU. Several CPU
+        # processes need it too: without it accelerate sees no distributed run (DistributedType.NO), so the
+        # model is not wrapped in DDP and each process trains its own adapter on its own share of the data.
+        use_cpu=not cuda and (args.bf16 or world_size > 1),
         activation_checkpointing=args.gradient_checkpointing,
         # Non-reentrant checkpointing also works when the checkpointed block's inputs need no grad
         # (frozen embeddings, frozen encoder), which reentrant checkpointing silently breaks.
@@ -457,6 +461,10 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
     # division by gradient_accumulation_steps. Whisper computes a plain mean, so with N processes or N
     # accumulation steps the gradients and the logged loss came out N times too large.
     trainer.model_accepts_loss_kwargs = False
+    if _world_size() > 1:
+        from utils.training.sharding import ShardingReport
+
+        trainer.add_callback(ShardingReport(trainer))   # each rank's share of the weights: is it sharded?
     if stores:
         trainer.cache_encoder = model.get_base_model().get_encoder()
         trainer.train_store, trainer.eval_store = stores["train"], stores["eval"]

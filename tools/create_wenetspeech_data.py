@@ -3,9 +3,11 @@
 WenetSpeech.json is read as a stream (ijson), one audio entry at a time, so its several
 GB never sit in memory. Segments at or above --min_confidence are grouped per audio file
 into windows of at most 30 s (Whisper's input) with clause timestamps relative to the
-window; each window is cut from the decoded audio and written as a 16 kHz FLAC clip,
-in parallel worker processes. Splits: train (--train_subset S/M/L), dev, test_net,
-test_meeting -> <output_dir>/<split>.jsonl; clips under <output_dir>/audio/<aid>/.
+window; each window is written as a 16 kHz FLAC clip as soon as the worker decoding its source
+has reached its end, so a worker holds about 30 s of audio however long the source (a 1-hour
+source no longer sits in memory whole); sources go to whichever worker is free, one at a time.
+Splits: train (--train_subset S/M/L), dev, test_net, test_meeting -> <output_dir>/<split>.jsonl;
+clips under <output_dir>/audio/<aid>/.
 
 A window never spans a segment that was left out (low confidence, other split) because
 its speech would be heard but missing from the label; --silence_gaps instead zeroes every

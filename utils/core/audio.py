@@ -203,6 +203,76 @@ def load_audio(source: AudioSource, start_time: Optional[float] = None,
     return audio
 
 
+class _Streamer(_Collector):
+    """A _Collector that hands each piece of 16 kHz mono samples to `sink` instead of keeping it."""
+
+    def __init__(self, name: str, rate: int, target_rate: int, sink: Callable[[np.ndarray], None]):
+        super().__init__(name, rate, target_rate, None, None, None)
+        self.sink, self.samples = sink, 0
+
+    def _keep(self, samples: np.ndarray, last: bool) -> None:
+        samples = samples.astype(np.float32, copy=False)
+        if self.resampler is not None:
+            samples = self.resampler.resample_chunk(samples, last=last)
+        if len(samples):
+            self.samples += len(samples)
+            try:
+                self.sink(samples)
+            except StopDecoding:
+                raise
+            except BaseException as exc:
+                raise _SinkFailed(exc) from exc
+
+
+class _SinkFailed(Exception):
+    """What the sink raised, carried past the decoders' catch-all so that it reaches the caller unchanged."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+class StopDecoding(Exception):
+    """Raised by a `decode_in_pieces` sink that has all it wants: decoding ends there, without an error."""
+
+
+def decode_in_pieces(path: Union[str, os.PathLike], sink: Callable[[np.ndarray], None],
+                     sample_rate: int = SAMPLE_RATE) -> int:
+    """Decode `path` as load_audio does (the same samples, in order), handing them to `sink` a piece at a time
+    instead of returning them, so that memory is bounded by a piece, not by the file's length. Returns the
+    number of samples handed over (up to a StopDecoding the sink raised)."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise AudioError(f"{name}: audio file not found")
+    if os.path.getsize(name) == 0:
+        raise AudioError(f"{name}: audio file is empty")
+    reason = "unknown format, or the file is damaged or truncated"
+    streamers: list[_Streamer] = []
+
+    def make(rate: int) -> _Streamer:
+        streamers.append(_Streamer(name, rate, sample_rate, sink))
+        return streamers[-1]
+
+    for decode in (_decode_soundfile, _decode_av):
+        try:
+            collector = decode(name, make)
+            collector.finish()
+            return collector.samples
+        except StopDecoding:
+            return streamers[-1].samples
+        except _SinkFailed as failed:
+            raise failed.error from None
+        except AudioError as exc:
+            reason = str(exc)
+        except Exception:  # decoder libraries raise many types for "not audio"
+            pass
+        # Once samples have gone to the sink, another decoder would hand them over twice.
+        if streamers and streamers[-1].samples:
+            raise AudioError(f"{name}: decoding failed after {streamers[-1].samples / sample_rate:.2f} s "
+                             f"({reason})")
+    raise AudioError(f"{name}: not a readable audio file ({reason})")
+
+
 def audio_duration(path: Union[str, os.PathLike]) -> float:
     """Seconds of audio in `path`: from the file header when possible (fast), else by decoding."""
     import soundfile

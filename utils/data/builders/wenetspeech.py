@@ -3,31 +3,39 @@
 WenetSpeech.json is read as a stream (ijson), one audio entry at a time, so its several GB
 never sit in memory. Segments at or above `min_confidence` are grouped per audio file into
 windows with clause timestamps relative to the window; each source file is decoded once in a
-worker process, which cuts its windows out as 16 kHz FLAC clips. A window never spans a segment
-that was left out (its speech would be heard but missing from the label), unless `silence_gaps`
-zeroes every unlabelled stretch inside a window, which lets windows grow across such gaps.
+worker process, which writes each window as a 16 kHz FLAC clip as soon as its samples have been
+decoded and keeps nothing before the next window: a worker holds about one window (30 s) of audio
+however long the source. Sources go out one at a time to whichever worker is free, so one long
+source occupies one worker while the others go on; the manifests keep the json's order. A window
+never spans a segment that was left out (its speech would be heard but missing from the label),
+unless `silence_gaps` zeroes every unlabelled stretch inside a window, which lets windows grow
+across such gaps.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
-from collections import Counter
+import threading
+from collections import Counter, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from multiprocessing import Pool
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from utils.core.audio import SAMPLE_RATE, AudioError, load_audio
+from utils.core.audio import SAMPLE_RATE, AudioError, StopDecoding, decode_in_pieces
 from utils.core.files import write_text_atomic
 from utils.data.builders.common import BuildError, write_audio
 from utils.data.builders.manifest_writer import ManifestSet, make_record, manifest_audio_path, snap_time
 
 SPLITS = ("train", "dev", "test_net", "test_meeting")
 TEST_SUBSETS = {"TEST_NET": "test_net", "TEST_MEETING": "test_meeting", "DEV": "dev"}
-BATCH_AUDIOS = 32   # audio entries handed to the workers at once; bounds memory
+# Sources handed to the workers beyond the oldest one whose clips are not yet in the manifests: bounds the
+# memory of queued jobs and finished results, while a long source holds up no worker until this many
+# later sources have finished.
+SOURCES_AHEAD = 256
 
 
 @dataclass
@@ -69,19 +77,52 @@ def build(wenetspeech_json: str, output_dir: str, wenetspeech_dir: Optional[str]
                 plan_windows(a["segments"], train_subset, min_confidence, max_seconds, silence_gaps, skipped),
                 output_dir, silence_gaps) for a in iter_audios(wenetspeech_json))
     jobs = (job for job in jobs if job.windows)
+    # closing() ends the hand-out before the pool shuts down, whatever stops the loop.
     with ManifestSet(output_dir, SPLITS) as manifests, Pool(num_workers) as pool, \
-            tqdm(desc="audio files", unit="file") as bar:
-        while batch := list(itertools.islice(jobs, BATCH_AUDIOS)):
-            for job, (error, durations) in zip(batch, pool.imap(convert_audio, batch)):
-                bar.update(1)
-                if error:
-                    if not skip_bad_audio:
-                        raise BuildError(f"{error} (pass --skip_bad_audio to leave such files out)")
-                    skipped["audio files unreadable"] += 1
-                    continue
-                for window, path, duration in zip(job.windows, job.clip_paths(), durations):
-                    manifests.write(window.split, window_record(window, path, duration))
+            tqdm(desc="audio files", unit="file") as bar, closing(convert_in_order(pool, jobs, bar)) as results:
+        for job, (error, durations) in results:
+            if error:
+                if not skip_bad_audio:
+                    raise BuildError(f"{error} (pass --skip_bad_audio to leave such files out)")
+                skipped["audio files unreadable"] += 1
+                continue
+            for window, path, duration in zip(job.windows, job.clip_paths(), durations):
+                manifests.write(window.split, window_record(window, path, duration))
     return manifests.summary(skipped, unit="windows")
+
+
+def convert_in_order(pool, jobs: Iterable[Job], bar) -> Iterator[Tuple[Job, Tuple[Optional[str], List[float]]]]:
+    """(job, convert_audio's result) in the jobs' order, while the workers take one source at a time as they
+    come free (a long source occupies one worker, the others go on), at most SOURCES_AHEAD sources ahead."""
+    ahead, stop = threading.Semaphore(SOURCES_AHEAD), threading.Event()
+    handed: dict = {}
+
+    def hand_out() -> Iterator[Tuple[int, Job]]:
+        # Runs in the pool's task thread, which the pool joins on exit: it must not wait for ever.
+        for number, job in enumerate(jobs):
+            while not ahead.acquire(timeout=0.2):
+                if stop.is_set():
+                    return
+            handed[number] = job
+            yield number, job
+
+    finished: dict = {}
+    next_number = 0
+    try:
+        for number, result in pool.imap_unordered(_convert_numbered, hand_out(), chunksize=1):
+            bar.update(1)
+            finished[number] = result
+            while next_number in finished:
+                yield handed.pop(next_number), finished.pop(next_number)
+                next_number += 1
+                ahead.release()
+    finally:
+        stop.set()
+
+
+def _convert_numbered(numbered: Tuple[int, Job]) -> Tuple[int, Tuple[Optional[str], List[float]]]:
+    number, job = numbered
+    return number, convert_audio(job)
 
 
 def segment_split(segment: dict, train_subset: str) -> Optional[str]:
@@ -152,8 +193,9 @@ def clip_path(output_dir: str, aid: str, index: int) -> str:
 
 
 def convert_audio(job: Job) -> Tuple[Optional[str], List[float]]:
-    """Worker: decode one source file once, cut and write its windows.
-    Returns (error or None, clip durations)."""
+    """Worker: decode one source file once, from its start to its last window's end, writing each window as
+    soon as its samples have arrived; only the samples from the next window's start on are kept, so memory is
+    bounded by a window, not by the source. Returns (error or None, clip durations)."""
     import soundfile
 
     paths = job.clip_paths()
@@ -163,20 +205,67 @@ def convert_audio(job: Job) -> Tuple[Optional[str], List[float]]:
     plan_file = os.path.join(os.path.dirname(paths[0]), ".plan")
     if read_text(plan_file) == plan and all(os.path.exists(p) for p in paths):
         return None, [soundfile.info(p).duration for p in paths]
+    cutter = WindowCutter(job.windows, paths, job.silence_gaps)
     try:
-        audio = load_audio(job.source)
+        total = decode_in_pieces(job.source, cutter.add)
     except AudioError as exc:
         return str(exc), []
-    durations = []
-    for window, path in zip(job.windows, paths):
-        clip = cut_window(audio, window, job.silence_gaps)
-        if len(clip) == 0:
+    # Windows reaching past the end of the audio get what there is of them, as a cut of the whole file would.
+    while cutter.pending:
+        _, window, _ = cutter.pending[0]
+        if not cutter.write_next():
             return f"{job.source}: segment {window.start:.2f}-{window.end:.2f} s lies past " \
-                   f"the end of the audio ({len(audio) / SAMPLE_RATE:.2f} s)", []
-        write_audio(path, clip)
-        durations.append(len(clip) / SAMPLE_RATE)
+                   f"the end of the audio ({total / SAMPLE_RATE:.2f} s)", []
     write_text_atomic(plan_file, plan)
-    return None, durations
+    return None, cutter.durations
+
+
+class WindowCutter:
+    """Takes a source's samples in order (decode_in_pieces' sink) and writes every window, in start order,
+    once its last sample has arrived; keeps no sample before the next window's start."""
+
+    def __init__(self, windows: Sequence[Window], paths: Sequence[str], silence_gaps: bool):
+        # (index, window, path) by start: the first pending window's start is the earliest sample still needed.
+        self.pending = deque(sorted(((i, w, p) for i, (w, p) in enumerate(zip(windows, paths))),
+                                    key=lambda item: item[1].start))
+        self.silence_gaps = silence_gaps
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.offset = 0                  # the source sample that buffer[0] is
+        self.durations: List[float] = [0.0] * len(windows)   # in the windows' order
+        self.most_held = 0               # the largest number of samples held at once
+
+    def add(self, samples: np.ndarray) -> None:
+        if not self.pending:
+            raise StopDecoding
+        self.buffer = np.concatenate([self.buffer, samples])
+        self.most_held = max(self.most_held, len(self.buffer))
+        while self.pending and self.offset + len(self.buffer) >= _sample(self.pending[0][1].end):
+            self.write_next()
+        if not self.pending:
+            raise StopDecoding           # the rest of the source holds no window
+        self._drop_before(_sample(self.pending[0][1].start))
+
+    def write_next(self) -> bool:
+        """Write the first pending window from what has arrived; False when none of it has."""
+        index, window, path = self.pending.popleft()
+        clip = cut_window(self.buffer, window, self.silence_gaps, offset=self.offset)
+        if len(clip) == 0:
+            return False
+        write_audio(path, clip)
+        self.durations[index] = len(clip) / SAMPLE_RATE
+        return True
+
+    def _drop_before(self, sample: int) -> None:
+        # Up to `sample`, or up to what has arrived when the next window starts later still.
+        sample = min(sample, self.offset + len(self.buffer))
+        if sample > self.offset:
+            # A copy, so that the dropped samples' memory goes back instead of staying under a view.
+            self.buffer = self.buffer[sample - self.offset:].copy()
+            self.offset = sample
+
+
+def _sample(seconds: float) -> int:
+    return int(round(seconds * SAMPLE_RATE))
 
 
 def read_text(path: str) -> Optional[str]:
@@ -187,13 +276,14 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
-def cut_window(audio: np.ndarray, window: Window, silence_gaps: bool) -> np.ndarray:
-    first = int(round(window.start * SAMPLE_RATE))
-    clip = audio[first:int(round(window.end * SAMPLE_RATE))].copy()
+def cut_window(audio: np.ndarray, window: Window, silence_gaps: bool, offset: int = 0) -> np.ndarray:
+    """The window's samples from `audio`, whose first sample is the source's sample `offset`."""
+    first = _sample(window.start)
+    clip = audio[max(first - offset, 0):max(_sample(window.end) - offset, 0)].copy()
     if silence_gaps:
         mask = np.zeros(len(clip), dtype=bool)
         for begin, end, _ in window.segments:
-            mask[int(round(begin * SAMPLE_RATE)) - first:int(round(end * SAMPLE_RATE)) - first] = True
+            mask[max(_sample(begin) - first, 0):max(_sample(end) - first, 0)] = True
         clip[~mask] = 0.0
     return clip
 
