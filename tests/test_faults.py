@@ -298,14 +298,18 @@ def test_a_damaged_clip_stops_with_its_line_or_is_skipped_and_counted(tiny_whisp
         collate([lenient[1]])
 
 
+@pytest.mark.parametrize("cache", [{}, {"freeze_encoder": True, "cache_encoder_outputs": True}],
+                         ids=["plain", "encoder-cache"])
 def test_training_with_skip_bad_skips_the_damaged_clip_and_counts_it(tiny_whisper_dir, damaged_manifest, tmp_path,
-                                                                    capsys):
+                                                                    capsys, cache):
     manifest, _ = damaged_manifest
     flags = finetune_args(tiny_whisper_dir, manifest, manifest, tmp_path, max_steps=1, eval_steps=1, save_steps=1,
-                          metric="none", skip_bad=True)
+                          metric="none", skip_bad=True, **cache)
     assert finetune.main(flags) == 0
     out = capsys.readouterr().out
     assert f"; 1 damaged clip(s) skipped while training (--skip_bad, first: {manifest}:2: " in out, out[-2000:]
+    # With the cache on, the damaged clip is dropped before the step that would have stored its row.
+    assert ("encoder cache (training): " in out) == bool(cache) and "encoder cache off" not in out, out[-2000:]
 
 
 # (script, flags) given a model of the wrong kind, and the start of what the sentence must say.
