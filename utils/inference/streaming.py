@@ -22,8 +22,9 @@ not); the tests drive the policy with a fake one.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -288,3 +289,46 @@ class StreamingTranscriber:
             self._buffer = self._buffer[drop:]
             self._buffer_start += drop / SAMPLE_RATE
         return events
+
+
+# ---- driving a stream --------------------------------------------------------------------
+@dataclass
+class TimedEvent:
+    event: StreamEvent
+    wall: float                   # time.monotonic() when it came out
+    latency_s: Optional[float]    # wall seconds from its last word's end in the audio to `wall`
+
+
+def file_chunks(audio: np.ndarray, chunk_s: float, realtime: bool,
+                started: Optional[float] = None) -> Iterator[tuple[np.ndarray, float]]:
+    """`audio` in chunks of `chunk_s`, each with the wall time at which its last sample exists
+    (time.monotonic). `realtime` waits for it, as a microphone would; else no waiting, and the
+    times are those of a real-time source that started at `started` (default: now)."""
+    step = max(1, int(round(chunk_s * SAMPLE_RATE)))
+    started = time.monotonic() if started is None else started
+    for begin in range(0, len(audio), step):
+        chunk = audio[begin:begin + step]
+        due = started + (begin + len(chunk)) / SAMPLE_RATE
+        if realtime:
+            time.sleep(max(0.0, due - time.monotonic()))
+        yield chunk, due
+
+
+def run_stream(stream: StreamingTranscriber, chunks: Iterable[tuple[np.ndarray, float]],
+               started: float, on_event: Callable[[TimedEvent], None], realtime: bool = True) -> list[TimedEvent]:
+    """Feed `chunks` ((samples, wall time their end exists)) and flush; every event goes to
+    `on_event` as it comes out. An event's latency is its wall time minus the moment its last
+    word's audio existed (`started` + the word's end on the stream clock); None unless `realtime`."""
+    seen: list[TimedEvent] = []
+
+    def emit(events: list[StreamEvent]) -> None:
+        now = time.monotonic()
+        for event in events:
+            latency = now - (started + event.end) if realtime and event.words else None
+            seen.append(TimedEvent(event, now, latency))
+            on_event(seen[-1])
+
+    for chunk, _due in chunks:
+        emit(stream.feed(chunk))
+    emit(stream.flush())
+    return seen
