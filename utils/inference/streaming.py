@@ -63,7 +63,9 @@ class StreamingOptions:
 
 @dataclass
 class StreamEvent:
-    kind: str                  # "commit" (final) or "partial" (the current guess after the commits)
+    # "commit": final words; "partial": the current guess after the commits; "end": an utterance
+    # closed (by silence or flush), its text all its committed words.
+    kind: str
     text: str                  # the words as the model wrote them, leading space included
     start: float               # stream clock, seconds; 0.0/0.0 for an empty partial
     end: float
@@ -116,6 +118,7 @@ class StreamingTranscriber:
         self.language = transcriber.resolve_options(TranscribeOptions(
             language=opts.language, task=opts.task)).language
         self.committed: list[Word] = []      # every committed word, stream clock
+        self._utterance_from = 0             # index in `committed` of the open utterance's first word
         self.decodes = 0
         self._received = 0                   # samples fed
         self._clock = 0                      # samples that have passed the VAD (the buffer's clock)
@@ -180,6 +183,10 @@ class StreamingTranscriber:
             words = self._decode()
             if words:
                 events.append(self._commit(words))
+        utterance, self._utterance_from = self.committed[self._utterance_from:], len(self.committed)
+        if utterance:
+            events.append(StreamEvent("end", words_text(utterance), utterance[0].start, utterance[-1].end,
+                                      list(utterance), self.received_s))
         self._hypothesis = []
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = self._clock / SAMPLE_RATE
