@@ -230,7 +230,8 @@ class StreamingTranscriber:
         self._undecoded += len(samples)
 
     def _decode_if_due(self) -> list[StreamEvent]:
-        if not self._in_speech or self._undecoded < self.options.min_chunk_s * SAMPLE_RATE:
+        # Less a VAD frame: the VAD passes whole frames on, so a 1 s chunk may bring 31.25 of them.
+        if not self._in_speech or self._undecoded < self.options.min_chunk_s * SAMPLE_RATE - VAD_FRAME:
             return []
         words = self._decode()
         agreed = agreed_prefix(self._hypothesis, words)
