@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pytest
+import soundfile
 from server_process import ServerProcess
+from test_server_web import launch, playwright  # noqa: F401  (the browser fixture)
 from transcription_audio import english_clip, normalize, wer
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -120,3 +122,36 @@ def test_refusals_close_with_1008_or_1013_and_a_reason(server):
             first.send(silence)
         code, reason = closed(first)
     assert code == 1008 and "--max_audio_s" in reason
+
+
+@pytest.mark.browser
+def test_page_live_switch_shows_committed_words(server, playwright, tmp_path, artifacts_dir):  # noqa: F811
+    # Chromium's fake microphone loops a WAV: the clip, then silence that ends the utterance.
+    path, _ = english_clip(0)
+    audio = np.concatenate([load_audio(path), np.zeros(2 * SAMPLE_RATE, dtype=np.float32)])
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, resample(audio, SAMPLE_RATE, 48000), 48000, subtype="PCM_16")
+    browser = launch(playwright, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                     f"--use-file-for-fake-audio-capture={speech}")
+    try:
+        page = browser.new_context(permissions=["microphone"]).new_page()
+        page.goto(server.url + "/")
+        page.fill("#api_key", KEY)          # the page sends it as the WebSocket subprotocol
+        page.check("#live")
+        page.click("#record")
+        # The words arrive while the microphone is still on.
+        page.wait_for_function("document.querySelector('#live-text .committed').textContent.includes('minutes')",
+                               timeout=60_000)
+        assert page.inner_text("#record").startswith("■")
+        page.screenshot(path=str(artifacts_dir / "server_web_live.png"), full_page=True)
+        page.click("#record")
+        page.wait_for_function("document.getElementById('record').textContent.includes('Record')",
+                               timeout=60_000)
+        committed = page.inner_text("#live-text .committed")
+        assert {"train", "minutes"} <= set(normalize(committed).split()), committed
+        assert page.inner_text("#live-text .partial") == ""
+        grey = page.eval_on_selector("#live-text .partial", "e => getComputedStyle(e).color")
+        assert grey == "rgb(138, 147, 166)", grey
+        assert page.is_hidden("#error")
+    finally:
+        browser.close()
