@@ -117,6 +117,8 @@ class Recorder:
             stream.close()
         with self._lock:
             blocks, self._blocks = self._blocks, []
+        # A soxr object alive at exit makes nanobind print "leaked" warnings.
+        self._live_resampler = None
         audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
         return resample(audio, self._sample_rate, SAMPLE_RATE)
 
@@ -127,7 +129,7 @@ class Recorder:
         with self._lock:
             blocks, self._taken = self._blocks[self._taken:], len(self._blocks)
         audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-        if self._sample_rate in (None, SAMPLE_RATE):
+        if self._sample_rate in (None, SAMPLE_RATE) or not audio.size:
             return audio
         if self._live_resampler is None:
             import soxr
