@@ -12,6 +12,10 @@ streams share one model loaded with N CTranslate2 workers.
 
 Per row: committed-word latency (median, p90: the wall time of a word's commit minus the moment
 its end was spoken), partial latency (median: a partial's wall time minus its last word's end),
+policy latency (median and p90 seconds of audio fed after a word's end until its commit, the
+chunks fed one by one without a clock: what chunking, agreement and the VAD's wait cost on a
+machine that decodes instantly), the CPU seconds one decode takes there, the median wall time of
+one decode in the real-time runs,
 error rate (WER for English, CER for Mandarin) of the committed text against the same model's
 offline transcript and against the reference, the offline one's against the reference, CPU seconds
 per second of audio per stream, and the lag (wall time after the audio's end until the last
@@ -109,6 +113,7 @@ class StreamResult:
     text: str = ""
     commit_latencies: list = field(default_factory=list)
     partial_latencies: list = field(default_factory=list)
+    decode_walls: list = field(default_factory=list)
     lag_s: float = 0.0
     decodes: int = 0
 
@@ -144,7 +149,11 @@ def play(transcriber, audio: np.ndarray, language: str, chunk_s: float, result: 
         ended = pieces[-1] is None
         pieces = [p for p in pieces if p is not None]
         if pieces:
-            note(stream.feed(np.concatenate(pieces)))
+            decodes, began = stream.decodes, time.monotonic()
+            events = stream.feed(np.concatenate(pieces))
+            if stream.decodes > decodes:
+                result.decode_walls.append((time.monotonic() - began) / (stream.decodes - decodes))
+            note(events)
     note(stream.flush())
     result.lag_s = time.monotonic() - (start_at + len(audio) / SAMPLE_RATE)
     result.text, result.decodes = stream.committed_text, stream.decodes
@@ -184,6 +193,7 @@ def measure(args: BenchmarkArguments, name: str, audio: np.ndarray, reference: s
         "commit_latency_median_s": round(statistics.median(commits), 2) if commits else None,
         "commit_latency_p90_s": round(percentile(commits, 90), 2),
         "partial_latency_median_s": round(statistics.median(partials), 2) if partials else None,
+        "decode_wall_median_s": round(statistics.median(x for r in results for x in r.decode_walls), 2),
         "committed_vs_offline": round(statistics.mean(rate(offline, r.text) for r in results), 4),
         "committed_vs_reference": round(statistics.mean(rate(reference, r.text) for r in results), 4),
         "offline_vs_reference": round(rate(reference, offline), 4),
@@ -198,24 +208,40 @@ def measure(args: BenchmarkArguments, name: str, audio: np.ndarray, reference: s
     return row
 
 
-def offline_text(args: BenchmarkArguments, audio: np.ndarray, language: str) -> str:
+def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, language: str) -> tuple[str, dict]:
+    """The offline transcript, and the policy's own latency: chunks fed one by one without a clock,
+    so a word's latency is the audio fed after its end until its commit (chunking, agreement and
+    the VAD's wait; what a machine that decodes instantly would see), with the CPU one decode takes."""
     from utils.inference.registry import load_transcriber
 
     transcriber = load_transcriber("ct2", args.model_path, compute_type=args.compute_type)
     segments, _ = transcriber.transcribe(audio, TranscribeOptions(language=language))
-    return " ".join(segment.text for segment in segments)
+    offline = " ".join(segment.text for segment in segments)
+    stream = StreamingTranscriber(transcriber, StreamingOptions(language=language, min_chunk_s=args.chunk_s))
+    step, latencies = int(args.chunk_s * SAMPLE_RATE), []
+    cpu = time.process_time()
+    for begin in range(0, len(audio) + step, step):
+        events = stream.feed(audio[begin:begin + step]) if begin < len(audio) else stream.flush()
+        latencies += [e.received_s - w.end for e in events if e.kind == "commit" for w in e.words]
+    policy = {"policy_latency_median_s": round(statistics.median(latencies), 2),
+              "policy_latency_p90_s": round(percentile(latencies, 90), 2),
+              "cpu_s_per_decode": round((time.process_time() - cpu) / max(stream.decodes, 1), 3)}
+    return offline, policy
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| audio | streams | commit latency median / p90 (s) | partial latency median (s) | "
+             "policy latency median / p90 (s) | CPU s per decode | decode wall median (s) | "
              "committed vs offline | committed vs reference | offline vs reference | CPU s per audio s "
              "per stream | lag at end (s) | real time | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         metric = r["metric"].upper()
         lines.append(
             f"| {r['audio']} ({r['seconds']:g} s) | {r['streams']} | {r['commit_latency_median_s']} / "
             f"{r['commit_latency_p90_s']} | {r['partial_latency_median_s']} | "
+            f"{r['policy_latency_median_s']} / {r['policy_latency_p90_s']} | {r['cpu_s_per_decode']} | "
+            f"{r['decode_wall_median_s']} | "
             f"{metric} {r['committed_vs_offline']:.1%} | {metric} {r['committed_vs_reference']:.1%} | "
             f"{metric} {r['offline_vs_reference']:.1%} | {r['cpu_s_per_audio_s_per_stream']} | "
             f"{r['lag_s_max']} | {'yes' if r['real_time'] else 'no'} | {r['load_average_1min']} |")
@@ -229,9 +255,10 @@ def run(args: BenchmarkArguments, argv) -> int:
         inputs.append(("Mandarin", *mandarin(args.mandarin_s), "zh", [1]))
     rows = []
     for name, audio, reference, language, counts in inputs:
-        offline = offline_text(args, audio, language)
+        offline, policy = offline_and_policy(args, audio, language)
+        print(json.dumps({"audio": name, **policy}), flush=True)
         for streams in counts:
-            rows.append(measure(args, name, audio, reference, language, streams, offline))
+            rows.append({**measure(args, name, audio, reference, language, streams, offline), **policy})
     markdown = (f"Streaming benchmark: {args.model_path} ({args.compute_type}), chunks of {args.chunk_s:g} s, "
                 f"on {machine_description()}.\n\n`{command_line('tools/benchmark_streaming.py', argv)}`\n\n"
                 f"{table(rows)}\n")
