@@ -17,7 +17,7 @@ COMMIT_LINE = re.compile(r"^\[(\d+\.\d\d) - (\d+\.\d\d)\] (.+)$", re.MULTILINE)
 def test_a_file_streams_to_commit_lines_that_read_as_the_transcript():
     result = subprocess.run(
         [sys.executable, "infer_stream.py", "--audio_path=dataset/sample_en.wav",
-         "--model_path=models/whisper-tiny.en-ct2", "--compute_type=int8"],
+         "--model_path=models/whisper-tiny.en-ct2", "--compute_type=int8", "--chunk_s=2"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     commits = COMMIT_LINE.findall(result.stdout)
