@@ -11,6 +11,7 @@ from utils.inference.streaming import (
     StreamingOptions,
     StreamingTranscriber,
     agreed_prefix,
+    cut_loop,
     drop_repeated,
 )
 from utils.inference.transcriber import (
@@ -50,11 +51,11 @@ class ScriptedTranscriber(Transcriber):
         self.calls.append((start, duration, resolved.options.initial_prompt or ""))
         assert resolved.options.word_timestamps
         heard = []
-        for word in self.words:
+        for index, word in enumerate(self.words):
             if word.start >= start - 0.01 and word.end <= start + duration:
                 text = word.word
                 if not self.agree or word.end > start + duration - self.unsure_s:
-                    text = f" guess{len(self.calls)}"
+                    text = f" guess{len(self.calls)}x{index}"
                 heard.append(Word(word.start - start, word.end - start, text, 0.5))
         segments = [Segment(start=0.0, end=duration, text="".join(w.word for w in heard), words=heard)]
         return iter(segments if heard else []), TranscriptionInfo("en", None, duration)
@@ -171,3 +172,17 @@ def test_real_stream_matches_the_offline_transcript_and_skips_silence(tiny_en):
     # The first utterance was closed by the silence, before the second one began.
     assert any(e.kind == "commit" and "minutes" in e.text.lower() and e.received_s < second_start
                for e in events)
+
+
+def test_a_repetition_loop_is_cut_after_its_first_occurrence():
+    def words(*texts):
+        return [Word(i, i + 1, text, 1.0) for i, text in enumerate(texts)]
+
+    looped = words(" 今", "天", "的", "的", "的", "的", "的")
+    assert [w.word for w in cut_loop(looped)] == [" 今", "天", "的"]
+    phrase = words(" I", " said", " no", " no,", " go", " go", " go", " go", " go")
+    assert [w.word for w in cut_loop(phrase)] == [" I", " said", " no", " no,", " go"]
+    two = words(" a", " b", " c", " d", " c", " d", " c", " d", " e")
+    assert [w.word for w in cut_loop(two)] == [" a", " b", " c", " d"]
+    fine = words(" thank", " you", " thank", " you")
+    assert cut_loop(fine) == fine

@@ -102,6 +102,24 @@ def drop_repeated(committed: list[Word], words: list[Word]) -> list[Word]:
     return words
 
 
+def cut_loop(words: list[Word]) -> list[Word]:
+    """`words` up to a repetition loop (Whisper's failure on hard audio: the same one to four words
+    again and again), keeping the first occurrence. Without this, two decodes that loop alike
+    agree, and the loop is committed. Offline decoding catches loops by their compression ratio
+    and decodes again hotter; a stream cannot pay for that, and the next decode of the same
+    audio usually does better."""
+    keys = [_key(word.word) for word in words]
+    for start in range(len(keys)):
+        for size in range(1, 5):
+            repeats = 4 if size == 1 else 3
+            if start + size * repeats > len(keys):
+                break
+            unit = keys[start:start + size]
+            if all(keys[start + size * k:start + size * (k + 1)] == unit for k in range(1, repeats)):
+                return words[:start + size]
+    return words
+
+
 class StreamingTranscriber:
     """One stream's state; not thread-safe (one feeder per stream), the Transcriber may be shared."""
 
@@ -252,9 +270,9 @@ class StreamingTranscriber:
                                     temperature_increment_on_fallback=0.0)
         segments, info = self.transcriber.transcribe(self._buffer, options)
         offset = self._buffer_start
-        words = [Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3), word=w.word,
-                      probability=w.probability)
-                 for segment in segments for w in (segment.words or [])]
+        words = cut_loop([Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3), word=w.word,
+                               probability=w.probability)
+                          for segment in segments for w in (segment.words or [])])
         self.decodes += 1
         self._undecoded = 0
         if self.language is None:
