@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import statistics
 import sys
 import threading
@@ -42,7 +41,7 @@ from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
 from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.core.metrics import error_rate  # noqa: E402
-from utils.inference.streaming import StreamingOptions, StreamingTranscriber  # noqa: E402
+from utils.inference.streaming import StreamingOptions, StreamingTranscriber, file_chunks, run_stream  # noqa: E402
 from utils.inference.transcriber import TranscribeOptions  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,43 +119,19 @@ class StreamResult:
 
 def play(transcriber, audio: np.ndarray, language: str, chunk_s: float, result: StreamResult,
          start_at: float) -> None:
-    """One stream at real time: a feeder thread delivers chunks on the clock; this thread decodes."""
+    """One stream at real time (run_stream reads the chunks on the clock on its own thread)."""
     stream = StreamingTranscriber(transcriber, StreamingOptions(language=language, min_chunk_s=chunk_s))
-    arrived: queue.Queue = queue.Queue()
-    step = int(chunk_s * SAMPLE_RATE)
 
-    def feeder():
-        for begin in range(0, len(audio), step):
-            time.sleep(max(0.0, start_at + (begin + step) / SAMPLE_RATE - time.monotonic()))
-            arrived.put(audio[begin:begin + step])
-        arrived.put(None)
+    def note(timed):
+        event = timed.event
+        if event.kind == "commit":
+            result.commit_latencies += [timed.wall - (start_at + word.end) for word in event.words]
+        elif event.kind == "partial" and event.words:
+            result.partial_latencies.append(timed.latency_s)
 
-    threading.Thread(target=feeder, daemon=True).start()
-
-    def note(events):
-        now = time.monotonic()
-        for event in events:
-            if event.kind == "commit":
-                result.commit_latencies += [now - (start_at + word.end) for word in event.words]
-            elif event.kind == "partial" and event.words:
-                result.partial_latencies.append(now - (start_at + event.end))
-
-    ended = False
-    while not ended:
-        pieces = [arrived.get()]
-        while not arrived.empty():
-            pieces.append(arrived.get_nowait())
-        ended = pieces[-1] is None
-        pieces = [p for p in pieces if p is not None]
-        if pieces:
-            decodes, began = stream.decodes, time.monotonic()
-            events = stream.feed(np.concatenate(pieces))
-            if stream.decodes > decodes:
-                result.decode_walls.append((time.monotonic() - began) / (stream.decodes - decodes))
-            note(events)
-    note(stream.flush())
+    run_stream(stream, file_chunks(audio, chunk_s, realtime=True, started=start_at), start_at, note)
     result.lag_s = time.monotonic() - (start_at + len(audio) / SAMPLE_RATE)
-    result.text, result.decodes = stream.committed_text, stream.decodes
+    result.text, result.decodes, result.decode_walls = stream.committed_text, stream.decodes, stream.decode_walls
 
 
 def percentile(values: list, q: float) -> float:

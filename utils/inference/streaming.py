@@ -21,7 +21,9 @@ not); the tests drive the policy with a fake one.
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
@@ -138,6 +140,7 @@ class StreamingTranscriber:
         self.committed: list[Word] = []      # every committed word, stream clock
         self._utterance_from = 0             # index in `committed` of the open utterance's first word
         self.decodes = 0
+        self.decode_walls: list[float] = []  # wall seconds of each decode
         self._received = 0                   # samples fed
         self._clock = 0                      # samples that have passed the VAD (the buffer's clock)
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -268,7 +271,10 @@ class StreamingTranscriber:
                                     beam_size=self.options.beam_size, word_timestamps=True,
                                     initial_prompt=self._context() or None,
                                     temperature_increment_on_fallback=0.0)
+        began = time.monotonic()
         segments, info = self.transcriber.transcribe(self._buffer, options)
+        segments = list(segments)
+        self.decode_walls.append(time.monotonic() - began)
         offset = self._buffer_start
         words = cut_loop([Word(start=round(w.start + offset, 3), end=round(w.end + offset, 3), word=w.word,
                                probability=w.probability)
@@ -344,7 +350,11 @@ def run_stream(stream: StreamingTranscriber, chunks: Iterable[tuple[np.ndarray, 
                started: float, on_event: Callable[[TimedEvent], None], realtime: bool = True) -> list[TimedEvent]:
     """Feed `chunks` ((samples, wall time their end exists)) and flush; every event goes to
     `on_event` as it comes out. An event's latency is its wall time minus the moment its last
-    word's audio existed (`started` + the word's end on the stream clock); None unless `realtime`."""
+    word's audio existed (`started` + the word's end on the stream clock); None unless `realtime`.
+
+    In real time the chunks are read on a thread and whatever arrived while a decode ran is fed in
+    one piece, so a decode slower than a chunk makes the next one cover more audio rather than
+    the stream falling further behind with every chunk."""
     seen: list[TimedEvent] = []
 
     def emit(events: list[StreamEvent]) -> None:
@@ -354,7 +364,33 @@ def run_stream(stream: StreamingTranscriber, chunks: Iterable[tuple[np.ndarray, 
             seen.append(TimedEvent(event, now, latency))
             on_event(seen[-1])
 
-    for chunk, _due in chunks:
-        emit(stream.feed(chunk))
+    if not realtime:
+        for chunk, _due in chunks:
+            emit(stream.feed(chunk))
+        emit(stream.flush())
+        return seen
+    arrived: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for chunk, _due in chunks:
+                arrived.put(chunk)
+        except BaseException as exc:  # the source's error ends the stream and is raised below
+            failure.append(exc)
+        arrived.put(None)
+
+    threading.Thread(target=read, name="stream-source", daemon=True).start()
+    ended = False
+    while not ended:
+        pieces = [arrived.get()]
+        while not arrived.empty():
+            pieces.append(arrived.get_nowait())
+        ended = pieces[-1] is None
+        pieces = [piece for piece in pieces if piece is not None and len(piece)]
+        if pieces:
+            emit(stream.feed(np.concatenate(pieces)))
+    if failure:
+        raise failure[0]
     emit(stream.flush())
     return seen
