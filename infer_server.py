@@ -87,6 +87,9 @@ class ServerArguments:
     max_audio_s: float = field(default=3600.0, metadata={
         "help": "longest accepted audio, in seconds (413 beyond): checked from the file's header before "
                 "decoding and again while decoding, so a small file of long silence is refused too"})
+    max_streams: int = field(default=2, metadata={
+        "help": "live transcription streams (WebSocket /ws/stream and /v1/realtime) at once; beyond, "
+                "the socket is closed with 1013 (try again later)"})
     request_timeout_s: float = field(default=600.0, metadata={
         "help": "a recognition still running (or waiting) this many seconds after it was admitted is "
                 "stopped and answered 504; a client that hangs up stops its recognition too"})
@@ -125,7 +128,7 @@ class ServerArguments:
 
 
 def check_ranges(args: ServerArguments) -> None:
-    at_least = {"beam_size": 1, "batch_size": 1, "num_workers": 1, "max_queue": 0, "cpu_threads": 0,
+    at_least = {"beam_size": 1, "batch_size": 1, "num_workers": 1, "max_queue": 0, "cpu_threads": 0, "max_streams": 0,
                 "temperature_increment_on_fallback": 0}
     for name, low in at_least.items():
         if getattr(args, name) < low:
@@ -232,7 +235,7 @@ def serve(args: ServerArguments) -> None:
         language=args.language, beam_size=args.beam_size, vad_filter=args.vad_filter,
         temperature_increment_on_fallback=args.temperature_increment_on_fallback,
         max_audio_s=args.max_audio_s, request_timeout_s=args.request_timeout_s,
-        cors_origins=cors_origins(args.cors_origins),
+        cors_origins=cors_origins(args.cors_origins), max_streams=args.max_streams,
         model_created=int(os.path.getmtime(args.model_path)) if os.path.exists(args.model_path) else 0)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host

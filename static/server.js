@@ -205,6 +205,98 @@ async function startRecording() {
 }
 
 recordButton.addEventListener("click", () => {
-  if (recorder) recorder.stop();
+  if (live) stopLive();
+  else if (recorder) recorder.stop();
+  else if ($("live").checked) startLive();
   else startRecording();
 });
+
+// Live: the microphone streams through the WebSocket /ws/stream (docs/server.md) as PCM16 at
+// 16 kHz; committed words stay, the partial guess after them is shown greyed until it commits.
+let live = null;
+
+function liveUrl() {
+  const url = new URL("/ws/stream", window.location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  if ($("language").value !== "None") url.searchParams.set("language", $("language").value);
+  return url.href;
+}
+
+async function startLive() {
+  if (!navigator.mediaDevices || !window.WebSocket) {
+    showError("this browser cannot stream audio (the page must be served over https or from localhost)");
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    showError("no microphone access: " + error.message);
+    return;
+  }
+  clearState();
+  const key = $("api_key");
+  // A browser cannot set an Authorization header on a WebSocket; the key rides in a subprotocol.
+  const socket = new WebSocket(liveUrl(), key && key.value ? ["realtime", "openai-insecure-api-key." + key.value] : []);
+  socket.binaryType = "arraybuffer";
+  const context = new AudioContext({ sampleRate: 16000 });
+  const source = context.createMediaStreamSource(stream);
+  const processor = context.createScriptProcessor(4096, 1, 1);
+  const committed = $("live-text").querySelector(".committed");
+  const partial = $("live-text").querySelector(".partial");
+  committed.textContent = "";
+  partial.textContent = "";
+  $("live-text").hidden = false;
+  live = { socket, context, stream, processor, stopping: false };
+  processor.onaudioprocess = (event) => {
+    if (socket.readyState !== WebSocket.OPEN || live.stopping) return;
+    const samples = event.inputBuffer.getChannelData(0);
+    const pcm = new Int16Array(samples.length);
+    for (let i = 0; i < samples.length; i++) pcm[i] = Math.max(-1, Math.min(1, samples[i])) * 32767;
+    socket.send(pcm.buffer);
+  };
+  source.connect(processor);
+  processor.connect(context.destination);
+  socket.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    if (event.type === "commit") {
+      committed.textContent += event.text;
+      partial.textContent = "";
+    } else if (event.type === "partial") {
+      partial.textContent = event.text;
+    } else if (event.type === "flushed") {
+      socket.close(1000);
+    } else if (event.type === "error") {
+      showError(event.message);
+    }
+  };
+  socket.onclose = (event) => {
+    if (event.code !== 1000 && event.code !== 1005 && event.reason) showError(event.reason + " (WebSocket " + event.code + ")");
+    endLive();
+  };
+  const started = Date.now();
+  recordTimer = setInterval(() => {
+    $("record-time").textContent = ((Date.now() - started) / 1000).toFixed(1) + " s";
+  }, 100);
+  recordButton.textContent = "■ Stop";
+  recordButton.classList.add("recording");
+  $("live").disabled = true;
+}
+
+function stopLive() {
+  live.stopping = true;
+  if (live.socket.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify({ type: "flush" }));
+  else endLive();
+}
+
+function endLive() {
+  if (!live) return;
+  clearInterval(recordTimer);
+  live.processor.disconnect();
+  live.stream.getTracks().forEach((track) => track.stop());
+  live.context.close();
+  live = null;
+  recordButton.textContent = "● Record";
+  recordButton.classList.remove("recording");
+  $("live").disabled = false;
+}

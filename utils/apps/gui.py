@@ -53,6 +53,10 @@ K_RECOGNISE, K_PROGRESS, K_STATUS, K_OUTPUT = "-RECOGNISE-", "-PROGRESS-", "-STA
 K_COPY, K_SAVE_PATH = "-COPY-", "-SAVE-PATH-"
 E_LOADED, E_INFO, E_SEGMENT, E_DONE, E_FAILED = "-LOADED-", "-INFO-", "-SEGMENT-", "-DONE-", "-FAILED-"
 E_PLAY_FAILED = "-PLAY-FAILED-"
+E_LIVE = "-LIVE-"
+# Live text while recording: new audio is decoded this often; the guess not yet committed is grey.
+LIVE_CHUNK_S = 1.0
+PARTIAL_COLOR = "#8a93a6"
 
 PROGRESS_STEPS = 1000
 SAVE_FORMATS = ("srt", "vtt", "txt")
@@ -151,6 +155,7 @@ class WhisperWindow:
         self.info: Optional[TranscriptionInfo] = None
         self.dialogs: list[tuple[str, str]] = []   # every (title, message) shown, newest last
         self.last_recording: Optional[str] = None
+        self.live_text: tuple[str, str] = ("", "")   # (committed, partial) shown while recording
         self._started_at = 0.0
         try:
             self.window = sg.Window(settings.title, build_layout(settings), resizable=True, finalize=True)
@@ -197,6 +202,7 @@ class WhisperWindow:
             E_DONE: lambda v: self._on_done(v[E_DONE]),
             E_FAILED: lambda v: self._on_failed(*v[E_FAILED]),
             E_PLAY_FAILED: lambda v: self.tell("cannot play the audio", v[E_PLAY_FAILED]),
+            E_LIVE: lambda v: self._on_live(*v[E_LIVE]),
         }
 
     def close(self) -> None:
@@ -377,6 +383,7 @@ class WhisperWindow:
             self._recorder = recorder
             self.window[K_RECORD].update("Stop recording")
             self.set_status("Recording… press Stop recording to finish.")
+            self._start_live(recorder, values)
             return
         recorder, self._recorder = self._recorder, None
         audio = recorder.stop()
@@ -390,6 +397,41 @@ class WhisperWindow:
         self.last_recording = path
         self.window[K_FILE].update(path)
         self.recognise(path, values)
+
+    def _start_live(self, recorder: Recorder, values: dict) -> None:
+        """Live text while recording, when the model is loaded and gives word timestamps (ct2); the
+        recording is still recognised as a whole when it stops."""
+        from utils.inference.streaming import StreamingOptions, StreamingTranscriber
+
+        if self._transcriber is None or "word_timestamps" in self._transcriber.unsupported:
+            return
+        options = self.options_from(values)
+        try:
+            stream = StreamingTranscriber(self._transcriber, StreamingOptions(
+                language=options.language, task=options.task, beam_size=options.beam_size))
+        except UserError:
+            return   # the recognition after Stop reports a bad language in its dialog
+        self.live_text = ("", "")
+        self.window[K_OUTPUT].update("")
+
+        def listen():
+            partial = ""
+            while recorder.recording and not self._closing.is_set():
+                time.sleep(LIVE_CHUNK_S)
+                for event in stream.feed(recorder.take()):
+                    partial = event.text if event.kind == "partial" else partial
+                self._post(E_LIVE, (recorder, stream.committed_text, partial.strip()))
+
+        threading.Thread(target=listen, name="whisper-live", daemon=True).start()
+
+    def _on_live(self, recorder: Recorder, committed: str, partial: str) -> None:
+        if recorder is not self._recorder:
+            return   # news from a recording that has stopped: its whole recognition is under way
+        self.live_text = (committed, partial)
+        output = self.window[K_OUTPUT]
+        output.update(committed)
+        if partial:
+            output.update((" " if committed else "") + partial, append=True, text_color_for_value=PARTIAL_COLOR)
 
     def play(self, path: str) -> None:
         path = (path or "").strip()

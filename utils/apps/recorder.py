@@ -64,6 +64,8 @@ class Recorder:
         self._stream = None
         self._started_at: Optional[float] = None
         self._stopped_at: Optional[float] = None
+        self._taken = 0            # blocks already handed out by take()
+        self._live_resampler = None
 
     @property
     def recording(self) -> bool:
@@ -91,7 +93,7 @@ class Recorder:
             factory = _sounddevice().InputStream
         elif self._sample_rate is None:
             self._sample_rate = SAMPLE_RATE
-        self._blocks = []
+        self._blocks, self._taken, self._live_resampler = [], 0, None
         try:
             stream = factory(samplerate=self._sample_rate, channels=1, dtype="float32",
                              callback=self._callback)
@@ -115,8 +117,25 @@ class Recorder:
             stream.close()
         with self._lock:
             blocks, self._blocks = self._blocks, []
+        # A soxr object alive at exit makes nanobind print "leaked" warnings.
+        self._live_resampler = None
         audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
         return resample(audio, self._sample_rate, SAMPLE_RATE)
+
+
+    def take(self) -> np.ndarray:
+        """The 16 kHz samples recorded since the last take() (live transcription reads them while
+        recording goes on; stop() still returns the whole recording)."""
+        with self._lock:
+            blocks, self._taken = self._blocks[self._taken:], len(self._blocks)
+        audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+        if self._sample_rate in (None, SAMPLE_RATE) or not audio.size:
+            return audio
+        if self._live_resampler is None:
+            import soxr
+
+            self._live_resampler = soxr.ResampleStream(self._sample_rate, SAMPLE_RATE, 1, dtype="float32")
+        return self._live_resampler.resample_chunk(audio)
 
 
 def recording_path(record_dir: str = RECORD_DIR) -> str:
@@ -156,3 +175,17 @@ def stop_playback() -> None:
         _sounddevice().stop()
     except Exception:  # nothing is playing, or there is no audio system: nothing to stop
         pass
+
+
+def microphone_chunks(chunk_s: float, recorder: Optional[Recorder] = None):
+    """The microphone as (16 kHz samples, wall time) chunks of about `chunk_s`, until the caller
+    stops iterating (Ctrl+C); MicrophoneError, in one sentence, when there is no microphone."""
+    recorder = recorder or Recorder()
+    recorder.start()
+    try:
+        while True:
+            time.sleep(chunk_s)
+            yield recorder.take(), time.monotonic()
+    finally:
+        if recorder.recording:
+            recorder.stop()

@@ -10,6 +10,7 @@ from utils.apps.server.dependencies import Recognizer
 from utils.apps.server.errors import add_error_handlers
 from utils.apps.server.openai_api import router as openai_router
 from utils.apps.server.pool import RecognitionPool, UploadGate
+from utils.apps.server.realtime import router as realtime_router
 from utils.apps.server.recognition import router as recognition_router
 from utils.apps.server.settings import ServerSettings
 from utils.apps.server.web import mount_files
@@ -43,6 +44,6 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                            expose_headers=["Retry-After"])
     add_error_handlers(app)
     mount_files(app)
-    for router in (recognition_router, openai_router, web_router):
+    for router in (recognition_router, openai_router, realtime_router, web_router):
         app.include_router(router)
     return app

@@ -27,6 +27,7 @@ class ServerSettings:
     max_audio_s: float = 3600.0
     request_timeout_s: float = 600.0
     cors_origins: tuple[str, ...] = ()     # empty = no CORS headers; ("*",) = any origin
+    max_streams: int = 2                   # live WebSocket streams at once (realtime.py)
 
     @property
     def max_body_bytes(self) -> int:
