@@ -27,6 +27,8 @@ class ServerSettings:
     max_audio_s: float = 3600.0
     request_timeout_s: float = 600.0
     cors_origins: tuple[str, ...] = ()     # empty = no CORS headers; ("*",) = any origin
+    batch_requests: int = 0              # > 1: concurrent short clips share one engine call (batching.py)
+    batch_window_s: float = 5.0          # that batch's encoder window: longest clip + this (0 = 30 s)
 
     @property
     def max_body_bytes(self) -> int:
