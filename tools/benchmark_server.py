@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class ServerBenchmarkArguments:
     requests: int = field(default=24, metadata={"help": "requests per measurement"})
     concurrency: int = field(default=4, metadata={"help": "client threads sending at the same time"})
     repeats: int = field(default=3, metadata={"help": "interleaved rounds; the table shows medians"})
+    window_error: Optional[str] = field(default=None, metadata={
+        "help": "also score --batch_requests' shorter encoder windows: a jsonlines test set (e.g. "
+                "dataset/en_test.jsonl) decoded alone and in batches at each --batch_window_s, in this process"})
     startup_timeout: float = field(default=180.0, metadata={"help": "seconds to wait for the server's /health"})
     output_prefix: Optional[str] = field(default=None, metadata={
         "help": "write <prefix>.md, <prefix>.json and <prefix>.png"})
@@ -280,11 +284,70 @@ def goals(rows: list[dict]) -> list[str]:
     return lines
 
 
+def window_errors(args: ServerBenchmarkArguments) -> list[dict]:
+    """WER (Whisper's normaliser) and seconds of --window_error's clips decoded one by one (the plain
+    path) and by utils/apps/server/batching.py in batches of --batch_requests at each window."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from utils.apps.server.batching import RequestBatcher
+    from utils.core.audio import load_audio
+    from utils.core.metrics import error_rate
+    from utils.inference.registry import load_transcriber
+    from utils.inference.transcriber import TranscribeOptions
+
+    with open(args.window_error, encoding="utf-8") as handle:
+        items = [json.loads(line) for line in handle if line.strip()]
+    clips = [load_audio(os.path.join(REPO, item["audio"]["path"])) for item in items]
+    references = [item["sentence"] for item in items]
+    transcriber = load_transcriber(BACKEND, args.model_path, compute_type=args.compute_type,
+                                   cpu_threads=args.total_threads)
+    options = TranscribeOptions(language=args.language, temperature_increment_on_fallback=0.0)
+    batch = max([int(v) for v in args.batch_requests.split(",") if v.strip()] or [8])
+
+    def texts_of(transcribe) -> tuple[list[str], float]:
+        began = time.perf_counter()
+        with ThreadPoolExecutor(batch) as pool:
+            texts = list(pool.map(lambda clip: " ".join(s.text for s in transcribe(clip)[0]), clips))
+        return texts, time.perf_counter() - began
+
+    lock = threading.Lock()
+
+    def alone(clip):
+        with lock:   # one at a time, as one plain worker decodes them
+            segments, info = transcriber.transcribe(clip, options)
+            return list(segments), info
+
+    rows = []
+    windows = sorted({float(v) for v in args.batch_window_s.split(",") if v.strip()})
+    for label, window in [("alone, 30 s window", None)] + [
+            (f"batched by {batch}, window {'30 s' if w == 0 else f'clip+{w:g} s'}", w) for w in windows]:
+        if window is None:
+            texts, seconds = texts_of(alone)
+        else:
+            batcher = RequestBatcher(transcriber, batch, max_wait_s=0.2, window_s=window)
+            texts, seconds = texts_of(lambda clip: batcher.transcribe(clip, options))
+        result = error_rate(references, texts, "wer", language=args.language)
+        rows.append({"label": label, "wer": result.value, "seconds": seconds, "clips": len(clips)})
+        print(f"window check: {label}: WER {result.value:.1%} in {seconds:.1f} s", flush=True)
+    return rows
+
+
+def window_markdown(rows: list[dict], path: str) -> str:
+    lines = [f"Error rate of the batched encoder windows: the {rows[0]['clips']} clips of `{path}` "
+             "(Whisper's English normaliser), in this process.", "",
+             "| decoding | WER | seconds for all clips |", "|---|---|---|"]
+    lines += [f"| {row['label']} | {100 * row['wer']:.1f} % | {row['seconds']:.1f} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def check_inputs(args: ServerBenchmarkArguments) -> None:
     if not os.path.isfile(os.path.join(args.model_path, "model.bin")):
         raise UserError(f"--model_path {args.model_path}: not a CTranslate2 model folder (no model.bin)")
     if not os.path.isfile(args.audio_path):
         raise UserError(f"--audio_path {args.audio_path}: file not found")
+    if args.window_error and not os.path.isfile(args.window_error):
+        raise UserError(f"--window_error {args.window_error}: file not found")
 
 
 def benchmark(args: ServerBenchmarkArguments, command: str) -> None:
@@ -303,6 +366,9 @@ def benchmark(args: ServerBenchmarkArguments, command: str) -> None:
               f"median of {args.repeats} interleaved rounds. Machine: {machine_description()}; "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.")
     table = markdown(rows, header)
+    if args.window_error:
+        windows = window_errors(args)
+        table += "\n" + window_markdown(windows, args.window_error)
     summary = goals(rows)
     print("\n" + table)
     for line in summary:
