@@ -38,7 +38,7 @@ class InferCT2Arguments(CommonInferArguments):
     word_timestamps: bool = field(default=False, metadata={"help": "also give each word's start and end"})
     timestamps: bool = field(default=True, metadata={
         "help": "predict segment timestamps; False gives one segment per window"})
-    cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = CTranslate2's default"})
+    cpu_threads: int = field(default=0, metadata={"help": "CPU threads; 0 = this machine's cores"})
     num_workers: int = field(default=1, metadata={
         "help": "the original project's flag: 1 only, since files are transcribed one after the other "
                 "(parallel recognitions are infer_server.py --num_workers)"})

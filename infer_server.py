@@ -81,6 +81,12 @@ class ServerArguments:
     language: Optional[str] = field(default=None, metadata={
         "help": "language when a request names none, e.g. zh or chinese; unset = detect"})
     num_workers: int = field(default=1, metadata={"help": "recognitions that run at the same time"})
+    batch_requests: int = field(default=0, metadata={
+        "help": "ct2: gather up to this many concurrent requests' clips (30 s or shorter, language given) "
+                "into one encoder and decoder call; 0 or 1 = each request alone"})
+    batch_window_s: float = field(default=5.0, metadata={
+        "help": "with --batch_requests: a batch's encoder window is its longest clip plus this many seconds "
+                "instead of Whisper's 30 s (0 = always 30 s)"})
     max_queue: int = field(default=16, metadata={
         "help": "requests that may wait for a worker; beyond, the server answers 503 with Retry-After"})
     max_upload_mb: float = field(default=100.0, metadata={"help": "largest accepted upload, in MB (413 beyond)"})
@@ -129,7 +135,7 @@ class ServerArguments:
 
 def check_ranges(args: ServerArguments) -> None:
     at_least = {"beam_size": 1, "batch_size": 1, "num_workers": 1, "max_queue": 0, "cpu_threads": 0, "max_streams": 0,
-                "temperature_increment_on_fallback": 0}
+                "temperature_increment_on_fallback": 0, "batch_requests": 0, "batch_window_s": 0}
     for name, low in at_least.items():
         if getattr(args, name) < low:
             raise UsageError(f"--{name} must be {low} or more, got {getattr(args, name)}")
@@ -221,6 +227,8 @@ def serve(args: ServerArguments) -> None:
     backend = resolve_backend(args.backend, args.model_path)
     options = engine_options(args, backend)
     refuse_unsupported(backend, "vad_filter", args.vad_filter)
+    if args.batch_requests > 1 and backend != "ct2":
+        raise UsageError(f"--batch_requests applies only to --backend=ct2, not {backend}")
     sock = listening_socket(args.host, args.port)
     warn_if_open(sock, args.api_key)
     transcriber = load_model(args, backend, options)
@@ -236,6 +244,7 @@ def serve(args: ServerArguments) -> None:
         temperature_increment_on_fallback=args.temperature_increment_on_fallback,
         max_audio_s=args.max_audio_s, request_timeout_s=args.request_timeout_s,
         cors_origins=cors_origins(args.cors_origins), max_streams=args.max_streams,
+        batch_requests=args.batch_requests, batch_window_s=args.batch_window_s,
         model_created=int(os.path.getmtime(args.model_path)) if os.path.exists(args.model_path) else 0)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host

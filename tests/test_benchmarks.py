@@ -27,7 +27,7 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     reference.write_text(SENTENCE)
     prefix = tmp_path / "bench"
     # Without fallback: a random model fails every fallback check, and this tests plumbing, not decoding.
-    configs = "transformers-generate (baseline),transformers sequential no-fallback,ct2 int8 sequential"
+    configs = "transformers generate sdpa fp32,ours: ct2 int8 sequential greedy"
     # No --ct2_model_path: the CTranslate2 model is converted from the tiny one on the fly.
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- begin: speed-inference -->\nold\n<!-- end: speed-inference -->\nrest\n")
@@ -35,19 +35,23 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
                  f"--model_path={tiny_whisper_dir}", "--language=en", f"--configs={configs}",
                  "--repeats=2", "--threads=1", "--batch_size=2", f"--output_prefix={prefix}", f"--readme={readme}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "benchmarked 3 configurations x 2 rounds" in result.stdout
+    assert "benchmarked 2 configurations x 2 rounds" in result.stdout
 
     rows = table_rows((tmp_path / "bench.md").read_text())
     assert [row[0] for row in rows] == configs.split(",")
-    for name, seconds, spread, rtf, peak_mb, wer in rows:
+    for name, seconds, spread, whole, rtf, peak_mb, wer, floor in rows:
         low, high = (float(v) for v in spread.split("-"))
         assert 0 < low <= float(seconds) <= high
+        assert float(whole) > float(seconds)     # the whole process also starts Python and loads the model
         assert abs(float(rtf) - float(seconds) / 3.64) < 0.02   # the clip is 3.64 s long
         assert float(peak_mb) > 50 and wer.endswith("%")
+        assert float(floor.split("x")[0]) > 1    # no row beats the arithmetic floor
     data = json.loads((tmp_path / "bench.json").read_text())
     assert f"{os.cpu_count()} cores" in data["header"] and "load average" in data["header"]
     assert all(len(runs) == 2 for runs in data["runs"].values())
-    assert any("transformers-generate (baseline) (goal 2x)" in line for line in data["goals"])
+    assert any(line.startswith("fastest peer at its best: transformers generate sdpa fp32") and "(goal 1.5x" in line
+               for line in data["goals"])
+    assert any(line.startswith("arithmetic floor of the fastest row") for line in data["goals"])
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The README's generated section holds the same table, the exact command and the chart; the rest stays.
     section = readme.read_text()
@@ -61,18 +65,19 @@ def test_inference_benchmark_reports_a_stopped_row_as_a_lower_bound(tmp_path):
     # CTranslate2 and the model load (each alone takes longer on any machine), so the run is stopped;
     # a loaded machine only makes that more certain.
     result = run("tools/benchmark_inference.py", f"--audio_path={CLIP}", "--language=en",
-                 f"--ct2_model_path={REPO / 'models' / 'whisper-base-ct2'}", "--configs=ct2 int8 sequential",
-                 "--repeats=1", "--limit_s=0.2", f"--output_prefix={tmp_path / 'stopped'}")
+                 f"--ct2_model_path={REPO / 'models' / 'whisper-base-ct2'}",
+                 "--configs=ours: ct2 int8 sequential greedy", "--repeats=1",
+                 "--limit_s=0.2", "--floor=False", f"--output_prefix={tmp_path / 'stopped'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(stopped at --limit_s)" in result.stdout
     [row] = table_rows((tmp_path / "stopped.md").read_text())
-    assert row[0] == "ct2 int8 sequential" and row[1] == "> 0.2" and row[4] == "n/a"
+    assert row[0] == "ours: ct2 int8 sequential greedy" and row[1] == "> 0.2" and row[5] == "n/a"
 
 
 def test_inference_benchmark_rejects_unknown_row():
-    result = run("tools/benchmark_inference.py", "--configs=ct2 int9", "--repeats=1")
+    result = run("tools/benchmark_inference.py", "--configs=ours: ct2 int9", "--repeats=1")
     assert result.returncode == 2
-    assert "--configs: unknown ct2 int9" in result.stderr and "Traceback" not in result.stderr
+    assert "--configs: unknown ours: ct2 int9" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_inference_rows_name_registered_backends_and_their_options():
@@ -82,13 +87,16 @@ def test_inference_rows_name_registered_backends_and_their_options():
     from utils.inference.registry import BACKENDS
 
     engines = {engine for engine, _ in bench.CONFIGS.values()}
-    assert engines == set(BACKENDS) | set(bench.BASELINE_MODEL)
+    assert engines == {"ct2", "transformers"} | set(bench.PEER_MODEL) | {bench.CLI}
     for name, (engine, settings) in bench.CONFIGS.items():
         if engine in BACKENDS:
             assert set(settings) <= set(BACKENDS[engine].options) | set(bench.DECODING_SETTINGS), name
+        # Every row but the 'as shipped' ones runs at its best: our rows are named so, peers at threads = cores.
+        assert bench.is_ours(name) == (engine in BACKENDS or engine == bench.CLI), name
     # infer.py --bf16 is the transformers backend's compute_type, as in the registry.
-    assert bench.CONFIGS["transformers bf16 batched"][1]["compute_type"] == "bfloat16"
-    assert set(bench.BASELINE_MODEL.values()) <= set(BACKENDS)
+    assert bench.CONFIGS["ours: transformers bf16 batched no-fallback"][1]["compute_type"] == "bfloat16"
+    assert set(bench.PEER_MODEL.values()) <= set(BACKENDS)
+    assert [name for name in bench.CONFIGS if bench.AS_SHIPPED in name] == ["faster-whisper (as shipped)"]
 
 
 def test_server_benchmark_measures_both_worker_counts(tmp_path):

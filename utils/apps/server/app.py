@@ -22,8 +22,17 @@ DESCRIPTION = ("Whisper speech recognition: the original `/recognition` API, Ope
                "answers OpenAI's `{\"error\": {\"message\": ...}}`.")
 
 
+def request_batcher(transcriber: Transcriber, settings: ServerSettings):
+    if settings.batch_requests <= 1:
+        return None
+    from utils.apps.server.batching import RequestBatcher
+
+    return RequestBatcher(transcriber, settings.batch_requests, window_s=settings.batch_window_s)
+
+
 def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
-    pool = RecognitionPool(settings.num_workers, settings.max_queue)
+    # A batched request waits in its worker for its batch, so a batch of N needs N workers.
+    pool = RecognitionPool(max(settings.num_workers, settings.batch_requests), settings.max_queue)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -34,7 +43,7 @@ def create_app(transcriber: Transcriber, settings: ServerSettings) -> FastAPI:
                   version="1.0", docs_url=None)
     app.state.settings = settings
     app.state.pool = pool
-    app.state.recognizer = Recognizer(transcriber, settings, pool)
+    app.state.recognizer = Recognizer(transcriber, settings, pool, batcher=request_batcher(transcriber, settings))
     app.add_middleware(UploadGate, max_bytes=settings.max_body_bytes, pool=pool)
     if settings.cors_origins:
         # Added last, so outermost: a preflight is answered before any other check, and refusals

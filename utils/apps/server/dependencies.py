@@ -6,7 +6,7 @@ import dataclasses
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import Depends, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -45,6 +45,7 @@ class Recognizer:
     settings: ServerSettings
     pool: RecognitionPool
     request: Optional[Request] = None    # the request being served; get_recognizer sets it
+    batcher: Optional[Any] = None        # utils.apps.server.batching.RequestBatcher, with --batch_requests
 
     def options(self, **fields) -> TranscribeOptions:
         """A request's options on top of the server's beam size, VAD and fallback settings."""
@@ -86,6 +87,8 @@ class Recognizer:
         upload.file.seek(0)
         audio = load_audio(upload.file, max_seconds=self.settings.max_audio_s,
                            name=f"uploaded file {shown_name(upload)}")
+        if self.batcher is not None and self.batcher.accepts(audio, options):
+            return self.batcher.transcribe(audio, options)
         segments, info = self.transcriber.transcribe(audio, options)
         kept = []
         # Segments come from a generator, one window's decoding at a time: between two of them is

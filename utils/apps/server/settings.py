@@ -28,6 +28,8 @@ class ServerSettings:
     request_timeout_s: float = 600.0
     cors_origins: tuple[str, ...] = ()     # empty = no CORS headers; ("*",) = any origin
     max_streams: int = 2                   # live WebSocket streams at once (realtime.py)
+    batch_requests: int = 0              # > 1: concurrent short clips share one engine call (batching.py)
+    batch_window_s: float = 5.0          # that batch's encoder window: longest clip + this (0 = 30 s)
 
     @property
     def max_body_bytes(self) -> int:
