@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ import soundfile
 from server_process import ServerProcess
 from transcription_audio import english_clip, long_english
 
+from utils.bench.server_process import raw_upload
 from utils.core.audio import AudioTooLong, load_audio
 
 MODEL = "models/whisper-tiny.en-ct2"
@@ -156,20 +155,6 @@ def wait_busy(url: str, timeout: float = 60) -> None:
     while workers(url)["busy"] == 0:
         assert time.monotonic() < deadline, "the recognition never started"
         time.sleep(0.05)
-
-
-def raw_upload(url: str, audio: bytes) -> socket.socket:
-    """Send a whole multipart upload on a plain socket and return it unread, so the test decides
-    when the client hangs up."""
-    boundary = "limits-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n"
-            f"Content-Type: audio/wav\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-    address = urlparse(url)
-    client = socket.create_connection((address.hostname, address.port), timeout=30)
-    client.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {address.netloc}\r\n"
-                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-    return client
 
 
 def test_hang_up_frees_the_worker_and_sigterm_exits_cleanly(tmp_path, speech):

@@ -14,9 +14,7 @@ interleaved and the table shows medians.
 from __future__ import annotations
 
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ from utils.bench.report import (  # noqa: E402
     save_figure,
     write_readme_section,
 )
+from utils.bench.server_process import ServerProcess  # noqa: E402
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError, UserError  # noqa: E402
 from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
@@ -116,55 +115,22 @@ def setup_label(setup: tuple[int, int, float]) -> str:
     return f"batch_requests={batch}, window {'30 s' if window == 0 else f'clip+{window:g} s'}"
 
 
-# infer_server.py --port=0 binds a free port itself and names it in this line (choosing one here and
-# handing it over would race with any other process looking for a free port).
-SERVING_LINE = re.compile(r"^serving on (http://\S+?)/ ", re.MULTILINE)
-
-
-class Server:
-    """infer_server.py in its own process on loopback; stopped (never left running) by `stop`."""
-
-    def __init__(self, args: ServerBenchmarkArguments, setup: tuple[int, int, float], threads: int, log_path: str):
-        workers, batch, window = setup
-        self.url: Optional[str] = None
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        command = [sys.executable, "infer_server.py", "--host=127.0.0.1", "--port=0", "--log_level=warning",
-                   f"--backend={BACKEND}", f"--model_path={args.model_path}", f"--compute_type={args.compute_type}",
-                   f"--num_workers={workers}", f"--cpu_threads={threads}", f"--language={args.language}",
-                   f"--max_queue={args.concurrency}",
-                   *([f"--batch_requests={batch}", f"--batch_window_s={window:g}"] if batch else [])]
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise UserError(f"infer_server.py exited with {self.process.returncode}; see {self.log_path}")
-            if self.url is None:
-                with open(self.log_path, encoding="utf-8", errors="replace") as log:
-                    found = SERVING_LINE.search(log.read())
-                self.url = found.group(1) if found else None
-            try:
-                if self.url and requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except (requests.ConnectionError, requests.Timeout):   # bound, but not served on yet
-                pass
-            time.sleep(0.3)
-        raise UserError(f"infer_server.py did not answer /health within {timeout:.0f} s; see {self.log_path} "
-                        f"(or raise --startup_timeout)")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+def start_server(args: ServerBenchmarkArguments, setup: tuple[int, int, float], threads: int,
+                 log_path: str) -> ServerProcess:
+    """infer_server.py in its own process on loopback, ready; the caller stops it (never left running)."""
+    workers, batch, window = setup
+    server = ServerProcess(["--host=127.0.0.1", "--log_level=warning", f"--backend={BACKEND}",
+                            f"--model_path={args.model_path}", f"--compute_type={args.compute_type}",
+                            f"--num_workers={workers}", f"--cpu_threads={threads}", f"--language={args.language}",
+                            f"--max_queue={args.concurrency}",
+                            *([f"--batch_requests={batch}", f"--batch_window_s={window:g}"] if batch else [])],
+                           log_path)
+    try:
+        return server.wait_ready(args.startup_timeout)
+    except RuntimeError:
+        server.stop()
+        raise UserError(f"infer_server.py did not start and answer /health within {args.startup_timeout:.0f} s; "
+                        f"see {log_path} (or raise --startup_timeout)") from None
 
 
 def one_request(url: str, audio: bytes, name: str) -> tuple[float, str]:
@@ -179,7 +145,7 @@ def one_request(url: str, audio: bytes, name: str) -> tuple[float, str]:
     return latency, text
 
 
-def measure(server: Server, audio: bytes, name: str, requests_total: int, concurrency: int) -> dict:
+def measure(server: ServerProcess, audio: bytes, name: str, requests_total: int, concurrency: int) -> dict:
     one_request(server.url, audio, name)   # warm-up, not counted
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as clients:
@@ -229,9 +195,8 @@ def run_rounds(args: ServerBenchmarkArguments, audio: bytes, name: str) -> dict[
         for round_index in range(args.repeats):
             for index, setup in enumerate(runs):
                 threads = threads_of(args, setup)
-                server = Server(args, setup, threads, os.path.join(logs, f"server-{index}-{round_index}.log"))
+                server = start_server(args, setup, threads, os.path.join(logs, f"server-{index}-{round_index}.log"))
                 try:
-                    server.wait_ready(args.startup_timeout)
                     result = measure(server, audio, name, args.requests, args.concurrency)
                 finally:
                     server.stop()

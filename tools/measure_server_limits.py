@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -22,7 +21,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
-from urllib.parse import urlparse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -32,7 +30,7 @@ import requests  # noqa: E402
 import soundfile  # noqa: E402
 
 from utils.bench.report import machine_description  # noqa: E402
-from utils.bench.server_process import PeakMemory, ServerProcess  # noqa: E402
+from utils.bench.server_process import PeakMemory, ServerProcess, raw_upload  # noqa: E402
 from utils.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.files import write_text_atomic  # noqa: E402
@@ -210,14 +208,7 @@ def hang_up(url: str, audio: bytes) -> Callable[[], tuple[str, str]]:
     """Send a whole upload on a plain socket, close it once the recognition runs, time until the
     worker is free."""
     def send():
-        boundary = "limits-boundary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n"
-                f"\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-        address = urlparse(url)
-        client = socket.create_connection((address.hostname, address.port), timeout=30)
-        client.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {address.netloc}\r\n"
-                        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        client = raw_upload(url, audio)
         wait_busy(url)
         client.close()
         closed = time.monotonic()

@@ -2,12 +2,15 @@
 once /health answers, and its memory (the whole process tree's RSS) sampled while a case runs."""
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Optional
+from urllib.parse import urlparse
 
 import psutil
 import requests
@@ -19,33 +22,44 @@ SERVING_LINE = re.compile(r"^serving on (http://\S+?)/ ", re.MULTILINE)
 
 
 class ServerProcess:
-    def __init__(self, flags: list[str], log_path: str):
-        self.log_path = log_path
-        self._log = open(log_path, "w", encoding="utf-8")
+    """`infer_server.py --port=0 <flags>` with its output in `log_path`; `wait_ready()` returns once the
+    server named its port and /health answers. The one launcher of the tests, the benchmarks and the
+    measuring tools. A start that fails raises RuntimeError with the log's end (a tool turns it into
+    its own sentence)."""
+
+    def __init__(self, flags: list[str], log_path, env: Optional[dict] = None):
+        self.log_path = str(log_path)
+        self._log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen([sys.executable, "infer_server.py", "--port=0", *flags], cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     env={**os.environ, **(env or {})}, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         self.url: Optional[str] = None
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as file:
             return file.read()
 
-    def wait_ready(self, timeout: float = 300.0) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 600.0) -> "ServerProcess":
+        """The timeout only stops a hung start: model load and warm-up on a loaded machine take a
+        small fraction of it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"infer_server.py exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            found = SERVING_LINE.search(self.log())
-            if found:
-                self.url = found.group(1)
-                try:
-                    if requests.get(f"{self.url}/health", timeout=10).status_code == 200:
-                        return self
-                except requests.RequestException:
-                    pass    # bound, not serving yet
+            if self.url is None:
+                found = SERVING_LINE.search(self.log())
+                self.url = found.group(1) if found else None
+            if self.url is not None and self._healthy():
+                return self
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"infer_server.py was not ready within {timeout:.0f} s: {self.log()[-2000:]}")
+        raise RuntimeError(f"infer_server.py did not answer /health within {timeout:.0f} s: {self.log()[-2000:]}")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=10).status_code == 200
+        except requests.RequestException:    # bound, not serving yet
+            return False
 
     def rss_mb(self) -> float:
         """Resident memory of the server and any processes it started, in MB."""
@@ -71,6 +85,20 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def raw_upload(url: str, audio: bytes, name: str = "speech.wav") -> socket.socket:
+    """Send a whole multipart upload to /v1/audio/transcriptions on a plain socket and return the socket
+    unread, so the caller decides when the client hangs up (an HTTP library would wait for the answer)."""
+    boundary = "raw-upload-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n").encode() + audio + f"\r\n--{boundary}--\r\n".encode()
+    address = urlparse(url)
+    client = socket.create_connection((address.hostname, address.port), timeout=30)
+    client.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    return client
 
 
 class PeakMemory:
