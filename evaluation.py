@@ -88,11 +88,14 @@ class EvaluationArguments:
 
 
 def check_inputs(args: EvaluationArguments) -> None:
+    from utils.training.retention import retention_arguments
+
     if not os.path.isfile(args.test_data):
         raise UsageError(f"--test_data: {args.test_data} not found")
     for path in args.retention_data or ():
         if not os.path.isfile(path):
             raise UsageError(f"--retention_data: {path} not found")
+        retention_arguments(args, path)     # every line names its language, found before any decoding
     if args.output_file and os.path.isdir(args.output_file):
         raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
     if args.output_file:
@@ -100,7 +103,8 @@ def check_inputs(args: EvaluationArguments) -> None:
 
 
 def evaluate(args: EvaluationArguments) -> None:
-    """Decode every clip of --test_data, score the transcripts, print the summary (and write the report)."""
+    """Decode every clip of --test_data and of each --retention_data set, score the transcripts, print the
+    summaries (and write the report: --test_data's, with the retention sets' under "retention")."""
     from utils.core.files import write_json_atomic
     from utils.training.retention import retention_arguments
 

@@ -212,7 +212,7 @@ def load_retention_sets(paths: Sequence[str], processor, *, max_samples: Optiona
 
 def make_retention_callback(trainer, processor, sets: dict, *, batch_size: int, max_new_tokens: int):
     """A TrainerCallback that scores every retention set after each evaluation and logs
-    retention/<name>/<metric> and retention/<name>/lid_acc (tensorboard and the trainer's log history)."""
+    eval_retention/<name>/<metric> and .../lid_acc (in tensorboard eval/retention/<name>/..., beside eval/<metric>)."""
     from transformers import TrainerCallback
 
     class RetentionCallback(TrainerCallback):
@@ -221,10 +221,10 @@ def make_retention_callback(trainer, processor, sets: dict, *, batch_size: int, 
             for name, dataset in sets.items():
                 scored = score_retention_set(trainer.model, processor, dataset, batch_size=batch_size,
                                              max_new_tokens=max_new_tokens)
-                logs[f"retention/{name}/{scored['metric']}"] = scored["value"]
+                logs[f"eval_retention/{name}/{scored['metric']}"] = scored["value"]
                 if scored["lid_acc"] is not None:
-                    logs[f"retention/{name}/lid_acc"] = scored["lid_acc"]
-                    logs[f"retention/{name}/lid_p"] = scored["lid_p"]
+                    logs[f"eval_retention/{name}/lid_acc"] = scored["lid_acc"]
+                    logs[f"eval_retention/{name}/lid_p"] = scored["lid_p"]
             if logs and state.is_world_process_zero:
                 trainer.log(logs)
             return control
