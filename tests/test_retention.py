@@ -107,7 +107,7 @@ def test_evaluation_scores_the_retention_set_with_its_metric_and_language_id(whi
     assert 0.5 < kept["language_identification"]["mean_reference_probability"] <= 1.0
     assert [u["detected_language"] for u in kept["utterances"]] == ["en", "en"]
     summary = [line for line in out.splitlines() if line.startswith(("CER:", "WER:"))]
-    assert summary[0].startswith("CER:") and f"LID accuracy 1.000 (2/2" in summary[0] and str(zh) in summary[0]
+    assert summary[0].startswith("CER:") and "LID accuracy 1.000 (2/2" in summary[0] and str(zh) in summary[0]
     assert summary[1].startswith(f"WER: {kept['value']:.4f} over 2 clips") and "LID accuracy 1.000" in summary[1]
 
     unlabelled = tmp_path / "nolang.jsonl"
