@@ -166,8 +166,8 @@ def score_retention_set(model, processor, dataset, *, batch_size: int, max_new_t
     tokenizer = processor.tokenizer
     language_ids = language_token_ids(tokenizer, tokenizer_languages(tokenizer, model.config.vocab_size))
     references, hypotheses, detections = [], [], []
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    # The model's own dtype (float16 for an 8-bit model), not its first parameter's.
+    device, dtype = model.device, model.dtype
     was_training = model.training
     model.eval()
     try:
