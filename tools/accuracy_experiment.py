@@ -451,7 +451,10 @@ def method_notes(args: AccuracyArguments) -> list[str]:
         f"Mandarin with `{PUNCTUATION_SIMPLIFIED}` (NFKC, traditional -> simplified, punctuation removed, "
         "lower case).",
         f"- Fine-tuning: {args.epochs:g} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, "
-        f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
+        + (f"the Mandarin rows on every {args.train_every}th line of `{args.zh_train}` (`--train_every`, a "
+           f"shorter run for a busy machine; clip counts in the train time column), " if args.train_every > 1
+           else "")
+        + f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
         + ("the decoder only (`--freeze_encoder`, encoder outputs computed once and reused)"
            if args.freeze_encoder else "encoder and decoder")
         + "; `lora-timestamps` trains on timestamp labels and is evaluated in timestamp mode.",

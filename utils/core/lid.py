@@ -66,7 +66,7 @@ class LidAccuracy:
 
     def describe(self) -> str:
         if not self.clips:
-            return "LID: no clip with speech and a known language"
+            return "LID: not measured (no clip with speech and a known language, or an English-only model)"
         return (f"LID accuracy {self.accuracy:.3f} ({self.correct}/{self.clips}, mean p(detected) "
                 f"{self.mean_probability:.2f}, mean p(expected) {self.mean_reference_probability:.2f})")
 
