@@ -1,12 +1,16 @@
 """Measure CER or WER of a Whisper model on a jsonlines test set.
 
     python evaluation.py --model_path=models/whisper-base-finetune --test_data=dataset/zh_test.jsonl --metric=cer
+    python evaluation.py --model_path=... --test_data=dataset/zh_test.jsonl --retention_data dataset/en_test.jsonl
 
 Clips are decoded in batches with the model's generate; references and hypotheses get the same
 normalisation, chosen by each clip's language (--normalizer=auto): Whisper's English normaliser for English
 and Whisper's basic normaliser for other space-delimited languages, as published Whisper WERs are computed;
 punctuation removed, traditional -> simplified Chinese and lower case for Chinese, Japanese and the other
 languages written without spaces (and clips of unknown language). The report and summary name it.
+Every set also gets its language-identification accuracy (the language the model detects at its first
+decoding step vs the manifest's `language`); --retention_data sets (other languages, to check that
+fine-tuning kept them) are scored each with its own metric (CER for zh/ja/..., WER otherwise).
 """
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ class EvaluationArguments:
     model_path: str = field(default_factory=default_base_model, metadata={
         "help": "Merged model folder (merge_lora.py) or any Whisper model folder/hub id."})
     test_data: str = field(default="dataset/zh_test.jsonl", metadata={"help": "Test manifest (jsonlines)."})
+    retention_data: Optional[list[str]] = field(default=None, metadata={
+        "help": "More test manifests, each line with its 'language' (e.g. English after a Mandarin "
+                "fine-tuning), scored after --test_data with their own metric (CER for zh/ja/..., else WER), "
+                "--normalizer=auto and language-identification accuracy."})
     batch_size: int = field(default=16, metadata={"help": "Clips decoded together."})
     num_workers: int = field(default=min(8, os.cpu_count() or 1),
                              metadata={"help": "DataLoader worker processes (audio decoding, features)."})
@@ -82,8 +90,14 @@ class EvaluationArguments:
 
 
 def check_inputs(args: EvaluationArguments) -> None:
+    from utils.training.retention import retention_arguments
+
     if not os.path.isfile(args.test_data):
         raise UsageError(f"--test_data: {args.test_data} not found")
+    for path in args.retention_data or ():
+        if not os.path.isfile(path):
+            raise UsageError(f"--retention_data: {path} not found")
+        retention_arguments(args, path)     # every line names its language, found before any decoding
     if args.output_file and os.path.isdir(args.output_file):
         raise UsageError(f"--output_file: {args.output_file} is a folder; name a .json file")
     if args.output_file:
@@ -91,21 +105,33 @@ def check_inputs(args: EvaluationArguments) -> None:
 
 
 def evaluate(args: EvaluationArguments) -> None:
-    """Decode every clip of --test_data, score the transcripts, print the summary (and write the report)."""
+    """Decode every clip of --test_data and of each --retention_data set, score the transcripts, print the
+    summaries (and write the report: --test_data's, with the retention sets' under "retention")."""
+    from utils.core.files import write_json_atomic
+    from utils.training.retention import retention_arguments
+
     check_inputs(args)
     print_config("evaluation.py configuration", args)
     from utils.inference.sharded_eval import ShardedEvaluation
 
-    # Under torchrun / accelerate launch each process decodes its share; process 0 scores them all.
+    # Under torchrun / accelerate launch each process decodes its share of every set; process 0 scores them.
     with ShardedEvaluation(args.output_file) as shard:
-        processor, dataset, language, multilingual = load_data(args)
-        model = load_model(args)
-        r, n = shard.rank, shard.world_size
-        share = f"; process {r} of {n} decodes clips {r}, {r + n}, {r + 2 * n}, ..." if n > 1 else ""
-        print(f"{len(dataset)} clips from {args.test_data}; decoding on {model.device}{share}", flush=True)
-        decoded = decode_all(args, processor, model, dataset, language, multilingual, shard)
-        if shard.is_main:
-            score(args, *decoded, scoring_languages(dataset, language, multilingual), processor.tokenizer)
+        model, reports = None, []
+        for number, test_data in enumerate([args.test_data, *(args.retention_data or ())]):
+            set_args = args if number == 0 else retention_arguments(args, test_data)
+            processor, dataset, language, multilingual = load_data(set_args)
+            model = load_model(args) if model is None else model
+            r, n = shard.rank, shard.world_size
+            share = f"; process {r} of {n} decodes clips {r}, {r + n}, {r + 2 * n}, ..." if n > 1 else ""
+            print(f"{len(dataset)} clips from {set_args.test_data}; decoding on {model.device}{share}", flush=True)
+            decoded = decode_all(set_args, processor, model, dataset, language, multilingual, shard, number)
+            if shard.is_main:
+                reports.append(score(set_args, *decoded, scoring_languages(dataset, language, multilingual),
+                                     processor.tokenizer))
+        # Inside the context: the part files go only once the report is on disk.
+        if shard.is_main and args.output_file:
+            write_json_atomic(args.output_file, {**reports[0], "retention": reports[1:]} if args.retention_data
+                              else reports[0])
 
 
 def scoring_languages(dataset, language: Optional[str], multilingual: bool) -> list:
@@ -169,13 +195,16 @@ def _collate(batch):
 
 
 def decode_all(args: EvaluationArguments, processor, model, dataset, language: Optional[str], multilingual: bool,
-               shard):
-    """(references, hypotheses, clips judged to hold no speech) in manifest order, in process 0 (None in the
-    others); `shard` (utils.inference.sharded_eval) says which clips this process decodes and streams each one
-    to disk."""
+               shard, set_number: int = 0):
+    """(references, hypotheses, clips judged to hold no speech, each clip's language detection (None for an
+    English-only model), expected language) in manifest order, in process 0 (None in the others); `shard`
+    (utils.inference.sharded_eval) says which clips this process decodes and streams each one to disk, under
+    `set_number` (0: --test_data, then each --retention_data set)."""
     import torch
     from tqdm import tqdm
 
+    from utils.core.lid import language_token_ids
+    from utils.core.models import tokenizer_languages
     from utils.data.labels import special_ids
 
     sentences = dataset.data["sentence"]
@@ -183,6 +212,8 @@ def decode_all(args: EvaluationArguments, processor, model, dataset, language: O
     clips = torch.utils.data.Subset(_Indexed(dataset), shard.indices(len(dataset)))
     loader = torch.utils.data.DataLoader(clips, batch_size=args.batch_size, num_workers=args.num_workers,
                                          collate_fn=_collate)
+    language_ids = language_token_ids(processor.tokenizer, tokenizer_languages(
+        processor.tokenizer, model.config.vocab_size)) if multilingual else {}
     nospeech = special_ids(processor.tokenizer).nospeech
     kwargs = {"max_new_tokens": args.max_new_tokens, "return_timestamps": args.timestamps,
               "stopping_criteria": _loop_stop() if args.stop_loops else None}
@@ -192,10 +223,15 @@ def decode_all(args: EvaluationArguments, processor, model, dataset, language: O
                 batch_languages = [languages[i] for i in indices]
                 # Per-clip language when every clip has one; otherwise the model detects it per clip.
                 kwargs.update(language=batch_languages if all(batch_languages) else None, task=args.task)
-            texts, silent = decode_batch(model, processor, features, kwargs, nospeech, args.no_speech_threshold)
-            for i, text, quiet in zip(indices, texts, silent):
-                shard.record(i, sentences[i], "" if quiet else text.strip(), quiet)
-    return shard.gather(len(dataset))
+            texts, silent, found = decode_batch(model, processor, features, kwargs, nospeech,
+                                                args.no_speech_threshold, language_ids,
+                                                [to_language_code(languages[i]) for i in indices])
+            for i, text, quiet, detection in zip(indices, texts, silent, found):
+                shard.record(i, sentences[i], "" if quiet else text.strip(), quiet, detection, set_number)
+    gathered = shard.gather(len(dataset), set_number)
+    if gathered is None:
+        return None
+    return (*gathered, [to_language_code(code) for code in languages])
 
 
 def _loop_stop():
@@ -206,9 +242,14 @@ def _loop_stop():
     return StoppingCriteriaList([RepetitionLoopStop()])
 
 
-def decode_batch(model, processor, features, generate_kwargs: dict, nospeech: int, no_speech_threshold: float):
-    """(texts, whether each clip holds no speech) of one batch of spectrograms."""
+def decode_batch(model, processor, features, generate_kwargs: dict, nospeech: int, no_speech_threshold: float,
+                 language_ids: Optional[dict] = None, expected: Optional[list] = None):
+    """(texts, whether each clip holds no speech, each clip's language detection or None) of one batch of
+    spectrograms; `language_ids` ({code: token id}, empty for an English-only model) and `expected` (each
+    clip's language code) serve the detection."""
     import torch
+
+    from utils.core.lid import detect_languages, first_step_logits
 
     # The encoder runs once; generate and the no-speech step share its output.
     encoded = model.get_encoder()(features.to(model.device, model.dtype))
@@ -216,9 +257,12 @@ def decode_batch(model, processor, features, generate_kwargs: dict, nospeech: in
     if not torch.is_tensor(tokens):
         tokens = tokens["sequences"]
     texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    # The no-speech probability and the language detection both read the step after <|startoftranscript|>.
+    logits = first_step_logits(model, encoded) if language_ids or no_speech_threshold > 0 else None
+    found = detect_languages(logits, language_ids, expected) if language_ids else [None] * len(texts)
     if no_speech_threshold <= 0:
-        return texts, [False] * len(texts)
-    return texts, (no_speech_probabilities(model, encoded, nospeech) > no_speech_threshold).tolist()
+        return texts, [False] * len(texts), found
+    return texts, (torch.softmax(logits, dim=-1)[:, nospeech].cpu() > no_speech_threshold).tolist(), found
 
 
 def no_speech_probabilities(model, encoded, nospeech: int):
@@ -234,10 +278,10 @@ def no_speech_probabilities(model, encoded, nospeech: int):
 
 
 def score(args: EvaluationArguments, references: list, hypotheses: list, no_speech_clips: int,
-          languages: Optional[list] = None, tokenizer=None) -> None:
-    """The report (metric, normaliser, counts, every clip), written to --output_file when given, and its one-line
-    summary."""
-    from utils.core.files import write_json_atomic
+          detections: Optional[list] = None, expected: Optional[list] = None, languages: Optional[list] = None,
+          tokenizer=None) -> dict:
+    """The report (metric, normaliser, counts, language identification, every clip) and its one-line summary."""
+    from utils.core.lid import lid_accuracy
     from utils.core.metrics import error_rate
     from utils.core.text import english_spelling_map
 
@@ -247,14 +291,20 @@ def score(args: EvaluationArguments, references: list, hypotheses: list, no_spee
     report = {"model_path": args.model_path, "test_data": args.test_data, **result.to_dict()}
     report["counts"]["no_speech_references"] = sum(1 for r in references if not r.strip())
     report["counts"]["no_speech_hypotheses"] = no_speech_clips
-    if args.output_file:
-        write_json_atomic(args.output_file, report)
+    lid = lid_accuracy(detections or [None] * len(references), expected or [None] * len(references), references)
+    report["language_identification"] = lid.to_dict()
+    for utterance, detection in zip(report["utterances"], detections or ()):
+        if detection is not None:
+            utterance["detected_language"], utterance["detected_probability"] = (detection.language,
+                                                                                 detection.probability)
     c = result.counts
     print(f"{args.metric.upper()}: {result.value:.4f} over {len(references)} clips ({c.errors} errors / "
           f"{c.reference_units} reference {'characters' if args.metric == 'cer' else 'words'}: "
           f"{c.substitutions} sub, {c.deletions} del, {c.insertions} ins; "
-          f"{no_speech_clips} judged to hold no speech; normalizer {result.normalizer})"
+          f"{no_speech_clips} judged to hold no speech; normalizer {result.normalizer}); {lid.describe()}"
+          + (f"; {args.test_data}" if args.retention_data else "")
           + (f"; report {args.output_file}" if args.output_file else ""), flush=True)
+    return report
 
 
 def main(argv=None) -> int:

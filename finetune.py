@@ -93,6 +93,20 @@ class FinetuneArguments:
         "help": "Evaluations during training use this many test clips, evenly spread over --test_data (the "
                 "same ones every time; the best checkpoint is chosen on them); None = all. evaluation.py "
                 "scores the whole test set."})
+    retention_data: Optional[list[str]] = field(default=None, metadata={
+        "help": "Manifests of other languages (each line with its 'language') scored at every evaluation "
+                "with their own metric (CER for zh/ja/..., else WER) and language-identification accuracy, "
+                "logged as eval/retention/<name>/<metric> and .../lid_acc; each cut to --max_eval_samples."})
+    mask_lang_token_loss: bool = field(default=True, metadata={
+        "help": "No loss on the language token that opens each label: training on one language then does "
+                "not teach the model to detect that language in everything (docs/accuracy.md)."})
+    mask_task_token_loss: bool = field(default=False, metadata={
+        "help": "No loss on the task token (<|transcribe|>/<|translate|>) after the language token either."})
+    replay_data: Optional[str] = field(default=None, metadata={
+        "help": "Manifest of other-language clips (each line with its 'language'), a share of which "
+                "(--replay_ratio) is mixed into training to keep those languages."})
+    replay_ratio: float = field(default=0.1, metadata={
+        "help": "Share of the training clips drawn from --replay_data (0.1: one in ten), in [0, 1)."})
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     augment_config_path: Optional[str] = field(default=None,
@@ -150,6 +164,8 @@ class FinetuneArguments:
             raise UsageError("--cache_encoder_outputs=True cannot be combined with --augment_config_path: "
                              "augmentation changes the audio every epoch, so stored encoder outputs would be "
                              "stale; drop one of them")
+        if not 0 <= self.replay_ratio < 1:
+            raise UsageError(f"--replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.ddp_timeout < 1:
             raise UsageError(f"--ddp_timeout must be at least 1 second, got {self.ddp_timeout}")
         if (self.encoder_cache_dir or self.encoder_cache_dtype != "float32") and self.cache_encoder_outputs is False:
@@ -158,9 +174,12 @@ class FinetuneArguments:
 
 def check_inputs(args: FinetuneArguments) -> None:
     """The files the flags name exist, before anything slow is loaded."""
-    for name in ("train_data", "test_data"):
-        if not os.path.isfile(getattr(args, name)):
+    for name in ("train_data", "test_data", "replay_data"):
+        if getattr(args, name) is not None and not os.path.isfile(getattr(args, name)):
             raise UsageError(f"--{name}: {getattr(args, name)} not found")
+    for path in args.retention_data or ():
+        if not os.path.isfile(path):
+            raise UsageError(f"--retention_data: {path} not found")
     if args.resume_from_checkpoint and not os.path.isfile(
             os.path.join(args.resume_from_checkpoint, "trainer_state.json")):
         raise UsageError(f"--resume_from_checkpoint: {args.resume_from_checkpoint} is not a checkpoint-<step> "
@@ -250,6 +269,8 @@ def tokenizer_and_language(args: FinetuneArguments):
         raise UsageError(f"--language={args.language}: {args.base_model} is English-only; use --language=None")
     if args.task != "transcribe":
         raise UsageError(f"--task={args.task}: {args.base_model} is English-only and can only transcribe")
+    if args.mask_task_token_loss:
+        raise UsageError(f"--mask_task_token_loss: {args.base_model} is English-only; its labels have no task token")
     return processor, None
 
 
@@ -262,6 +283,14 @@ def load_data(args: FinetuneArguments, processor, language: Optional[str]):
                        min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len, skip_bad=args.skip_bad)
     train_dataset = SpeechDataset(args.train_data, processor, augment_config_path=args.augment_config_path,
                                   **data_kwargs)
+    if args.replay_data:
+        from utils.training.retention import mix_replay
+
+        replay = SpeechDataset(args.replay_data, processor, **{**data_kwargs, "language": None})
+        train_dataset, count = mix_replay(train_dataset, replay, args.replay_ratio, seed=args.seed)
+        if is_main_process():
+            print(f"replay: {count} clips from {args.replay_data} mixed into training "
+                  f"({args.replay_ratio:g} of it)", flush=True)
     test_dataset = SpeechDataset(args.test_data, processor, **data_kwargs)
     eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.spread(args.max_eval_samples)
     if is_main_process():
@@ -445,14 +474,22 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
                  cb.DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
         callbacks.append(cb.AdaLoraCallback())
+    from utils.training.retention import eval_languages, normalizer_names, prompt_loss_mask_ids
+
+    decode = args.metric != "none"
+    languages = eval_languages(getattr(eval_dataset, "dataset", eval_dataset), args.language, processor.tokenizer)
+    if decode and cb.is_main_process():
+        print(f"evaluation during training: {args.metric.upper()} with evaluation.py's normaliser "
+              f"{normalizer_names(languages)}", flush=True)
     trainer_class = type("CachingTrainer", (EncoderCacheFiller, cb.WhisperTrainer), {}) if stores else cb.WhisperTrainer
     trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id),
-        compute_metrics=cb.make_compute_metrics(processor.tokenizer, args.metric) if args.metric != "none" else None,
+        data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id, prompt_loss_mask_ids(
+            processor.tokenizer, language=args.mask_lang_token_loss, task=args.mask_task_token_loss)),
+        compute_metrics=cb.make_compute_metrics(processor.tokenizer, args.metric, languages) if decode else None,
         processing_class=processor.feature_extractor,
         callbacks=callbacks,
     )
@@ -465,11 +502,27 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
         from utils.training.sharding import ShardingReport
 
         trainer.add_callback(ShardingReport(trainer))   # each rank's share of the weights: is it sharded?
+    if args.retention_data:
+        add_retention_sets(args, trainer, processor)
     if stores:
         trainer.cache_encoder = model.get_base_model().get_encoder()
         trainer.train_store, trainer.eval_store = stores["train"], stores["eval"]
         trainer.cache_autocast = "bfloat16" if args.bf16 else "float16" if args.fp16 else None
     return trainer
+
+
+def add_retention_sets(args: FinetuneArguments, trainer, processor) -> None:
+    """Every evaluation also scores the --retention_data sets (utils.training.retention)."""
+    from utils.training.callbacks import is_main_process
+    from utils.training.retention import load_retention_sets, make_retention_callback
+
+    sets = load_retention_sets(args.retention_data, processor, max_samples=args.max_eval_samples,
+                               min_audio_len=args.min_audio_len, max_audio_len=args.max_audio_len)
+    trainer.add_callback(make_retention_callback(trainer, processor, sets, batch_size=args.per_device_eval_batch_size,
+                                                 max_new_tokens=args.generation_max_length))
+    if is_main_process():
+        print("retention sets scored at every evaluation: " + ", ".join(
+            f"{name} ({len(dataset)} clips)" for name, dataset in sets.items()), flush=True)
 
 
 def save_results(args: FinetuneArguments, trainer, model, results: dict) -> None:

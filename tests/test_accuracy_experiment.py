@@ -67,10 +67,39 @@ def test_every_row_names_its_normaliser(tmp_path):
                "en-zero-shot": _row("en", "zero-shot", 0.098, metric="wer", normalizer="whisper-english")}
     accuracy_experiment.write_outputs(args, results, "python tools/accuracy_experiment.py")
     table = (tmp_path / "a.md").read_text()
-    assert "| timestamps when asked | normaliser |\n|---|---|---|---|---|---|---|---|---|\n" in table
+    assert "| timestamps when asked | normaliser | LID | other language | other language LID |\n" \
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n" in table
     # A row measured before the report named its normaliser was scored with punctuation-simplified.
     assert "| Mandarin (zh_test) | zero-shot | CER 0.582 | 396 / 682 | - | - | 3/3 (P 0.91-0.94) | 4/4 | " \
         "punctuation-simplified |" in table
     assert "| English (en_test) | zero-shot | WER 0.098 | 66 / 682 | - | - | 3/3 (P 0.91-0.94) | 4/4 | " \
         "whisper-english |" in table
     assert "Normaliser (`evaluation.py --normalizer=auto`): English with Whisper's English normaliser" in table
+
+
+def test_retention_columns_and_option_rows(tmp_path):
+    args = parse_args(accuracy_experiment.AccuracyArguments,
+                      ["--experiments=zh-zero-shot,zh-lora,zh-lora+nolangloss+replay", "--bf16=false",
+                       f"--table={tmp_path / 'a.md'}", f"--plot={tmp_path / 'c.png'}", "--readme="])
+    assert [e.name for e in args.experiment_list] == ["zh-zero-shot", "zh-lora", "zh-lora+nolangloss+replay"]
+
+    def lid(correct, clips, p):
+        return {"accuracy": correct / clips, "correct": correct, "clips": clips, "mean_reference_probability": p}
+
+    def kept(value, correct, p):
+        return {"metric": "wer", "value": value, "lid": lid(correct, 16, p)}
+
+    train = {"seconds": 240.0, "steps": 108, "epochs": 3, "peak_rss_gib": 2.7}
+    results = {"zh-zero-shot": _row("zh", "zero-shot", 0.582, lid=lid(49, 49, 0.71), retention=kept(0.1, 16, 0.9)),
+               "zh-lora": _row("zh", "lora", 0.348, train=train, lid=lid(49, 49, 0.99),
+                               retention=kept(0.12, 9, 0.41)),
+               "zh-lora+nolangloss+replay": _row("zh", "lora", 0.35, options=["nolangloss", "replay"], train=train,
+                                                 lid=lid(49, 49, 0.8), retention=kept(0.1, 16, 0.88))}
+    accuracy_experiment.write_outputs(args, results, "python tools/accuracy_experiment.py")
+    table = (tmp_path / "a.md").read_text()
+    assert "| Mandarin (zh_test) | zero-shot | CER 0.582 |" in table and \
+        "| 49/49 (p 0.71) | WER 0.100 | 16/16 (p 0.90) |\n" in table
+    assert "| lora | CER 0.348 (-40%) |" in table and "| 49/49 (p 0.99) | WER 0.120 (+20%) | 9/16 (p 0.41) |" in table
+    assert "| lora+nolangloss+replay | CER 0.350 (-40%) |" in table and "| WER 0.100 (+0%) | 16/16 (p 0.88) |" in table
+    with pytest.raises(SystemExit):
+        parse_args(accuracy_experiment.AccuracyArguments, ["--experiments=zh-zero-shot+replay"])

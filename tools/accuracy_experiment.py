@@ -33,6 +33,12 @@ from utils.inference.registry import default_model  # noqa: E402
 # "zh+": the Mandarin rows' data plus --more_readings extra readings of every training sentence.
 DATA_SETS = ("zh", "zh+", "en")
 METHODS = ("zero-shot", "lora", "adalora", "lora-timestamps")
+# Retention options a fine-tuning method takes after "+" (zh-lora+nolangloss+replay): finetune.py's flags.
+OPTIONS = {"nolangloss": "no loss on the language token (--mask_lang_token_loss)",
+           "notaskloss": "no loss on the language and task tokens (--mask_lang_token_loss --mask_task_token_loss)",
+           "replay": "replay of the other language's training clips (--replay_data, --replay_ratio)",
+           "r8": "LoRA rank 8 instead of --lora_r (--lora_r=8 --lora_alpha=16)",
+           "encoder": "adapters in the encoder too (--freeze_encoder=False)"}
 EN_TRAIN_SETTINGS = dict(variants="m1,m7,f1,f3", rates="140,160", pitches="40,55")  # en_test uses none of these
 
 
@@ -40,20 +46,26 @@ EN_TRAIN_SETTINGS = dict(variants="m1,m7,f1,f3", rates="140,160", pitches="40,55
 class Experiment:
     language: str          # one of DATA_SETS
     method: str            # one of METHODS
+    options: tuple = ()    # of OPTIONS, in the order given
 
     @property
     def name(self) -> str:
-        return f"{self.language}-{self.method}"
+        return f"{self.language}-{'+'.join((self.method, *self.options))}"
 
 
 def parse_experiments(text: str) -> list[Experiment]:
     experiments = []
     for item in filter(None, (x.strip() for x in text.split(","))):
         language, _, method = item.partition("-")
+        method, *options = method.split("+")
         if language not in DATA_SETS or method not in METHODS:
             raise UsageError(f"--experiments: {item!r} is not <language>-<method> with language in "
                              f"{', '.join(DATA_SETS)} and method in {', '.join(METHODS)}")
-        experiments.append(Experiment(language, method))
+        unknown = [o for o in options if o not in OPTIONS]
+        if unknown or (options and method == "zero-shot"):
+            raise UsageError(f"--experiments: {item!r}: options after '+' are for fine-tuning methods, one of "
+                             f"{', '.join(OPTIONS)}")
+        experiments.append(Experiment(language, method, tuple(options)))
     if not experiments:
         raise UsageError("--experiments is empty")
     return experiments
@@ -70,10 +82,17 @@ class AccuracyArguments:
         "help": "English training manifest; default: synthesised into <output_dir>/en_train.jsonl "
                 "from tools/accuracy_sentences_en.txt with voices en_test does not use"})
     en_test: str = field(default="dataset/en_test.jsonl", metadata={"help": "English test manifest"})
-    experiments: str = field(default="zh-zero-shot,zh-lora,zh-adalora,zh-lora-timestamps,zh+-lora,"
+    experiments: str = field(default="zh-zero-shot,zh-lora,zh-lora+nolangloss,zh-lora+replay,"
+                                     "zh-lora+nolangloss+replay,zh-adalora,zh-lora-timestamps,zh+-lora,"
                                      "en-zero-shot,en-lora,en-adalora", metadata={
-        "help": "comma-separated <language>-<method>, languages: zh, zh+ (zh with more training readings), "
-                "en; methods: " + ", ".join(METHODS)})
+        "help": "comma-separated <language>-<method>[+option...], languages: zh, zh+ (zh with more training "
+                "readings), en; methods: " + ", ".join(METHODS) + "; options: "
+                + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())})
+    train_every: int = field(default=1, metadata={
+        "help": "train on every N-th line of the Mandarin training manifest (1 = all of it): a shorter run "
+                "for a busy machine; the table says how many clips each row trained on"})
+    replay_ratio: float = field(default=0.1, metadata={
+        "help": "+replay rows: share of the training clips that are the other language's training clips"})
     more_readings: int = field(default=2, metadata={
         "help": "zh+ rows: extra readings of every Mandarin training sentence, each in a voice setting of "
                 "the training split (tools/synthesize_speech.py more-train)"})
@@ -107,6 +126,10 @@ class AccuracyArguments:
             raise UsageError(f"--more_readings must be at least 1, got {self.more_readings}")
         if self.num_workers < 0:
             raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
+        if self.train_every < 1:
+            raise UsageError(f"--train_every must be at least 1, got {self.train_every}")
+        if not 0 < self.replay_ratio < 1:
+            raise UsageError(f"--replay_ratio must be in (0, 1), got {self.replay_ratio}")
 
     @property
     def experiment_list(self) -> list[Experiment]:
@@ -138,6 +161,17 @@ def english_train(args: AccuracyArguments) -> str:
     return manifest
 
 
+def mandarin_train(args: AccuracyArguments) -> str:
+    """--zh_train, or every --train_every-th line of it."""
+    if args.train_every == 1:
+        return args.zh_train
+    manifest = os.path.join(args.output_dir, f"zh_train_every{args.train_every}.jsonl")
+    with open(args.zh_train, encoding="utf-8") as handle:
+        lines = [line if line.endswith("\n") else line + "\n" for line in handle if line.strip()]
+    write_text_atomic(manifest, "".join(lines[::args.train_every]))
+    return manifest
+
+
 def mandarin_plus(args: AccuracyArguments) -> str:
     """--zh_train followed by --more_readings new readings of its sentences in training voices."""
     manifest = os.path.join(args.output_dir, f"zh_train_plus{args.more_readings}.jsonl")
@@ -153,10 +187,17 @@ def mandarin_plus(args: AccuracyArguments) -> str:
     return manifest
 
 
+def retention_of(args: AccuracyArguments, language: str) -> tuple[str, str]:
+    """(the other language's test manifest, its training manifest for replay)."""
+    if language == "en":
+        return args.zh_test, args.zh_train
+    return args.en_test, english_train(args)
+
+
 def data_of(args: AccuracyArguments, language: str) -> tuple[str, str, str, str]:
     """(train, test, language name, metric)."""
     if language == "zh":
-        return args.zh_train, args.zh_test, "Chinese", "cer"
+        return mandarin_train(args), args.zh_test, "Chinese", "cer"
     if language == "zh+":
         return mandarin_plus(args), args.zh_test, "Chinese", "cer"
     return english_train(args), args.en_test, "English", "wer"
@@ -168,18 +209,25 @@ def fine_tune(args: AccuracyArguments, exp: Experiment, train: str, test: str, l
     `result`. Returns the merged model's folder."""
     out = os.path.join(args.output_dir, exp.name)
     logs = os.path.join(args.output_dir, "logs")
+    rank = 8 if "r8" in exp.options else args.lora_r
+    freeze_encoder = args.freeze_encoder and "encoder" not in exp.options
+    # Every retention flag is given, so a row means the same whatever finetune.py's defaults are.
     command = [sys.executable, "finetune.py", f"--base_model={args.base_model}", f"--train_data={train}",
                f"--test_data={test}", f"--output_dir={out}", f"--language={language}",
-               f"--freeze_encoder={args.freeze_encoder}", f"--use_adalora={exp.method == 'adalora'}",
+               f"--freeze_encoder={freeze_encoder}", f"--use_adalora={exp.method == 'adalora'}",
                f"--timestamps={exp.method == 'lora-timestamps'}", f"--num_train_epochs={args.epochs}",
                f"--per_device_train_batch_size={args.batch_size}",
                f"--per_device_eval_batch_size={args.eval_batch_size}", f"--learning_rate={args.learning_rate}",
-               "--warmup_steps=20", f"--lora_r={args.lora_r}", f"--lora_alpha={2 * args.lora_r}",
+               "--warmup_steps=20", f"--lora_r={rank}", f"--lora_alpha={2 * rank}",
+               f"--mask_lang_token_loss={'nolangloss' in exp.options or 'notaskloss' in exp.options}",
+               f"--mask_task_token_loss={'notaskloss' in exp.options}",
                "--logging_steps=5",
                # Evaluated once, on eval loss, at the end: decoding is measured afterwards by evaluation.py.
                "--metric=none", "--eval_steps=100000", "--save_steps=100000", "--max_eval_samples=16",
                f"--num_workers={args.num_workers}", "--local_files_only=True", f"--bf16={args.use_bf16}"]
-    if args.freeze_encoder:
+    if "replay" in exp.options:
+        command += [f"--replay_data={retention_of(args, exp.language)[1]}", f"--replay_ratio={args.replay_ratio}"]
+    if freeze_encoder:
         command.append(f"--encoder_cache_dir={os.path.join(args.output_dir, 'encoder_cache')}")
     result["train"] = run_measured(command, os.path.join(logs, f"{exp.name}.finetune.log"))
     name = model_name(args.base_model)
@@ -200,7 +248,9 @@ def fine_tune(args: AccuracyArguments, exp: Experiment, train: str, test: str, l
 def run_experiment(args: AccuracyArguments, exp: Experiment) -> dict:
     """One row: fine-tune (unless zero-shot), evaluation.py's CER/WER, then the ability checks."""
     train, test, language, metric = data_of(args, exp.language)
-    result: dict = {"language": exp.language, "method": exp.method, "metric": metric, "test_data": test}
+    retention_test = retention_of(args, exp.language)[0]
+    result: dict = {"language": exp.language, "method": exp.method, "options": list(exp.options),
+                    "metric": metric, "test_data": test}
     try:
         model_path = (args.base_model if exp.method == "zero-shot"
                       else fine_tune(args, exp, train, test, language, result))
@@ -209,7 +259,7 @@ def run_experiment(args: AccuracyArguments, exp: Experiment) -> dict:
             [sys.executable, "evaluation.py", f"--model_path={model_path}", f"--test_data={test}",
              f"--metric={metric}", f"--language={language}", f"--timestamps={exp.method == 'lora-timestamps'}",
              f"--batch_size={args.eval_batch_size}", f"--num_workers={args.num_workers}",
-             f"--output_file={report}", "--local_files_only=True"],
+             f"--output_file={report}", "--local_files_only=True", "--retention_data", retention_test],
             os.path.join(args.output_dir, "logs", f"{exp.name}.evaluate.log"))
     except StageFailed as exc:
         raise StageFailed(f"{exp.name}: {exc}") from None
@@ -218,6 +268,11 @@ def run_experiment(args: AccuracyArguments, exp: Experiment) -> dict:
     result["value"] = evaluation["value"]
     result["normalizer"] = evaluation["normalizer"]
     result["counts"] = evaluation["counts"]
+    result["lid"] = evaluation["language_identification"]
+    kept = evaluation["retention"][0]
+    result["retention"] = {"test_data": kept["test_data"], "metric": kept["metric"], "value": kept["value"],
+                           "normalizer": kept["normalizer"], "counts": kept["counts"],
+                           "lid": kept["language_identification"]}
     result["model_path"] = model_path
     result["checks"] = check_abilities(model_path, test, language)
     return result
@@ -323,8 +378,10 @@ def header_of(args: AccuracyArguments, ordered: list[dict]) -> str:
             f"Total time {total_seconds / 60:.0f} min.")
 
 
-def table_row(args: AccuracyArguments, r: dict, zero_shot: dict) -> str:
-    """One experiment as a markdown table row; `zero_shot` maps a language to its zero-shot value."""
+def table_row(args: AccuracyArguments, r: dict, zero_shot: dict, zero_shot_rows: Optional[dict] = None) -> str:
+    """One experiment as a markdown table row; `zero_shot` maps a language to its zero-shot value
+    (`zero_shot_rows` to its zero-shot row, for the retention change)."""
+    zero_shot_rows = zero_shot_rows or {}
     data = {"zh": "Mandarin (zh_test)", "en": "English (en_test)"}.get(
         r["language"], f"Mandarin (zh_test), {args.more_readings + 1} readings per training sentence")
     change = ""
@@ -332,7 +389,8 @@ def table_row(args: AccuracyArguments, r: dict, zero_shot: dict) -> str:
     if r["method"] != "zero-shot" and base:
         change = f" ({(r['value'] - base) / base * 100:+.0f}%)"
     train = r.get("train")
-    train_time = (f"{train['seconds'] / 60:.1f} min ({train['steps']} steps, {train['epochs']:g} ep)"
+    clips = f", {train['clips']} clips" if train and train.get("clips") and args.train_every > 1 else ""
+    train_time = (f"{train['seconds'] / 60:.1f} min ({train['steps']} steps, {train['epochs']:g} ep{clips})"
                   if train else "-")
     rss = f"{train['peak_rss_gib']:.1f} GiB" if train else "-"
     c = r["checks"]
@@ -341,19 +399,44 @@ def table_row(args: AccuracyArguments, r: dict, zero_shot: dict) -> str:
     if probabilities:
         low, high = f"{min(probabilities):.2f}", f"{max(probabilities):.2f}"
         no_speech += f" (P {low})" if low == high else f" (P {low}-{high})"
-    return (f"| {data} | {r['method']} | {r['metric'].upper()} {r['value']:.3f}{change} | "
+    return (f"| {data} | {row_method(r)} | {r['metric'].upper()} {r['value']:.3f}{change} | "
             f"{r['counts']['errors']} / {r['counts']['reference_units']} | {train_time} | {rss} | "
             f"{no_speech} | {c['timestamps_ok']}/{c['timestamp_clips']} | "
             # Rows measured before evaluation.py named its normaliser all used punctuation-simplified.
-            f"{r.get('normalizer', PUNCTUATION_SIMPLIFIED)} |")
+            f"{r.get('normalizer', PUNCTUATION_SIMPLIFIED)} | {lid_cell(r.get('lid'))} | "
+            f"{retention_cell(r, zero_shot_rows)} | {lid_cell((r.get('retention') or {}).get('lid'))} |")
+
+
+def row_method(r: dict) -> str:
+    return "+".join((r["method"], *r.get("options", ())))
+
+
+def lid_cell(lid) -> str:
+    """LID accuracy and the mean probability of the expected language ("-": not measured)."""
+    if not lid or lid.get("accuracy") is None:
+        return "-"
+    return f"{lid['correct']}/{lid['clips']} (p {lid['mean_reference_probability']:.2f})"
+
+
+def retention_cell(r: dict, zero_shot_rows: dict) -> str:
+    """The other language's test set: its metric, and the change against the zero-shot model on it."""
+    kept = r.get("retention")
+    if not kept:
+        return "-"
+    base = (zero_shot_rows.get(r["language"].rstrip("+")) or {}).get("retention")
+    change = ""
+    if r["method"] != "zero-shot" and base and base["value"]:
+        change = f" ({(kept['value'] - base['value']) / base['value'] * 100:+.0f}%)"
+    return f"{kept['metric'].upper()} {kept['value']:.3f}{change}"
 
 
 def table_lines(args: AccuracyArguments, ordered: list[dict]) -> list[str]:
     zero_shot = {r["language"]: r["value"] for r in ordered if r["method"] == "zero-shot"}
+    zero_shot_rows = {r["language"]: r for r in ordered if r["method"] == "zero-shot"}
     return ["| data | model | CER/WER | errors / ref units | train time | train peak RSS | no speech -> empty "
-            "| timestamps when asked | normaliser |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *(table_row(args, r, zero_shot) for r in ordered)]
+            "| timestamps when asked | normaliser | LID | other language | other language LID |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *(table_row(args, r, zero_shot, zero_shot_rows) for r in ordered)]
 
 
 def method_notes(args: AccuracyArguments) -> list[str]:
@@ -368,10 +451,22 @@ def method_notes(args: AccuracyArguments) -> list[str]:
         f"Mandarin with `{PUNCTUATION_SIMPLIFIED}` (NFKC, traditional -> simplified, punctuation removed, "
         "lower case).",
         f"- Fine-tuning: {args.epochs:g} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, "
-        f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
+        + (f"the Mandarin rows on every {args.train_every}th line of `{args.zh_train}` (`--train_every`, a "
+           f"shorter run for a busy machine; clip counts in the train time column), " if args.train_every > 1
+           else "")
+        + f"rank {args.lora_r}, adapters on q/k/v/out/fc1/fc2 of "
         + ("the decoder only (`--freeze_encoder`, encoder outputs computed once and reused)"
            if args.freeze_encoder else "encoder and decoder")
         + "; `lora-timestamps` trains on timestamp labels and is evaluated in timestamp mode.",
+        "- LID: language identification by `evaluation.py` (the language token the model ranks first right "
+        "after <|startoftranscript|>, as Whisper's detect_language) against each clip's manifest `language`, "
+        "over the clips with speech; in brackets the mean probability of the right language. Other language: "
+        "the other corpus's test split (English `en_test` for the Mandarin rows, Mandarin `zh_test` for the "
+        "English rows) through `evaluation.py --retention_data`, decoded with its own language token and "
+        "scored with its own metric and normaliser; in brackets the change against the zero-shot model. "
+        "Options after `+`: " + "; ".join(f"`{k}` {v}" for k, v in OPTIONS.items())
+        + f"; replay ratio {args.replay_ratio:g} (English replay: the English training clips below; "
+        "Mandarin replay: `dataset/zh_train.jsonl`). Rows without `nolangloss` train the language token.",
         "- Train time: the whole `finetune.py` process (model loading, the encoder pass, training); peak RSS "
         "of that process and its DataLoader workers.",
         "- No speech -> empty: the test split's no-speech clips plus 5 s of noise at about -50 dBFS, "
@@ -395,7 +490,7 @@ def plot_curves(curves: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in curves:
         steps, losses = zip(*r["curve"])
-        ax.plot(steps, losses, label=f"{r['language']}-{r['method']}")
+        ax.plot(steps, losses, label=f"{r['language']}-{row_method(r)}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title("whisper-base fine-tuning on the synthetic corpora")

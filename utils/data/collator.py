@@ -21,11 +21,15 @@ class SpeechSeq2SeqCollator:
     removed, because WhisperForConditionalGeneration prepends `decoder_start_token_id` when it
     shifts the labels into decoder inputs; keeping it would teach the model to repeat it.
     Skipped items (SKIPPED_KEY) are left out; their descriptions travel with the batch.
+    `no_loss_ids` (utils.training.retention.prompt_loss_mask_ids): where one of these opens a label (the
+    language token, then the task token) its label is -100: the decoder still reads it, but training on one
+    language does not teach it to predict that language for every clip.
     """
 
-    def __init__(self, processor, decoder_start_token_id: int):
+    def __init__(self, processor, decoder_start_token_id: int, no_loss_ids: frozenset = frozenset()):
         self.processor = processor
         self.decoder_start_token_id = int(decoder_start_token_id)
+        self.no_loss_ids = frozenset(int(i) for i in no_loss_ids)
 
     def __call__(self, features: Sequence[dict]) -> dict:
         if not features:
@@ -53,6 +57,11 @@ class SpeechSeq2SeqCollator:
         padded = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
         for row, ids in enumerate(labels):
             padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            # Only the opening prompt: <|lang|> then <|task|>; the text after them is always trained.
+            for position in range(min(2, len(ids))):
+                if ids[position] not in self.no_loss_ids:
+                    break
+                padded[row, position] = IGNORE_INDEX
         missing = [i for i, f in enumerate(features) if "cache_row" in f]
         if missing or any("encoder_hidden_states" in f for f in features):
             return {**self._stored_outputs(features, missing), "labels": padded}

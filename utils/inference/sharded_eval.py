@@ -25,11 +25,14 @@ GATHER_TIMEOUT = timedelta(hours=24)
 
 @dataclass
 class DecodedClip:
-    """One line of a part file: the clip's index in the (filtered) test set and what was decoded."""
+    """One line of a part file: the clip's index in its (filtered) set and what was decoded. `set` numbers the
+    run's sets (0: --test_data, then each --retention_data); `detection` is utils.core.lid.Detection's fields."""
     index: int
     reference: str
     hypothesis: str
     no_speech: bool
+    detection: Optional[dict] = None
+    set: int = 0
 
 
 def part_folder(report_path: str) -> str:
@@ -96,33 +99,40 @@ class ShardedEvaluation:
         """This process's clips among `count`."""
         return range(self.rank, count, self.world_size)
 
-    def record(self, index: int, reference: str, hypothesis: str, no_speech: bool) -> None:
-        """Keep one decoded clip, and put it on disk now."""
-        clip = DecodedClip(int(index), reference, hypothesis, bool(no_speech))
+    def record(self, index: int, reference: str, hypothesis: str, no_speech: bool, detection=None,
+               set_number: int = 0) -> None:
+        """Keep one decoded clip (its language `detection`, a utils.core.lid.Detection, when measured), and put
+        it on disk now."""
+        clip = DecodedClip(int(index), reference, hypothesis, bool(no_speech),
+                           asdict(detection) if detection is not None else None, int(set_number))
         self.clips.append(clip)
         if self._file is not None:
             self._file.write(json.dumps(asdict(clip), ensure_ascii=False) + "\n")
             self._file.flush()
 
-    def gather(self, count: int) -> Optional[Tuple[list, list, int]]:
-        """(references, hypotheses, clips judged to hold no speech) over all `count` clips in test-set order,
-        in process 0; None in the others."""
-        shares = [self.clips]
+    def gather(self, count: int, set_number: int = 0) -> Optional[Tuple[list, list, int, list]]:
+        """(references, hypotheses, clips judged to hold no speech, language detections) over all `count` clips
+        of set `set_number` in its order, in process 0; None in the others. Every process calls it, set by set."""
+        from utils.core.lid import Detection
+
+        mine = [clip for clip in self.clips if clip.set == set_number]
+        shares = [mine]
         if self.world_size > 1:
             import torch.distributed as dist
 
             shares = [None] * self.world_size if self.is_main else None
-            dist.gather_object(self.clips, shares, dst=0)
+            dist.gather_object(mine, shares, dst=0)
         if not self.is_main:
             return None
-        references, hypotheses, no_speech = [None] * count, [None] * count, 0
+        references, hypotheses, no_speech, detections = [None] * count, [None] * count, 0, [None] * count
         for clip in (clip for share in shares for clip in share):
             references[clip.index], hypotheses[clip.index] = clip.reference, clip.hypothesis
             no_speech += clip.no_speech
+            detections[clip.index] = Detection(**clip.detection) if clip.detection is not None else None
         missing = [i for i, text in enumerate(hypotheses) if text is None]
         if missing:
             raise RuntimeError(f"{len(missing)} of {count} clips were decoded by no process (first: {missing[0]})")
-        return references, hypotheses, no_speech
+        return references, hypotheses, no_speech, detections
 
     def _barrier(self) -> None:
         if self._group:

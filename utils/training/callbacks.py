@@ -246,15 +246,20 @@ class DropoutSeedCallback(TrainerCallback):
         return control
 
 
-def make_compute_metrics(tokenizer, metric: str) -> Callable:
-    """compute_metrics for Seq2SeqTrainer(predict_with_generate=True): decoded texts -> {metric: rate}."""
+def make_compute_metrics(tokenizer, metric: str, languages: Optional[Sequence[Optional[str]]] = None) -> Callable:
+    """compute_metrics for Seq2SeqTrainer(predict_with_generate=True): decoded texts -> {metric: rate}, each
+    clip normalised as evaluation.py does it (by its language code in `languages`, in evaluation order)."""
+    from utils.core.text import english_spelling_map
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    spelling = english_spelling_map(tokenizer)
 
     def compute_metrics(prediction) -> dict:
         preds = np.where(prediction.predictions == -100, pad, prediction.predictions)
         labels = np.where(prediction.label_ids == -100, pad, prediction.label_ids)
         hyps = tokenizer.batch_decode(preds, skip_special_tokens=True)
         refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        return {metric: error_rate(refs, hyps, metric).value}
+        codes = list(languages)[:len(refs)] if languages is not None and len(languages) >= len(refs) else None
+        return {metric: error_rate(refs, hyps, metric, language=codes, english_spelling=spelling).value}
 
     return compute_metrics
