@@ -131,13 +131,13 @@ def test_training_benchmark_interleaves_rounds_and_compares_loss_curves(tmp_path
     readme.write_text("# x\n<!-- begin: speed-training -->\nold\n<!-- end: speed-training -->\n")
     table = tmp_path / "training.md"
     result = run("tools/benchmark_training.py", f"--base_model={tiny_whisper_dir}", "--num_clips=4", "--epochs=2",
-                 "--batch_size=2", "--configs=frozen,frozen-cached", "--repeats=2", "--num_workers=0",
+                 "--batch_size=2", "--configs=frozen,frozen-cached-fp32", "--repeats=2", "--num_workers=0",
                  f"--output_dir={tmp_path / 'runs'}", f"--table={table}", f"--readme={readme}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(medians of 2)" in result.stdout
 
     rows = table_rows(table.read_text())
-    assert [row[0] for row in rows] == ["frozen", "frozen-cached"]
+    assert [row[0] for row in rows] == ["frozen", "frozen-cached-fp32"]
     for name, rate, spread, seconds, encoder, peak, speedup in rows:
         low, high = (float(v) for v in spread.split("-"))
         assert 0 < low <= float(rate) <= high
@@ -152,12 +152,12 @@ def test_training_benchmark_interleaves_rounds_and_compares_loss_curves(tmp_path
     fast, slow = float(rows[1][1]), float(rows[0][1])
     assert (fast - 0.005) / (slow + 0.005) - 0.005 <= ratio <= (fast + 0.005) / (slow - 0.005) + 0.005
     # Same seed, same batches, same dropout masks: reading stored encoder outputs changes nothing but speed.
-    assert ("Loss curves of `frozen` and `frozen-cached`: 4 logged steps, largest difference 0.00e+00"
+    assert ("Loss curves of `frozen` and `frozen-cached-fp32`: 4 logged steps, largest difference 0.00e+00"
             in table.read_text())
     data = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert all(len(runs) == 2 for runs in data["runs"].values())
     assert [row["encoder_pass_seconds"] > 0 for row in data["rows"]] == [False, True]
-    assert [r["losses"] for r in data["runs"]["frozen"]] == [r["losses"] for r in data["runs"]["frozen-cached"]]
+    assert [r["losses"] for r in data["runs"]["frozen"]] == [r["losses"] for r in data["runs"]["frozen-cached-fp32"]]
     assert "median of 2 interleaved rounds" in table.read_text() and f"{os.cpu_count()} cores" in table.read_text()
     assert table_rows(readme.read_text()) == rows and "old" not in readme.read_text()
 

@@ -1,14 +1,20 @@
 """finetune.py under torchrun and accelerate launch: two real processes on CPU (gloo) train one adapter.
 
 No port is picked here and handed over (another process could take it in between): both launchers run
-torchrun's standalone rendezvous, whose store binds a free port itself and serves the workers too.
+torchrun's standalone rendezvous, whose store binds a free port itself and serves the workers too. The
+two-"machine" run is the exception: its agents must agree on a port before either starts.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import tempfile
 
 import pytest
+from conftest import REPO
 from safetensors.torch import load_file
 from training_fixtures import finetune_args, make_corpus, python, run_script
 
@@ -65,6 +71,30 @@ def _first_step(run_dir) -> dict:
     return next(entry for entry in state["log_history"] if "grad_norm" in entry)
 
 
+def _two_nodes(flags: list[str]) -> list[subprocess.CompletedProcess]:
+    """finetune.py on two torchrun agents (--nnodes=2, one process each) that find each other through a c10d
+    rendezvous at 127.0.0.1:<port>. A multi-node run needs a port both know in advance, so one is picked
+    free here; another process taking it before the first agent binds it is the one race this leaves."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO))
+    # Output to files, not pipes: an agent blocked on a full pipe would stall the other's rendezvous.
+    logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(2)]
+    agents = [subprocess.Popen([python(), "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                                "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes",
+                                "finetune.py", *flags], cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+              for out, err in logs]
+    results = []
+    for agent, (out, err) in zip(agents, logs):
+        agent.wait(timeout=300)
+        out.seek(0), err.seek(0)
+        results.append(subprocess.CompletedProcess(agent.args, agent.returncode, out.read(), err.read()))
+        out.close(), err.close()
+    return results
+
+
 def test_two_processes_and_accumulation_give_the_single_process_loss_and_gradients(tiny_whisper_dir, tmp_path):
     """The same 4 clips as one global batch: 1 process x 4, 2 processes x 2, 1 process x 2 accumulated twice.
     A random model's loss per token is about ln(51865) = 10.86 whatever the clips; had the Trainer scaled the
@@ -86,9 +116,17 @@ def test_two_processes_and_accumulation_give_the_single_process_loss_and_gradien
         assert res.returncode == 0, name + res.stdout[-2000:] + res.stderr[-3000:]
         steps[name] = _first_step(out / tiny_whisper_dir.name)
         adapters[name] = load_file(out / tiny_whisper_dir.name / "checkpoint-final" / "adapter_model.safetensors")
+    # Two "machines": two torchrun agents of one process each, meeting through a c10d rendezvous on
+    # 127.0.0.1 (docs/scale.md), writing to one shared output folder as nodes on a shared disk do.
+    out = tmp_path / "two-nodes"
+    flags = finetune_args(tiny_whisper_dir, train, test, out, **common, per_device_train_batch_size=2)
+    for res in _two_nodes(flags):
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    steps["two nodes"] = _first_step(out / tiny_whisper_dir.name)
+    adapters["two nodes"] = load_file(out / tiny_whisper_dir.name / "checkpoint-final" / "adapter_model.safetensors")
     reference = steps["one process"]
     assert 10.0 < reference["loss"] < 11.8, steps
-    for name in ("two processes", "accumulation"):
+    for name in ("two processes", "two nodes", "accumulation"):
         # Per-process and per-micro-batch means weight the clips' tokens slightly differently: well under 1 %.
         # Processes that do not average their gradients (what CPU runs did before finetune.py set use_cpu) log
         # rank 0's gradient norm over its own 2 clips: 6 % off here.
