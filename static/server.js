@@ -168,18 +168,23 @@ function recordingType() {
   return "";
 }
 
-async function startRecording() {
-  if (!navigator.mediaDevices || !window.MediaRecorder) {
-    showError("this browser cannot record audio (the page must be served over https or from localhost)");
-    return;
+// The microphone's stream, or null after showing why not (`supported`: what else the caller needs).
+async function openMicrophone(supported, cannot) {
+  if (!navigator.mediaDevices || !supported) {
+    showError("this browser cannot " + cannot + " (the page must be served over https or from localhost)");
+    return null;
   }
-  let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    return await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (error) {
     showError("no microphone access: " + error.message);
-    return;
+    return null;
   }
+}
+
+async function startRecording() {
+  const stream = await openMicrophone(window.MediaRecorder, "record audio");
+  if (!stream) return;
   clearState();
   const type = recordingType();
   recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
@@ -223,17 +228,8 @@ function liveUrl() {
 }
 
 async function startLive() {
-  if (!navigator.mediaDevices || !window.WebSocket) {
-    showError("this browser cannot stream audio (the page must be served over https or from localhost)");
-    return;
-  }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (error) {
-    showError("no microphone access: " + error.message);
-    return;
-  }
+  const stream = await openMicrophone(window.WebSocket, "stream audio");
+  if (!stream) return;
   clearState();
   const key = $("api_key");
   // A browser cannot set an Authorization header on a WebSocket; the key rides in a subprotocol.

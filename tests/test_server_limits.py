@@ -16,7 +16,7 @@ import soundfile
 from server_process import ServerProcess
 from transcription_audio import english_clip, long_english
 
-from utils.bench.server_process import raw_upload
+from utils.bench.server_process import flac_of_silence, raw_upload
 from utils.core.audio import AudioTooLong, load_audio
 
 MODEL = "models/whisper-tiny.en-ct2"
@@ -51,21 +51,6 @@ def peak_rss_mb(server: ServerProcess) -> float:
     raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
-def flac_of_silence(seconds: int, rate: int = 48000, unknown_length: bool = False) -> bytes:
-    """Stereo FLAC of silence, written a minute at a time; a few hundred KB for an hour."""
-    buffer = io.BytesIO()
-    with soundfile.SoundFile(buffer, "w", rate, 2, format="FLAC") as sound:
-        minute = np.zeros((rate * 60, 2), dtype=np.float32)
-        for start in range(0, seconds, 60):
-            sound.write(minute[:rate * min(60, seconds - start)])
-    data = bytearray(buffer.getvalue())
-    if unknown_length:
-        # STREAMINFO's total-samples field (the low 36 bits of bytes 18-25) set to 0 = "unknown".
-        fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
-        data[18:26] = fields.to_bytes(8, "big")
-    return bytes(data)
-
-
 def post(url: str, data: bytes, name: str, timeout: float = 120, **fields) -> requests.Response:
     return requests.post(f"{url}/v1/audio/transcriptions", files={"file": (name, data)}, data=fields,
                          timeout=timeout)
@@ -93,7 +78,7 @@ def test_long_audio_is_refused_from_its_header_without_decoding(limited_server):
 
 
 def test_load_audio_stops_decoding_at_the_limit_when_the_header_does_not_say():
-    data = flac_of_silence(600, rate=16000, unknown_length=True)
+    data = flac_of_silence(600, rate=16000, declared_s=0)
     assert soundfile.info(io.BytesIO(data)).frames > 1 << 60    # libsndfile: length unknown
     with pytest.raises(AudioTooLong) as refused:
         load_audio(data, max_seconds=30, name="silence.flac")

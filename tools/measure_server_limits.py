@@ -30,7 +30,7 @@ import requests  # noqa: E402
 import soundfile  # noqa: E402
 
 from utils.bench.report import machine_description  # noqa: E402
-from utils.bench.server_process import PeakMemory, ServerProcess, raw_upload  # noqa: E402
+from utils.bench.server_process import PeakMemory, ServerProcess, flac_of_silence, raw_upload  # noqa: E402
 from utils.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.files import write_text_atomic  # noqa: E402
@@ -71,22 +71,6 @@ def wav_of_silence(seconds: int) -> bytes:
     soundfile.write(buffer, np.zeros(seconds * SAMPLE_RATE, dtype=np.int16), SAMPLE_RATE, format="WAV",
                     subtype="PCM_16")
     return buffer.getvalue()
-
-
-def flac_of_silence(seconds: int, rate: int = 48000, declared_s: Optional[int] = None) -> bytes:
-    """Stereo FLAC of silence, written a minute at a time (a few hundred KB for an hour). With
-    `declared_s`, STREAMINFO's total-samples field says that many seconds (0: "unknown") instead."""
-    buffer = io.BytesIO()
-    with soundfile.SoundFile(buffer, "w", rate, 2, format="FLAC") as sound:
-        minute = np.zeros((rate * 60, 2), dtype=np.float32)
-        for start in range(0, seconds, 60):
-            sound.write(minute[:rate * min(60, seconds - start)])
-    data = bytearray(buffer.getvalue())
-    if declared_s is not None:
-        # The low 36 bits of bytes 18-25 (after "fLaC" and the block header) count the samples.
-        fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
-        data[18:26] = (fields | declared_s * rate).to_bytes(8, "big")
-    return bytes(data)
 
 
 def english_speech(seconds: float) -> bytes:

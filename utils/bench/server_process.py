@@ -2,6 +2,7 @@
 once /health answers, and its memory (the whole process tree's RSS) sampled while a case runs."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -12,8 +13,10 @@ import time
 from typing import Optional
 from urllib.parse import urlparse
 
+import numpy as np
 import psutil
 import requests
+import soundfile
 
 from utils import REPO_ROOT as REPO
 
@@ -99,6 +102,22 @@ def raw_upload(url: str, audio: bytes, name: str = "speech.wav") -> socket.socke
                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
     return client
+
+
+def flac_of_silence(seconds: int, rate: int = 48000, declared_s: Optional[int] = None) -> bytes:
+    """Stereo FLAC of silence, written a minute at a time (a few hundred KB for an hour). With
+    `declared_s`, STREAMINFO's total-samples field says that many seconds (0: "unknown") instead."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", rate, 2, format="FLAC") as sound:
+        minute = np.zeros((rate * 60, 2), dtype=np.float32)
+        for start in range(0, seconds, 60):
+            sound.write(minute[:rate * min(60, seconds - start)])
+    data = bytearray(buffer.getvalue())
+    if declared_s is not None:
+        # The low 36 bits of bytes 18-25 (after "fLaC" and the block header) count the samples.
+        fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+        data[18:26] = (fields | declared_s * rate).to_bytes(8, "big")
+    return bytes(data)
 
 
 class PeakMemory:
