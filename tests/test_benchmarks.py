@@ -49,8 +49,10 @@ def test_inference_benchmark_table_chart_and_goals(tmp_path, tiny_whisper_dir):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert f"{os.cpu_count()} cores" in data["header"] and "load average" in data["header"]
     assert all(len(runs) == 2 for runs in data["runs"].values())
-    assert any(line.startswith("fastest peer at its best: transformers generate sdpa fp32") and "(goal 1.5x" in line
-               for line in data["goals"])
+    # The random tiny model's error rates decide which of the two goal lines applies; both name the peer.
+    assert any((line.startswith("fastest peer at its best: transformers generate sdpa fp32") and "(goal 1.5x" in line)
+               or line.startswith("none of our rows is within 0.5 points of the error rate of transformers generate "
+                                  "sdpa fp32") for line in data["goals"])
     assert any(line.startswith("arithmetic floor of the fastest row") for line in data["goals"])
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The README's generated section holds the same table, the exact command and the chart; the rest stays.
