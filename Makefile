@@ -44,10 +44,11 @@ lint: setup
 # JUnit tests run last, on their own (on a fresh machine most of their time is compiling whisper.cpp).
 # The suite runs in TEST_WORKERS processes (pytest-xdist), one test file per process at a time, so a file's
 # server, window or model fixture starts once; much of a test's time is process start-up and waiting on
-# subprocesses, which overlaps well even on two cores.
+# subprocesses, which overlaps well even on two cores. --durations lists the slowest tests, to keep the suite
+# inside its 15 minutes.
 TEST_WORKERS ?= 2
 test: models lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests --ignore=tests/test_android_core.py
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests --ignore=tests/test_android_core.py
 	$(MAKE) --no-print-directory android-core
 
 # AndroidDemo's native layer (whisper.cpp + our JNI) and its :core module, built and tested on this machine
