@@ -533,10 +533,13 @@ def save_results(args: FinetuneArguments, trainer, model, results: dict) -> None
 
     run_dir = _run_dir(args)
     final_dir = os.path.join(run_dir, FINAL_DIR)
+    from utils.training.sharding import gathered_adapter_state
+
     state = trainer.state
+    adapter = gathered_adapter_state(model)          # FSDP: every process takes part in the gather
     if trainer.is_world_process_zero():
         with atomic_dir(final_dir) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter)
             # The loss curve and speed of the run, for plots and benchmarks (tools/accuracy_experiment.py).
             state.save_to_json(os.path.join(tmp, "trainer_state.json"))
         write_json_atomic(os.path.join(run_dir, "train_results.json"),

@@ -35,9 +35,10 @@ def test_two_processes_each_hold_half_and_take_the_single_process_step(tiny_whis
     train, _ = make_corpus(tmp_path, n_train=4, n_test=1)
     flags = [f"--base_model={tiny_whisper_dir}", f"--train_data={train}", "--global_batch_size=4"]
     two = run_script([python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                      "tools/check_fsdp.py", *flags])
+                      "tools/check_fsdp.py", *flags, f"--save_dir={tmp_path / 'two'}"])
     assert two.returncode == 0, two.stderr[-3000:]
-    assert _check_fsdp().main(flags) == 0         # the reference: one process, in this one
+    # the reference: one process, in this one
+    assert _check_fsdp().main([*flags, f"--save_dir={tmp_path / 'one'}"]) == 0
     one = capsys.readouterr().out
     reference, ranks = _ranks(one)[0], _ranks(two.stdout)
     assert sorted(ranks) == [0, 1] and reference["held"] == reference["full"], (one, two.stdout)
@@ -52,6 +53,23 @@ def test_two_processes_each_hold_half_and_take_the_single_process_step(tiny_whis
         assert rank["loss"] == pytest.approx(reference["loss"], rel=0.01)
         assert rank["grad_norm"] == pytest.approx(reference["grad_norm"], rel=0.02)
     assert sum(rank["held"] for rank in ranks.values()) == pytest.approx(reference["full"], rel=0.01)
+
+    # The adapter saved after the sharded step holds whole tensors (not process 0's half), trained: the
+    # one-process adapter's shapes and, up to the step's loss weighting, its values.
+    from safetensors.torch import load_file
+
+    assert f"adapter saved to {tmp_path / 'two'} (gathered from 2 shards)" in two.stdout
+    sharded = load_file(tmp_path / "two" / "adapter_model.safetensors")
+    single = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    assert sorted(sharded) == sorted(single) and len(single) > 0
+    moved = 0
+    for name, tensor in single.items():
+        assert sharded[name].shape == tensor.shape, name
+        if "lora_B" in name:                  # zero before the step: what it holds now is the step
+            moved += int(tensor.abs().sum() > 0)
+            agree = (sharded[name] - tensor).abs() <= 0.1 * tensor.abs().max()
+            assert agree.float().mean() > 0.9, name
+    assert moved == sum("lora_B" in name for name in single)
 
 
 def test_finetune_refuses_accelerate_fsdp_without_gpus(tiny_whisper_dir, tmp_path, monkeypatch, capsys):

@@ -8,7 +8,8 @@ Each process wraps every layer class the config's fsdp_transformer_layer_cls_to_
 model, with torch's fully_shard (what `accelerate launch --config_file configs/accelerate_fsdp.yaml` does on
 GPUs), takes its share of the first --global_batch_size clips, and runs forward, backward and one AdamW step.
 It runs on CPUs too (gloo), where accelerate itself does not apply FSDP (docs/scale.md says why).
-Without a launcher it runs as one process: the reference an N-process run must match.
+Without a launcher it runs as one process: the reference an N-process run must match. --save_dir saves the
+adapter after the step the way finetune.py saves checkpoint-final (shards gathered, written by process 0).
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class Arguments:
     learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate."})
     local_files_only: bool = field(default=True, metadata={"help": "Never download the model."})
     seed: int = field(default=3, metadata={"help": "Seed of the adapters' initial weights."})
+    save_dir: str = field(default="", metadata={
+        "help": "After the step, save the adapter here from process 0 as finetune.py saves checkpoint-final "
+                "(the shards gathered into whole tensors); '' = do not save."})
 
     def __post_init__(self):
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -66,7 +70,7 @@ def check(args: Arguments) -> None:
     from utils.data.collator import SpeechSeq2SeqCollator
     from utils.data.dataset import SpeechDataset
     from utils.training.lora import add_adapter, prepare_for_finetuning
-    from utils.training.sharding import local_bytes, optimizer_state_tensors
+    from utils.training.sharding import gathered_adapter_state, local_bytes, optimizer_state_tensors
 
     classes = layer_classes(args.config)
     with tempfile.TemporaryDirectory() as store:
@@ -112,6 +116,14 @@ def check(args: Arguments) -> None:
             print(f"rank {rank}/{world}: holds {held / 2**20:.3f} of {full / 2**20:.3f} MiB of parameters "
                   f"({100 * held / full:.0f}%), optimizer state {state / 2**20:.3f} MiB; {len(wrapped)} layers + the "
                   f"model sharded; loss {mean_loss.item() / world:.5f}, grad norm {grad_norm.item():.5f}", flush=True)
+            if args.save_dir:
+                adapter = gathered_adapter_state(model)
+                if rank == 0:
+                    model.save_pretrained(args.save_dir, safe_serialization=True, state_dict=adapter)
+                    print(f"adapter saved to {args.save_dir} "
+                          f"({'gathered from ' + str(world) + ' shards' if adapter is not None else 'unsharded'})",
+                          flush=True)
+                dist.barrier()
         finally:
             dist.destroy_process_group()
 

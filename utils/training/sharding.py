@@ -30,6 +30,22 @@ def local_bytes(tensors: Iterable) -> int:
     return total
 
 
+def gathered_adapter_state(model):
+    """The adapter's weights as whole tensors when FSDP2 has sharded them (DTensors), else None.
+
+    Every process must call it (each DTensor's full_tensor() is a collective, taken in the same state-dict order
+    everywhere); only the adapter entries are gathered, not the frozen base model, so it costs the adapter's
+    size. PeftModel.save_pretrained(state_dict=...) then writes them from process 0; without it, each process
+    would save its own 1/N shard under the full names."""
+    from torch.distributed.tensor import DTensor
+
+    state = model.state_dict()
+    if not any(isinstance(value, DTensor) for value in state.values()):
+        return None
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+            for name, value in state.items() if "lora_" in name or "ranknum" in name}
+
+
 def optimizer_state_tensors(optimizer) -> list:
     import torch
 
