@@ -16,6 +16,7 @@ def english_clips(tmp_path_factory):
     lines = (REPO / "dataset" / "en_test.jsonl").read_text(encoding="utf-8").splitlines()
     (root / "train.jsonl").write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
     (root / "test.jsonl").write_text("\n".join(lines[4:6]) + "\n", encoding="utf-8")
+    (root / "kept.jsonl").write_text("\n".join(lines[6:8]) + "\n", encoding="utf-8")
     clip = json.loads(lines[0])
     (root / "ref.txt").write_text(clip["sentence"] + "\n", encoding="utf-8")
     return root, REPO / clip["audio"]["path"]
@@ -29,7 +30,8 @@ def test_demo_runs_every_stage_and_reports_them(whisper_tiny_en_dir, english_cli
                       f"--train_data={root / 'train.jsonl'}", f"--test_data={root / 'test.jsonl'}",
                       f"--audio={audio}", f"--reference={root / 'ref.txt'}", "--language=English",
                       "--audio_language=English", "--epochs=1", "--batch_size=2", "--eval_batch_size=2",
-                      "--max_new_tokens=40", "--num_workers=0", f"--output_dir={out}"], timeout=600)
+                      "--max_new_tokens=40", "--num_workers=0", f"--retention_data={root / 'kept.jsonl'}",
+                      f"--output_dir={out}"], timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     stdout = res.stdout
 
@@ -38,6 +40,12 @@ def test_demo_runs_every_stage_and_reports_them(whisper_tiny_en_dir, english_cli
     assert before["counts"]["utterances"] == after["counts"]["utterances"] == 2
     assert before["value"] < 0.3      # the real model reads clear English; the report holds its texts
     assert re.search(rf"demo: CER {before['value']:.3f} -> {after['value']:.3f} in [0-9.]+ min", stdout), stdout
+    # The retention set was scored by both evaluations, with its own metric, and the table says so.
+    kept_before, kept_after = before["retention"][0], after["retention"][0]
+    assert kept_before["metric"] == "wer" and kept_before["counts"]["utterances"] == 2
+    assert kept_before["value"] < 0.3
+    assert (f"kept on {root / 'kept.jsonl'} (not trained on): WER {kept_before['value']:.3f} -> "
+            f"{kept_after['value']:.3f}") in stdout, stdout
     # Training used the stored encoder outputs (two steps of two clips, one epoch).
     results = json.loads((out / "runs" / "whisper-tiny.en" / "train_results.json").read_text())
     assert results["encoder_cache"] is True and results["global_step"] == 2

@@ -3,15 +3,17 @@
     python tools/demo.py                      # run time on a 2-core CPU: docs/performance.md
 
 Stages, each one of the toolkit's own scripts run as a separate process (their progress bars show):
-  1. CER of the base model on --test_data                       evaluation.py
+  1. CER of the base model on --test_data (and the error rate
+     and language identification on --retention_data)         evaluation.py
   2. LoRA fine-tuning on --train_data, frozen encoder whose
      outputs are computed once and reused every epoch            finetune.py
   3. merge the adapter into a standalone model                  merge_lora.py
-  4. CER of the fine-tuned model on --test_data                 evaluation.py
+  4. the same for the fine-tuned model                          evaluation.py
   5. CTranslate2 conversion + transcription of --audio          tools/hf_to_ct2.py, infer_ct2.py
   6. GGML export + whisper.cpp transcription of --audio         convert-ggml.py, pywhispercpp
 It ends with the reference, the base model's text and the fine-tuned model's text of a few test clips,
-one under the other, then a table: CER before/after, time per stage and where every artefact was written.
+one under the other, then a table: CER before/after, what the model kept on --retention_data, time per stage
+and where every artefact was written.
 """
 from __future__ import annotations
 
@@ -63,6 +65,10 @@ class DemoArguments:
     audio_language: str = field(default="English", metadata={
         "help": "language spoken in --audio (scored by WER, or CER for Chinese, Japanese, Korean, Thai)"})
     language: str = field(default="Chinese", metadata={"help": "language of the data"})
+    retention_data: str = field(default="dataset/en_test.jsonl", metadata={
+        "help": "a test set in another language, not trained on, scored before and after fine-tuning to show "
+                "what the model kept (evaluation.py --retention_data: its own metric and language "
+                "identification); '' = none"})
     show_clips: int = field(default=5, metadata={
         "help": "test clips shown at the end with reference, base and fine-tuned text (the first ones "
                 "holding speech); 0 = none"})
@@ -107,6 +113,8 @@ def check_inputs(args: DemoArguments) -> None:
     for name in ("train_data", "test_data", "audio"):
         if not os.path.isfile(getattr(args, name)):
             raise DemoError(f"--{name}: {getattr(args, name)} not found")
+    if args.retention_data and not os.path.isfile(args.retention_data):
+        raise DemoError(f"--retention_data: {args.retention_data} not found (use --retention_data='' to skip it)")
     if args.reference and not os.path.isfile(args.reference):
         raise DemoError(f"--reference: {args.reference} not found (use --reference='' to skip scoring)")
 
@@ -251,7 +259,24 @@ def evaluate(demo: Demo, stage: Stage, model_path: str) -> None:
     demo.run(stage, [sys.executable, "evaluation.py", f"--model_path={model_path}", f"--test_data={args.test_data}",
                      "--metric=cer", f"--batch_size={args.eval_batch_size}", f"--output_file={stage.artefact}",
                      f"--max_new_tokens={args.max_new_tokens}", f"--language={args.language}",
-                     f"--num_workers={args.num_workers}", "--local_files_only=True"])
+                     f"--num_workers={args.num_workers}", "--local_files_only=True",
+                     *(["--retention_data", args.retention_data] if args.retention_data else [])])
+
+
+def retention_lines(before: dict, after: dict) -> list[str]:
+    """One line per retention set of evaluation.py's two reports: its error rate and language identification
+    before and after fine-tuning (the check that the model still reads what it was not trained on)."""
+    lines = []
+    for base, tuned in zip(before.get("retention", ()), after.get("retention", ())):
+        metric = base["metric"].upper()
+        text = (f"kept on {base['test_data']} (not trained on): {metric} {base['value']:.3f} -> "
+                f"{tuned['value']:.3f}")
+        lid_before, lid_after = base.get("language_identification"), tuned.get("language_identification")
+        if lid_before and lid_after:
+            text += (f", language identified {lid_before['correct']}/{lid_before['clips']} -> "
+                     f"{lid_after['correct']}/{lid_after['clips']}")
+        lines.append(text)
+    return lines
 
 
 def fine_tune(demo: Demo, stage: Stage, bf16: bool) -> None:
@@ -335,6 +360,8 @@ def print_table(demo: Demo, reused: list[str], total: float) -> None:
     print("\n" + "=" * 100)
     print(f"CER on {args.test_data} ({n} clips): base {before['value']:.3f} -> fine-tuned {after['value']:.3f} "
           f"({(after['value'] - before['value']) / max(before['value'], 1e-9) * 100:+.0f}%)")
+    for line in retention_lines(before, after):
+        print(line)
     metric = audio_metric(args.audio_language)
     for stage in demo.stages:
         if stage.text is not None:
