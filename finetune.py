@@ -98,16 +98,21 @@ class FinetuneArguments:
         "help": "Manifests of other languages (each line with its 'language') scored at every evaluation "
                 "with their own metric (CER for zh/ja/..., else WER) and language-identification accuracy, "
                 "logged as eval/retention/<name>/<metric> and .../lid_acc; each cut to --max_eval_samples."})
-    mask_lang_token_loss: bool = field(default=True, metadata={
-        "help": "No loss on the language token that opens each label: training on one language then does "
-                "not teach the model to detect that language in everything (docs/accuracy.md)."})
+    mask_lang_token_loss: Literal["auto", "true", "false"] = field(default="auto", metadata={
+        "help": "No loss on the language token that opens each label, so that training on one language does "
+                "not teach the model to detect that language in everything. auto: no loss when every training "
+                "clip is in one language; trained when the clips (with --replay_data) hold several, which "
+                "is what keeps language identification best (docs/accuracy.md)."})
     mask_task_token_loss: bool = field(default=False, metadata={
-        "help": "No loss on the task token (<|transcribe|>/<|translate|>) after the language token either."})
+        "help": "No loss on the task token (<|transcribe|>/<|translate|>) after the language token either "
+                "(the language token then gets none too)."})
     replay_data: Optional[str] = field(default=None, metadata={
         "help": "Manifest of other-language clips (each line with its 'language'), a share of which "
                 "(--replay_ratio) is mixed into training to keep those languages."})
     replay_ratio: float = field(default=0.1, metadata={
         "help": "Share of the training clips drawn from --replay_data (0.1: one in ten), in [0, 1)."})
+    # --mask_lang_token_loss resolved on the training clips (auto -> true/false) once they are loaded; not a flag.
+    lang_token_masked: bool = field(default=True, init=False)
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     augment_config_path: Optional[str] = field(default=None,
@@ -292,6 +297,12 @@ def load_data(args: FinetuneArguments, processor, language: Optional[str]):
         if is_main_process():
             print(f"replay: {count} clips from {args.replay_data} mixed into training "
                   f"({args.replay_ratio:g} of it)", flush=True)
+    from utils.training.retention import lang_token_masked
+
+    args.lang_token_masked, why = lang_token_masked(args.mask_lang_token_loss, args.mask_task_token_loss,
+                                                    train_dataset, language)
+    if is_main_process():
+        print(f"language token: {why}", flush=True)
     test_dataset = SpeechDataset(args.test_data, processor, **data_kwargs)
     eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.spread(args.max_eval_samples)
     if is_main_process():
@@ -489,7 +500,7 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id, prompt_loss_mask_ids(
-            processor.tokenizer, language=args.mask_lang_token_loss, task=args.mask_task_token_loss)),
+            processor.tokenizer, language=args.lang_token_masked, task=args.mask_task_token_loss)),
         compute_metrics=cb.make_compute_metrics(processor.tokenizer, args.metric, languages) if decode else None,
         processing_class=processor.feature_extractor,
         callbacks=callbacks,

@@ -81,6 +81,28 @@ def test_replay_mixes_its_share_of_clips_and_needs_languages(processor, tmp_path
         mix_replay(train, unlabelled, 0.1)
 
 
+def test_language_token_loss_auto_is_left_out_for_one_language_and_trained_for_several(processor, tmp_path):
+    from utils.data.dataset import SpeechDataset
+    from utils.training.retention import lang_token_masked, mix_replay
+
+    train_path, _ = make_corpus(tmp_path / "zh", n_train=9, n_test=1)
+    train = SpeechDataset(train_path, processor, language="Chinese")
+    masked, why = lang_token_masked("auto", False, train, "Chinese")
+    assert masked is True and why.startswith("no loss: every training clip is zh")
+    # Lines without their own language count as --language's.
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "language"}) + "\n"
+                            for line in open(train_path, encoding="utf-8")), encoding="utf-8")
+    assert lang_token_masked("auto", False, SpeechDataset(bare, processor, language="Chinese"), "Chinese")[0] is True
+    mixed, _ = mix_replay(train, SpeechDataset(_en_clips(tmp_path, 3), processor), 0.1, seed=1)
+    masked, why = lang_token_masked("auto", False, mixed, "Chinese")
+    assert masked is False and "2 languages: en, zh (" in why
+    # Explicit choices win; the task token's mask takes the language token's with it.
+    assert lang_token_masked("true", False, mixed, "Chinese")[0] is True
+    assert lang_token_masked("false", False, train, "Chinese")[0] is False
+    assert lang_token_masked("auto", True, mixed, "Chinese")[0] is True
+
+
 def test_evaluation_scores_the_retention_set_with_its_metric_and_language_id(whisper_base_dir, tmp_path, capsys):
     def manifest(name, source, count):
         lines = (REPO / "dataset" / source).read_text(encoding="utf-8").splitlines()[:count]
@@ -124,10 +146,11 @@ def test_finetune_logs_retention_sets_at_every_evaluation(tiny_whisper_dir, tmp_
     result = run_script([python(), "finetune.py",
                          *finetune_args(tiny_whisper_dir, train, test, out, report_to="none", max_steps=2,
                                         eval_steps=1, save_steps=1,
-                                        mask_lang_token_loss=True, replay_data=en, replay_ratio=0.2),
+                                        replay_data=en, replay_ratio=0.2),
                          "--retention_data", str(en)], timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replay: 1 clips from" in result.stdout
+    assert "language token: trained: the training clips are in 2 languages: en, zh" in result.stdout
     assert "evaluation during training: CER with evaluation.py's normaliser punctuation-simplified" in result.stdout
     state = json.loads((out / tiny_whisper_dir.name / "checkpoint-final" / "trainer_state.json").read_text())
     logged = [row for row in state["log_history"] if "eval_retention/en/wer" in row]

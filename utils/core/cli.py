@@ -62,6 +62,20 @@ def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _choice(choices: list) -> Callable[[str], Any]:
+    """A str Literal's value, matched case-insensitively; where the choices hold "true" and "false", the words
+    parse_bool takes (True, yes, 0, ...) mean those two."""
+    def parse(value: str):
+        lowered = value.strip().lower()
+        if "true" in choices and "false" in choices:
+            lowered = "true" if lowered in TRUE_WORDS else "false" if lowered in FALSE_WORDS else lowered
+        matches = [c for c in choices if c.lower() == lowered]
+        return matches[0] if matches else value
+
+    parse.__name__ = "choice"
+    return parse
+
+
 def _unwrap_optional(annotation) -> tuple[Any, bool]:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
@@ -100,9 +114,13 @@ def _add_field(parser: argparse.ArgumentParser, item: dataclasses.Field, hints: 
                       metavar="BOOL")
     elif typing.get_origin(annotation) is typing.Literal:
         choices = list(typing.get_args(annotation))
+        convert = _choice(choices) if isinstance(choices[0], str) else type(choices[0])
         kwargs.update(choices=choices + ([None] if optional else []),
-                      type=_none_or(type(choices[0])) if optional else type(choices[0]),
+                      type=_none_or(convert) if optional else convert,
                       metavar="{" + ",".join(map(str, choices)) + "}")
+        if "true" in choices and "false" in choices:
+            # A flag that was a bool before it gained "auto": `--flag` alone still means true.
+            kwargs.update(nargs="?", const="true")
     elif annotation in (int, float):
         kwargs["type"] = _none_or(_number(annotation)) if optional else _number(annotation)
     elif annotation is str:
