@@ -85,6 +85,8 @@ CONFIGS = {
     OURS + "ct2 int8 batched vad beam5 timestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
                                                              "vad_filter": True, "beam_size": 5}),
     OURS + "ct2 int8 batched greedy timestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH}),
+    OURS + "ct2 int8 batched greedy notimestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
+                                                            "timestamps": False}),
     OURS + "ct2 int8 sequential greedy": ("ct2", {"compute_type": "int8"}),
     # infer.py --bf16 --batch_size: bfloat16 weights and activations, windows side by side.
     OURS + "transformers bf16 batched no-fallback": ("transformers", {"batch_size": BATCH, "fallback": False,
