@@ -99,6 +99,14 @@ def test_inference_rows_name_registered_backends_and_their_options():
     assert bench.CONFIGS["ours: transformers bf16 batched no-fallback"][1]["compute_type"] == "bfloat16"
     assert set(bench.PEER_MODEL.values()) <= set(BACKENDS)
     assert [name for name in bench.CONFIGS if bench.AS_SHIPPED in name] == ["faster-whisper (as shipped)"]
+    # Every batched row of faster-whisper or ours says whether it decodes timestamp tokens, and does what it says
+    # (faster-whisper's batched pipeline leaves them out by default, our backend keeps them unless told).
+    batched = [(name, engine, settings) for name, (engine, settings) in bench.CONFIGS.items()
+               if engine in (bench.FW, "ct2") and settings.get("batch_size")]
+    assert len(batched) == 8
+    for name, engine, settings in batched:
+        decodes = settings.get("timestamps", engine == "ct2")
+        assert name.endswith(" timestamps" if decodes else " notimestamps"), name
 
 
 def test_server_benchmark_measures_both_worker_counts(tmp_path):

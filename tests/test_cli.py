@@ -29,6 +29,7 @@ class Example:
     task: Literal["transcribe", "translate"] = field(default="transcribe", metadata={"help": "task"})
     ratio: Optional[float] = field(default=None, metadata={"help": "a number"})
     api_key: Optional[str] = field(default=None, metadata={"help": "key", "secret": True})
+    vad: Optional[bool] = field(default=None, metadata={"help": "unset = decide from the other flags"})
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -43,6 +44,9 @@ def test_flags_parse_as_the_original_project_writes_them():
     for spelling, value in (("True", True), ("false", False), ("1", True), ("no", False)):
         assert parse_args(Example, ["--audio_path=a", f"--use_gpu={spelling}"]).use_gpu is value
     assert parse_args(Example, ["--audio_path=a"]).language == "zh"
+    # An Optional bool: alone True, a bool word, or None spelled None or auto (decide from the other flags).
+    for spelling, value in (("", True), ("=False", False), ("=auto", None), ("=None", None), ("=AUTO", None)):
+        assert parse_args(Example, ["--audio_path=a", f"--vad{spelling}"]).vad is value
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -51,6 +55,7 @@ def test_flags_parse_as_the_original_project_writes_them():
     (["--audio_path=a", "--zzz=1"], "unknown flag --zzz (see --help)"),
     (["--audio_path=a", "--beam_size=two"], "--beam_size: expected an integer, got 'two'"),
     (["--audio_path=a", "--use_gpu=maybe"], "--use_gpu: expected true or false, got 'maybe'"),
+    (["--audio_path=a", "--vad=maybe"], "--vad: expected true or false, got 'maybe' (or auto)"),
     (["--audio_path=a", "--task=summarise"], "--task: invalid choice: 'summarise'"),
     (["--audio_path=a", "--beam_size=0"], "--beam_size must be at least 1, got 0"),
     ([], "the following arguments are required: --audio_path"),

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from transcription_audio import REPO, english_clip, long_english, wer
+from transcription_audio import REPO, english_clip, english_samples, long_english, wer
 
 from utils.inference.registry import load_transcriber
 from utils.inference.transcriber import TranscribeOptions
@@ -44,6 +44,59 @@ def test_contradicting_flags_are_rejected():
     path, _ = english_clip(0)
     result = run("infer_ct2.py", f"--audio_path={path}", "--use_int8", "--compute_type=float32")
     assert result.returncode == 2 and "contradict" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--batch_size=8", "--output_format=txt"], False),        # text only, batched: no timestamp tokens
+    (["--batch_size=8", "--output_format=none"], False),
+    (["--batch_size=8"], True),                                # all formats: the subtitles need the times
+    (["--batch_size=8", "--output_format=srt"], True),
+    (["--batch_size=8", "--output_format=json"], True),        # its segments carry start and end
+    (["--batch_size=8", "--output_format=txt", "--word_timestamps"], True),
+    (["--output_format=txt"], True),                           # sequential: it seeks by its timestamps
+    (["--batch_size=8", "--output_format=txt", "--timestamps=auto"], False),
+    (["--batch_size=8", "--output_format=txt", "--timestamps"], True),     # asked for: honoured
+    (["--batch_size=8", "--output_format=srt", "--timestamps=False"], False),
+])
+def test_timestamps_are_decoded_when_an_output_needs_them(flags, expected):
+    import infer_ct2
+    from utils.core.cli import parse_args
+
+    args = parse_args(infer_ct2.InferCT2Arguments, ["--audio_path=a.wav", *flags])
+    assert args.timestamps is expected
+    assert args.transcribe_options(timestamps=args.timestamps).timestamps is expected
+
+
+@pytest.mark.slow
+def test_batched_text_output_reads_whole_vad_chunks(tmp_path):
+    """infer_ct2.py --batch_size --vad_filter --output_format=txt decodes without timestamp tokens: one
+    segment per VAD chunk, the same words; asked for SRT it keeps the sentence-length cues."""
+    path, duration = long_english(tmp_path / "long.wav", 45.0)
+    flags = [f"--audio_path={path}", f"--model_path={WHISPER_BASE_CT2}", "--use_int8", "--batch_size=4",
+             "--vad_filter", "--language=en", f"--output_dir={tmp_path}"]
+    text_run = run("infer_ct2.py", *flags, "--output_format=txt")
+    assert text_run.returncode == 0, text_run.stderr
+    assert "timestamps = False" in text_run.stdout
+    lines = (tmp_path / "long.txt").read_text().splitlines()
+    assert len(lines) == 2                 # 45 s of speech in two windows of at most 30 s
+    spoken, filled = [], 0.0              # the clips long_english put one after another (0.6 s apart)
+    for sample in english_samples():
+        if filled >= 45.0:
+            break
+        spoken.append(sample["sentence"])
+        filled += sample["duration"] + 0.6
+    assert wer(" ".join(spoken), " ".join(lines)) <= 0.2
+
+    srt_run = run("infer_ct2.py", *flags, "--output_format=srt")
+    assert srt_run.returncode == 0, srt_run.stderr
+    assert "timestamps = True" in srt_run.stdout
+    cues = (tmp_path / "long.srt").read_text().strip().split("\n\n")
+    assert len(cues) >= 6
+    def seconds(stamp):
+        hours, minutes, rest = stamp.split(":")
+        return 3600 * int(hours) + 60 * int(minutes) + float(rest.replace(",", "."))
+    spans = [[seconds(t) for t in cue.splitlines()[1].split(" --> ")] for cue in cues]
+    assert all(0 <= start < end <= duration + 0.01 and end - start < 15 for start, end in spans)
 
 
 def test_transformers_folder_is_refused_with_a_hint(tmp_path):

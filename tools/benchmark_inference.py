@@ -52,7 +52,7 @@ from utils.inference.registry import BACKEND_NAMES, BACKENDS, default_model  # n
 FW, WCPP, HF_GENERATE, HF_PIPELINE, CLI = "faster-whisper", "whisper.cpp", "hf-generate", "hf-pipeline", "cli"
 PEER_MODEL = {FW: "ct2", WCPP: "ggml", HF_GENERATE: "transformers", HF_PIPELINE: "transformers"}
 # Settings of one of our rows that are decoding options (TranscribeOptions), not options of the backend.
-DECODING_SETTINGS = ("beam_size", "vad_filter", "fallback")
+DECODING_SETTINGS = ("beam_size", "vad_filter", "fallback", "timestamps")
 BATCH = "batch"        # a batch_size setting of BATCH takes --batch_size
 OURS = "ours: "        # the prefix of our rows' names
 AS_SHIPPED = "(as shipped)"
@@ -62,8 +62,14 @@ AS_SHIPPED = "(as shipped)"
 CONFIGS = {
     "faster-whisper int8 beam5": (FW, {"compute_type": "int8", "beam_size": 5}),
     "faster-whisper int8 greedy": (FW, {"compute_type": "int8", "beam_size": 1}),
-    "faster-whisper batched int8 beam5": (FW, {"compute_type": "int8", "beam_size": 5, "batch_size": BATCH}),
-    "faster-whisper batched int8 greedy": (FW, {"compute_type": "int8", "beam_size": 1, "batch_size": BATCH}),
+    # The batched rows say whether they decode Whisper's timestamp tokens: faster-whisper's batched pipeline
+    # leaves them out by default (one segment per VAD chunk); subtitles need them.
+    "faster-whisper batched int8 beam5 notimestamps": (FW, {"compute_type": "int8", "beam_size": 5,
+                                                             "batch_size": BATCH}),
+    "faster-whisper batched int8 greedy notimestamps": (FW, {"compute_type": "int8", "beam_size": 1,
+                                                              "batch_size": BATCH}),
+    "faster-whisper batched int8 greedy timestamps": (FW, {"compute_type": "int8", "beam_size": 1,
+                                                            "batch_size": BATCH, "timestamps": True}),
     f"faster-whisper {AS_SHIPPED}": (FW, {"as_shipped": True}),
     "whisper.cpp f16": (WCPP, {"quantization": "f16"}),
     "whisper.cpp q8_0": (WCPP, {"quantization": "q8_0"}),
@@ -72,17 +78,28 @@ CONFIGS = {
     "transformers generate sdpa bf16": (HF_GENERATE, {"dtype": "bfloat16"}),
     "transformers pipeline sdpa fp32": (HF_PIPELINE, {"dtype": "float32", "batch_size": BATCH}),
     "transformers pipeline sdpa bf16": (HF_PIPELINE, {"dtype": "bfloat16", "batch_size": BATCH}),
-    OURS + "ct2 int8 batched vad greedy": ("ct2", {"compute_type": "int8", "batch_size": BATCH, "vad_filter": True}),
-    OURS + "ct2 int8 batched vad beam5": ("ct2", {"compute_type": "int8", "batch_size": BATCH, "vad_filter": True,
-                                                  "beam_size": 5}),
-    OURS + "ct2 int8 batched greedy": ("ct2", {"compute_type": "int8", "batch_size": BATCH}),
+    OURS + "ct2 int8 batched vad greedy notimestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
+                                                                "vad_filter": True, "timestamps": False}),
+    OURS + "ct2 int8 batched vad greedy timestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
+                                                              "vad_filter": True}),
+    OURS + "ct2 int8 batched vad beam5 timestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
+                                                             "vad_filter": True, "beam_size": 5}),
+    OURS + "ct2 int8 batched greedy timestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH}),
+    OURS + "ct2 int8 batched greedy notimestamps": ("ct2", {"compute_type": "int8", "batch_size": BATCH,
+                                                            "timestamps": False}),
     OURS + "ct2 int8 sequential greedy": ("ct2", {"compute_type": "int8"}),
     # infer.py --bf16 --batch_size: bfloat16 weights and activations, windows side by side.
     OURS + "transformers bf16 batched no-fallback": ("transformers", {"batch_size": BATCH, "fallback": False,
                                                                       "compute_type": "bfloat16"}),
-    # The command a user types; its in-process time is the one its summary line prints.
-    OURS + "infer_ct2.py --use_int8 --batch_size --vad_filter": (CLI, {"script": "infer_ct2.py", "flags": [
-        "--use_int8", "--batch_size={batch}", "--vad_filter", "--cpu_threads={threads}"]}),
+    # The command a user types; its in-process time is the one its summary line prints. Every CLI row writes
+    # --output_format=txt, so --timestamps is left to decide (off when batched); the second row asks for
+    # them, as the SRT/VTT writers do.
+    OURS + "infer_ct2.py --use_int8 --batch_size --vad_filter --output_format=txt": (CLI, {
+        "script": "infer_ct2.py", "flags": ["--use_int8", "--batch_size={batch}", "--vad_filter",
+                                            "--cpu_threads={threads}"]}),
+    OURS + "infer_ct2.py --use_int8 --batch_size --vad_filter --timestamps": (CLI, {
+        "script": "infer_ct2.py", "flags": ["--use_int8", "--batch_size={batch}", "--vad_filter", "--timestamps",
+                                            "--cpu_threads={threads}"]}),
     OURS + "infer_ct2.py (defaults)": (CLI, {"script": "infer_ct2.py", "flags": []}),
 }
 CLI_MODEL = {"infer_ct2.py": "ct2", "infer.py": "transformers"}
@@ -185,8 +202,9 @@ def run_faster_whisper(settings: dict, model_path: str, audio, language: Optiona
     if settings.get("batch_size"):
         # Its README's batched recipe: the pipeline cuts the file at the Silero VAD's pauses.
         pipeline = BatchedInferencePipeline(model)
-        return timed(lambda: joined(pipeline.transcribe(audio, language=language, beam_size=beam,
-                                                        batch_size=settings["batch_size"])[0]))
+        return timed(lambda: joined(pipeline.transcribe(
+            audio, language=language, beam_size=beam, batch_size=settings["batch_size"],
+            without_timestamps=not settings.get("timestamps", False))[0]))
     return timed(lambda: joined(model.transcribe(audio, language=language, beam_size=beam)[0]))
 
 
@@ -246,6 +264,7 @@ def run_ours(engine: str, settings: dict, model_path: str, audio, language: Opti
     options = {key: value for key, value in settings.items() if key not in DECODING_SETTINGS}
     decoding = TranscribeOptions(language=language, beam_size=settings.get("beam_size", 1),
                                  vad_filter=settings.get("vad_filter", False),
+                                 timestamps=settings.get("timestamps", True),
                                  temperature_increment_on_fallback=0.2 if settings.get("fallback", True) else 0.0)
     if "cpu_threads" in BACKENDS[engine].options:
         options["cpu_threads"] = threads

@@ -51,12 +51,18 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    # The original project writes --language=None for "not set"; an Optional flag takes that spelling.
+def _none_or(convert: Callable[[str], Any], *spellings: str) -> Callable[[str], Any]:
+    # The original project writes --language=None for "not set"; an Optional flag takes that spelling
+    # (and the `spellings` given, in lower case).
     def parse(value: str):
-        if value.strip().lower() == "none":
+        if value.strip().lower() in ("none", *spellings):
             return None
-        return convert(value)
+        try:
+            return convert(value)
+        except argparse.ArgumentTypeError as exc:
+            if not spellings:
+                raise
+            raise argparse.ArgumentTypeError(f"{exc} (or {' or '.join(spellings)})") from None
 
     parse.__name__ = getattr(convert, "__name__", "value")
     return parse
@@ -109,8 +115,9 @@ def _add_field(parser: argparse.ArgumentParser, item: dataclasses.Field, hints: 
     else:
         kwargs["required"] = True
     if annotation is bool:
-        # `--flag` alone is True; `--flag=False` (or no, 0) turns it off.
-        kwargs.update(type=_none_or(parse_bool) if optional else parse_bool, nargs="?", const=True,
+        # `--flag` alone is True; `--flag=False` (or no, 0) turns it off. An Optional bool's None is
+        # "decide from the other flags" (its help says how), so it is also spelled auto.
+        kwargs.update(type=_none_or(parse_bool, "auto") if optional else parse_bool, nargs="?", const=True,
                       metavar="BOOL")
     elif typing.get_origin(annotation) is typing.Literal:
         choices = list(typing.get_args(annotation))

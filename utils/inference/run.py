@@ -23,6 +23,8 @@ from utils.inference.writers import FORMATS, get_writer, segment_line, transcrip
 MEDIA_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac", ".wma", ".webm", ".mp4",
                     ".mkv", ".mov", ".avi")
 NO_OUTPUT = "none"
+# The --output_format values that need only the text, not when each segment starts and ends.
+TEXT_ONLY_FORMATS = ("txt", NO_OUTPUT)
 
 
 def attention_choice(attn_implementation: str, use_flash_attention_2: bool, use_bettertransformer: bool,
@@ -77,6 +79,12 @@ class CommonInferArguments:
             language=self.language, task=self.task, initial_prompt=self.initial_prompt,
             temperature=self.temperature,
             temperature_increment_on_fallback=self.temperature_increment_on_fallback, **engine_options)
+
+
+def needs_segment_times(output_format: Optional[str], word_timestamps: bool) -> bool:
+    """Whether the outputs asked for show segment times: a subtitle, TSV or JSON file (or all of
+    them), or word timestamps; a text file or the printed text alone does not."""
+    return word_timestamps or output_format not in TEXT_ONLY_FORMATS + (None,)
 
 
 def transcribe_to_outputs(transcriber: Transcriber, audio_path: str, options: TranscribeOptions,
