@@ -137,6 +137,8 @@ def test_hypotheses_that_never_agree_are_committed_at_max_buffer_s():
 def test_bad_options_and_backends_without_word_times_are_refused():
     with pytest.raises(TranscriptionError, match="max_buffer_s"):
         StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, trim_s=40, max_buffer_s=50))
+    with pytest.raises(TranscriptionError, match="pause_commit_s"):
+        StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, pause_commit_s=0))
     fake = ScriptedTranscriber([])
     fake.unsupported = ("word_timestamps",)
     with pytest.raises(TranscriptionError, match="word timestamps"):

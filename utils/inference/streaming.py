@@ -12,9 +12,10 @@ committed text before the buffer as the prompt and with word timestamps; the wor
 successive hypotheses agree (their longest common prefix) are committed, the rest is partial.
 The buffer is cut at the end of a committed sentence once it is longer than `trim_s`, and at the
 end of any committed word past `max_buffer_s`, so that one decode costs about the same at minute
-one and at minute sixty. Silero VAD (faster-whisper's) drops silence before it reaches the model
-and closes an utterance after `min_silence_s` of it: the utterance is decoded once more and every
-word in it is committed. Word times are on the stream's clock: seconds of audio fed so far.
+one and at minute sixty. Silero VAD (faster-whisper's) drops silence before it reaches the model;
+a decode whose audio ends in `pause_commit_s` of silence commits all its words, and
+`min_silence_s` of silence closes the utterance: every word in it is committed (decoded once more
+only if speech came after the last decode). Word times are on the stream's clock: seconds of audio fed so far.
 
 Any Transcriber that gives word timestamps works (the ct2 backend does; transformers and ggml do
 not); the tests drive the policy with a fake one.
@@ -132,6 +133,9 @@ class StreamingTranscriber:
             raise TranscriptionError(f"live transcription needs word timestamps, which the "
                                      f"{transcriber.backend} backend does not give; use a ct2 model")
         opts = self.options
+        if opts.pause_commit_s <= 0:
+            raise TranscriptionError(f"pause_commit_s must be above 0 (a larger value than min_silence_s "
+                                     f"turns it off), got {opts.pause_commit_s}")
         if not 0 < opts.min_chunk_s <= opts.trim_s <= opts.max_buffer_s <= 30:
             raise TranscriptionError("streaming needs 0 < min_chunk_s <= trim_s <= max_buffer_s <= 30 s, got "
                                      f"{opts.min_chunk_s}, {opts.trim_s}, {opts.max_buffer_s}")
