@@ -7,8 +7,9 @@
 Each committed stretch of words is printed as `[start - end] text` on the stream's clock, with its
 latency: the seconds from the end of its last word in the audio to the moment it was committed
 (with --simulate_realtime and --microphone; fed as fast as possible there is no real-time clock).
-Words are committed once two successive decodes agree on them (LocalAgreement-2); a pause of
---min_silence_s commits the rest of the utterance (utils/inference/streaming.py).
+Words are committed once two successive decodes agree on them (LocalAgreement-2); a decode whose
+audio ends in a pause of --pause_commit_s, and a pause of --min_silence_s, commit the rest of the
+utterance (utils/inference/streaming.py).
 """
 import statistics
 import sys
@@ -53,6 +54,8 @@ class InferStreamArguments:
         "help": "skip silence and end utterances with Silero VAD; False = decode everything"})
     min_silence_s: float = field(default=0.6, metadata={
         "help": "this much silence ends an utterance and commits all of it"})
+    pause_commit_s: float = field(default=0.2, metadata={
+        "help": "a decode whose audio ends in this much silence commits all its words (with --vad)"})
     trim_s: float = field(default=10.0, metadata={
         "help": "buffer length after which it is cut at the end of a committed sentence"})
     max_buffer_s: float = field(default=20.0, metadata={
@@ -73,6 +76,9 @@ class InferStreamArguments:
             raise UsageError("--simulate_realtime plays a file; a microphone is real time already")
         if self.chunk_s <= 0:
             raise UsageError(f"--chunk_s must be above 0, got {self.chunk_s}")
+        if self.pause_commit_s <= 0:
+            raise UsageError(f"--pause_commit_s must be above 0 (above --min_silence_s turns it off), "
+                             f"got {self.pause_commit_s}")
         if self.use_int8:
             if self.compute_type != "default":
                 raise UsageError(f"--use_int8 and --compute_type={self.compute_type} contradict each other; "
@@ -114,6 +120,7 @@ def stream(args: InferStreamArguments) -> int:
     live = StreamingTranscriber(transcriber, StreamingOptions(
         language=args.language, task=args.task, beam_size=args.beam_size, min_chunk_s=args.chunk_s,
         trim_s=args.trim_s, max_buffer_s=args.max_buffer_s, vad=args.vad, min_silence_s=args.min_silence_s,
+        pause_commit_s=args.pause_commit_s,
         initial_prompt=args.initial_prompt))
     realtime = args.simulate_realtime or args.microphone
     started = time.monotonic()

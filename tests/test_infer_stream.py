@@ -37,6 +37,7 @@ def test_a_file_streams_to_commit_lines_that_read_as_the_transcript():
     (["--audio_path=x.wav", "--microphone"], "not both or neither"),
     (["--microphone", "--simulate_realtime"], "--simulate_realtime plays a file"),
     (["--audio_path=x.wav", "--chunk_s=0"], "--chunk_s must be above 0"),
+    (["--audio_path=x.wav", "--pause_commit_s=0"], "--pause_commit_s must be above 0"),
     (["--audio_path=missing.wav"], "missing.wav"),
 ])
 def test_mistakes_end_in_one_sentence(argv, message, capsys):

@@ -137,6 +137,8 @@ def test_hypotheses_that_never_agree_are_committed_at_max_buffer_s():
 def test_bad_options_and_backends_without_word_times_are_refused():
     with pytest.raises(TranscriptionError, match="max_buffer_s"):
         StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, trim_s=40, max_buffer_s=50))
+    with pytest.raises(TranscriptionError, match="pause_commit_s"):
+        StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, pause_commit_s=0))
     fake = ScriptedTranscriber([])
     fake.unsupported = ("word_timestamps",)
     with pytest.raises(TranscriptionError, match="word timestamps"):
@@ -186,3 +188,49 @@ def test_a_repetition_loop_is_cut_after_its_first_occurrence():
     assert [w.word for w in cut_loop(two)] == [" a", " b", " c", " d"]
     fine = words(" thank", " you", " thank", " you")
     assert cut_loop(fine) == fine
+
+
+def scripted_speech(stream: StreamingTranscriber, spans: list[tuple[float, float]]) -> None:
+    """Give `stream` a VAD that hears speech in `spans` (stream seconds; the ramp's values are
+    its times, so a frame's first sample says where it is)."""
+    stream._speech_flags = lambda frames: [
+        any(begin <= float(frames[i]) <= end for begin, end in spans) for i in range(0, len(frames), 512)]
+
+
+def test_a_pause_commits_the_utterance_and_its_close_does_not_decode_again():
+    first = script_words(11, sentence=0, start=0.4)        # 0.4 to 4.7 s
+    second = script_words(6, sentence=0, start=10.2)       # 10.2 to 12.5 s
+    second = [Word(w.start, w.end, w.word.replace(" w", " v"), w.probability) for w in second]
+    fake = ScriptedTranscriber(first + second, unsure_s=0.25)
+    stream = StreamingTranscriber(fake, StreamingOptions())
+    scripted_speech(stream, [(0.4, 4.7), (10.2, 12.5)])
+    events = play(stream, ramp(15))
+    assert [w.word for w in stream.committed] == [w.word for w in first + second]
+    # The chunk ending at 5 s ends in 0.3 s of pause: that decode commits the whole first utterance
+    # (agreement alone would leave its last words to the close), and the close at 5.3 s, with only
+    # silence since, commits nothing new and decodes nothing.
+    commits = [e for e in events if e.kind == "commit"]
+    last_of_first = next(e for e in commits if e.words[-1].word == first[-1].word)
+    assert abs(last_of_first.received_s - 5.0) < 0.05, last_of_first
+    assert not [call for call in fake.calls if 5.0 < call[0] + call[1] < 10.0], fake.calls
+    # The second utterance is first decoded at the first chunk end with a chunk of audio in the
+    # buffer (11 s: 0.8 s of speech and the 0.3 s before it), not once a whole chunk of speech came.
+    first_call = next(call for call in fake.calls if call[0] > 9.0)
+    assert abs(first_call[0] + first_call[1] - 11.0) < 0.05, first_call
+    ends = [e for e in events if e.kind == "end"]
+    assert [e.text for e in ends] == ["".join(w.word for w in first), "".join(w.word for w in second)]
+
+
+def test_flush_right_after_a_decode_commits_the_last_hypothesis_without_decoding():
+    script = script_words(10, sentence=0)
+    fake = ScriptedTranscriber(script)
+    stream = StreamingTranscriber(fake, StreamingOptions(vad=False))
+    events = []
+    for begin in range(0, 5 * SAMPLE_RATE, SAMPLE_RATE):
+        events += stream.feed(ramp(5)[begin:begin + SAMPLE_RATE])
+    partial, calls = events[-1], len(fake.calls)
+    assert partial.kind == "partial" and partial.text == " w7 w8 w9"
+    closing = stream.flush()
+    assert len(fake.calls) == calls
+    assert closing[0].kind == "commit" and closing[0].text == partial.text
+    assert [w.word for w in stream.committed] == [w.word for w in script]

@@ -12,9 +12,10 @@ committed text before the buffer as the prompt and with word timestamps; the wor
 successive hypotheses agree (their longest common prefix) are committed, the rest is partial.
 The buffer is cut at the end of a committed sentence once it is longer than `trim_s`, and at the
 end of any committed word past `max_buffer_s`, so that one decode costs about the same at minute
-one and at minute sixty. Silero VAD (faster-whisper's) drops silence before it reaches the model
-and closes an utterance after `min_silence_s` of it: the utterance is decoded once more and every
-word in it is committed. Word times are on the stream's clock: seconds of audio fed so far.
+one and at minute sixty. Silero VAD (faster-whisper's) drops silence before it reaches the model;
+a decode whose audio ends in `pause_commit_s` of silence commits all its words, and
+`min_silence_s` of silence closes the utterance: every word in it is committed (decoded once more
+only if speech came after the last decode). Word times are on the stream's clock: seconds of audio fed so far.
 
 Any Transcriber that gives word timestamps works (the ct2 backend does; transformers and ggml do
 not); the tests drive the policy with a fake one.
@@ -59,6 +60,7 @@ class StreamingOptions:
     vad: bool = True                   # skip silence and end utterances with Silero VAD
     vad_threshold: float = 0.5         # speech probability that opens speech
     min_silence_s: float = 0.6         # this much silence ends an utterance (everything is committed)
+    pause_commit_s: float = 0.2        # a decode whose audio ends in this much silence commits all its words
     speech_pad_s: float = 0.3          # audio kept before speech starts and after it ends
     initial_prompt: Optional[str] = None
 
@@ -131,6 +133,9 @@ class StreamingTranscriber:
             raise TranscriptionError(f"live transcription needs word timestamps, which the "
                                      f"{transcriber.backend} backend does not give; use a ct2 model")
         opts = self.options
+        if opts.pause_commit_s <= 0:
+            raise TranscriptionError(f"pause_commit_s must be above 0 (a larger value than min_silence_s "
+                                     f"turns it off), got {opts.pause_commit_s}")
         if not 0 < opts.min_chunk_s <= opts.trim_s <= opts.max_buffer_s <= 30:
             raise TranscriptionError("streaming needs 0 < min_chunk_s <= trim_s <= max_buffer_s <= 30 s, got "
                                      f"{opts.min_chunk_s}, {opts.trim_s}, {opts.max_buffer_s}")
@@ -145,7 +150,8 @@ class StreamingTranscriber:
         self._clock = 0                      # samples that have passed the VAD (the buffer's clock)
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0.0             # stream time of the buffer's first sample
-        self._undecoded = 0                  # samples added since the last decode
+        self._undecoded = 0                  # samples through the VAD since the last decode
+        self._decoded_utterance = False      # the open utterance was decoded at least once
         self._hypothesis: list[Word] = []    # the last decode's words after the commits
         self._in_speech = not opts.vad
         self._silence = 0                    # trailing non-speech samples of the open utterance
@@ -200,10 +206,17 @@ class StreamingTranscriber:
 
     def _close_utterance(self) -> list[StreamEvent]:
         events = []
-        if self._in_speech and len(self._buffer) >= MIN_DECODE_S * SAMPLE_RATE:
+        if self._in_speech and self._decoded_utterance and self._undecoded <= self._silence:
+            # Only silence came since the last decode: its hypothesis is the utterance's end. Decoding
+            # again costs a decode's wall time before the commit, and Whisper tends to add "Thank
+            # you." on the extra silence.
+            if self._hypothesis:
+                events.append(self._commit(self._hypothesis))
+        elif self._in_speech and len(self._buffer) >= MIN_DECODE_S * SAMPLE_RATE:
             words = self._decode()
             if words:
                 events.append(self._commit(words))
+        self._decoded_utterance = False
         utterance, self._utterance_from = self.committed[self._utterance_from:], len(self.committed)
         if utterance:
             events.append(StreamEvent("end", words_text(utterance), utterance[0].start, utterance[-1].end,
@@ -230,6 +243,7 @@ class StreamingTranscriber:
             if not speech:
                 # Silence before speech: keep only the padding, and keep the clock right.
                 self._clock += len(frame)
+                self._undecoded += len(frame)   # time since the last decode, so speech is decoded at once
                 self._buffer = np.concatenate([self._buffer, frame])[max(0, len(self._buffer) + len(frame) - pad):]
                 self._buffer_start = self._clock / SAMPLE_RATE - len(self._buffer) / SAMPLE_RATE
                 return []
@@ -254,8 +268,14 @@ class StreamingTranscriber:
         # Less a VAD frame: the VAD passes whole frames on, so a 1 s chunk may bring 31.25 of them.
         if not self._in_speech or self._undecoded < self.options.min_chunk_s * SAMPLE_RATE - VAD_FRAME:
             return []
+        if not self._decoded_utterance and self.buffer_s < self.options.min_chunk_s:
+            return []    # the utterance's first decode: less audio than a chunk makes Whisper guess
         words = self._decode()
         agreed = agreed_prefix(self._hypothesis, words)
+        if self._vad is not None and self._silence >= self.options.pause_commit_s * SAMPLE_RATE:
+            # The audio ends in a pause: the words before it will not change with more audio, and
+            # the utterance's close (min_silence_s) then commits without decoding again.
+            agreed = len(words)
         events = [self._commit(words[:agreed])] if agreed else []
         self._hypothesis = words[agreed:]
         return events + self._trim() + [self._partial()]
@@ -281,6 +301,7 @@ class StreamingTranscriber:
                           for segment in segments for w in (segment.words or [])])
         self.decodes += 1
         self._undecoded = 0
+        self._decoded_utterance = True
         if self.language is None:
             self.language = info.language   # a language that flips between decodes never agrees
         last_end = self.committed[-1].end if self.committed else -1.0
