@@ -82,9 +82,11 @@ class AccuracyArguments:
         "help": "English training manifest; default: synthesised into <output_dir>/en_train.jsonl "
                 "from tools/accuracy_sentences_en.txt with voices en_test does not use"})
     en_test: str = field(default="dataset/en_test.jsonl", metadata={"help": "English test manifest"})
+    # zh+-lora, the longest run (three times the clips), last: an interrupted run has every other row.
     experiments: str = field(default="zh-zero-shot,zh-lora,zh-lora+nolangloss,zh-lora+replay,"
-                                     "zh-lora+nolangloss+replay,zh-adalora,zh-lora-timestamps,zh+-lora,"
-                                     "en-zero-shot,en-lora,en-adalora", metadata={
+                                     "zh-lora+nolangloss+replay,zh-adalora,zh-lora-timestamps,"
+                                     "en-zero-shot,en-lora,en-lora+nolangloss,en-lora+replay,en-adalora,zh+-lora",
+                             metadata={
         "help": "comma-separated <language>-<method>[+option...], languages: zh, zh+ (zh with more training "
                 "readings), en; methods: " + ", ".join(METHODS) + "; options: "
                 + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())})
@@ -466,7 +468,9 @@ def method_notes(args: AccuracyArguments) -> list[str]:
         "scored with its own metric and normaliser; in brackets the change against the zero-shot model. "
         "Options after `+`: " + "; ".join(f"`{k}` {v}" for k, v in OPTIONS.items())
         + f"; replay ratio {args.replay_ratio:g} (English replay: the English training clips below; "
-        "Mandarin replay: `dataset/zh_train.jsonl`). Rows without `nolangloss` train the language token.",
+        "Mandarin replay: `dataset/zh_train.jsonl`). Rows without `nolangloss` train the language token. "
+        "finetune.py's default (`--mask_lang_token_loss=auto`) is the `nolangloss` row for a one-language run "
+        "and the `replay` row (language token trained) when `--replay_data` is given.",
         "- Train time: the whole `finetune.py` process (model loading, the encoder pass, training); peak RSS "
         "of that process and its DataLoader workers.",
         "- No speech -> empty: the test split's no-speech clips plus 5 s of noise at about -50 dBFS, "
