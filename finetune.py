@@ -111,8 +111,6 @@ class FinetuneArguments:
                 "(--replay_ratio) is mixed into training to keep those languages."})
     replay_ratio: float = field(default=0.1, metadata={
         "help": "Share of the training clips drawn from --replay_data (0.1: one in ten), in [0, 1)."})
-    # --mask_lang_token_loss resolved on the training clips (auto -> true/false) once they are loaded; not a flag.
-    lang_token_masked: bool = field(default=True, init=False)
     min_audio_len: float = field(default=0.5, metadata={"help": "Leave out clips shorter than this (s)."})
     max_audio_len: float = field(default=30.0, metadata={"help": "Leave out clips longer than this (s, <= 30)."})
     augment_config_path: Optional[str] = field(default=None,
@@ -297,12 +295,6 @@ def load_data(args: FinetuneArguments, processor, language: Optional[str]):
         if is_main_process():
             print(f"replay: {count} clips from {args.replay_data} mixed into training "
                   f"({args.replay_ratio:g} of it)", flush=True)
-    from utils.training.retention import lang_token_masked
-
-    args.lang_token_masked, why = lang_token_masked(args.mask_lang_token_loss, args.mask_task_token_loss,
-                                                    train_dataset, language)
-    if is_main_process():
-        print(f"language token: {why}", flush=True)
     test_dataset = SpeechDataset(args.test_data, processor, **data_kwargs)
     eval_dataset = test_dataset if args.max_eval_samples is None else test_dataset.spread(args.max_eval_samples)
     if is_main_process():
@@ -486,7 +478,13 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
                  cb.DropoutSeedCallback(dropout_generator, args.seed)]
     if args.use_adalora:
         callbacks.append(cb.AdaLoraCallback())
-    from utils.training.retention import eval_languages, normalizer_names, prompt_loss_mask_ids
+    from utils.training.retention import eval_languages, lang_token_masked, normalizer_names, prompt_loss_mask_ids
+
+    # --mask_lang_token_loss on the training clips as loaded (replay included): auto -> leave out or train.
+    masked, why = lang_token_masked(args.mask_lang_token_loss, args.mask_task_token_loss,
+                                    getattr(train_dataset, "dataset", train_dataset), args.language)
+    if cb.is_main_process():
+        print(f"language token: {why}", flush=True)
 
     decode = args.metric != "none"
     languages = eval_languages(getattr(eval_dataset, "dataset", eval_dataset), args.language, processor.tokenizer)
@@ -500,7 +498,7 @@ def build_trainer(args: FinetuneArguments, model, processor, training_args, trai
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=SpeechSeq2SeqCollator(processor, model.config.decoder_start_token_id, prompt_loss_mask_ids(
-            processor.tokenizer, language=args.lang_token_masked, task=args.mask_task_token_loss)),
+            processor.tokenizer, language=masked, task=args.mask_task_token_loss)),
         compute_metrics=cb.make_compute_metrics(processor.tokenizer, args.metric, languages) if decode else None,
         processing_class=processor.feature_extractor,
         callbacks=callbacks,

@@ -70,7 +70,7 @@ def check(args: Arguments) -> None:
     from utils.data.collator import SpeechSeq2SeqCollator
     from utils.data.dataset import SpeechDataset
     from utils.training.lora import add_adapter, prepare_for_finetuning
-    from utils.training.sharding import gathered_adapter_state, local_bytes, optimizer_state_tensors
+    from utils.training.sharding import local_bytes, optimizer_state_tensors
 
     classes = layer_classes(args.config)
     with tempfile.TemporaryDirectory() as store:
@@ -117,15 +117,23 @@ def check(args: Arguments) -> None:
                   f"({100 * held / full:.0f}%), optimizer state {state / 2**20:.3f} MiB; {len(wrapped)} layers + the "
                   f"model sharded; loss {mean_loss.item() / world:.5f}, grad norm {grad_norm.item():.5f}", flush=True)
             if args.save_dir:
-                adapter = gathered_adapter_state(model)
-                if rank == 0:
-                    model.save_pretrained(args.save_dir, safe_serialization=True, state_dict=adapter)
-                    print(f"adapter saved to {args.save_dir} "
-                          f"({'gathered from ' + str(world) + ' shards' if adapter is not None else 'unsharded'})",
-                          flush=True)
-                dist.barrier()
+                save_adapter(model, args.save_dir, rank, world)
         finally:
             dist.destroy_process_group()
+
+
+def save_adapter(model, save_dir: str, rank: int, world: int) -> None:
+    """As finetune.py saves checkpoint-final: every process takes part in the gather, process 0 writes."""
+    import torch.distributed as dist
+
+    from utils.training.sharding import gathered_adapter_state
+
+    adapter = gathered_adapter_state(model)
+    if rank == 0:
+        model.save_pretrained(save_dir, safe_serialization=True, state_dict=adapter)
+        print(f"adapter saved to {save_dir} "
+              f"({'gathered from ' + str(world) + ' shards' if adapter is not None else 'unsharded'})", flush=True)
+    dist.barrier()
 
 
 def main(argv=None) -> int:
