@@ -234,3 +234,37 @@ def test_flush_right_after_a_decode_commits_the_last_hypothesis_without_decoding
     assert len(fake.calls) == calls
     assert closing[0].kind == "commit" and closing[0].text == partial.text
     assert [w.word for w in stream.committed] == [w.word for w in script]
+
+
+def test_short_window_encodes_the_clips_length_and_reads_it_alike(tiny_en, monkeypatch):
+    import faster_whisper
+
+    seen = []
+    encode = faster_whisper.WhisperModel.encode
+
+    def recording(self, features):
+        seen.append(features.shape[-1])
+        return encode(self, features)
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "encode", recording)
+    # Three clips, as a live buffer holds them: 0.3 s of lead-in (the VAD's padding), 1 s between.
+    lead, gap = np.zeros(int(0.3 * SAMPLE_RATE), np.float32), np.zeros(SAMPLE_RATE, np.float32)
+    clips = [english_clip(i) for i in (0, 2, 4)]
+    audio = np.concatenate([lead] + [part for path, _ in clips for part in (load_audio(path), gap)])
+    reference = " ".join(text for _, text in clips)
+    full, _ = tiny_en.transcribe(audio, TranscribeOptions(language="en"))
+    full = " ".join(s.text for s in full)
+    short, _ = tiny_en.transcribe(audio, TranscribeOptions(language="en", short_window=True))
+    short = " ".join(s.text for s in short)
+    # The clips' 10 ms frames and 3 s after them, in whole seconds; a full window is 3000.
+    expected = -(-(len(audio) // 160 + 300) // 100) * 100
+    assert seen == [3000, expected] and expected < 2500, seen
+    seen.clear()
+    list(tiny_en.transcribe(audio[:2 * SAMPLE_RATE], TranscribeOptions(language="en", short_window=True))[0])
+    assert seen == [1000], seen    # never under 10 s
+    assert wer(reference, short) <= wer(reference, full) + 0.1, (full, short)
+    # Over a window's length it decodes as usual.
+    long = np.concatenate([audio] * 9)
+    seen.clear()
+    list(tiny_en.transcribe(long, TranscribeOptions(language="en", short_window=True))[0])
+    assert seen[0] == 3000, seen

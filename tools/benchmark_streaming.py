@@ -53,6 +53,13 @@ class BenchmarkArguments:
     compute_type: str = field(default="int8", metadata={"help": "CTranslate2 compute type"})
     chunk_s: float = field(default=1.0, metadata={"help": "seconds per chunk (and between decodes)"})
     english_s: float = field(default=90.0, metadata={"help": "seconds of long English to build"})
+    english_path: str = field(default="", metadata={
+        "help": "stream this English recording instead (e.g. dataset/en_long.flac); needs --english_reference_path"})
+    english_reference_path: str = field(default="", metadata={"help": "the text read in --english_path"})
+    mandarin_model_path: str = field(default="", metadata={
+        "help": "CTranslate2 model for the Mandarin row (e.g. make demo's fine-tune); default --model_path"})
+    context_gap_s: float = field(default=2.0, metadata={"help": "StreamingOptions.context_gap_s"})
+    short_window: bool = field(default=False, metadata={"help": "StreamingOptions.short_window"})
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})
     mandarin_s: float = field(default=90.0, metadata={"help": "seconds of dataset/test_long.wav streamed"})
@@ -68,6 +75,8 @@ class BenchmarkArguments:
             self.stream_counts = [int(n) for n in self.streams]
         except ValueError:
             raise UsageError(f"--streams takes whole numbers, got {' '.join(self.streams)}") from None
+        if bool(self.english_path) != bool(self.english_reference_path):
+            raise UsageError("--english_path and --english_reference_path go together")
         if min(self.stream_counts) < 1 or self.chunk_s <= 0 or self.english_s <= 0:
             raise UsageError("--streams must be at least 1, --chunk_s and --english_s above 0")
 
@@ -107,6 +116,11 @@ def mandarin(seconds: float) -> tuple[np.ndarray, str]:
     return audio[:end], "".join(kept)
 
 
+def streaming_options(args: BenchmarkArguments, language: str) -> StreamingOptions:
+    return StreamingOptions(language=language, min_chunk_s=args.chunk_s, context_gap_s=args.context_gap_s,
+                            short_window=args.short_window)
+
+
 @dataclass
 class StreamResult:
     text: str = ""
@@ -117,10 +131,11 @@ class StreamResult:
     decodes: int = 0
 
 
-def play(transcriber, audio: np.ndarray, language: str, chunk_s: float, result: StreamResult,
+def play(transcriber, audio: np.ndarray, options: StreamingOptions, result: StreamResult,
          start_at: float) -> None:
     """One stream at real time (run_stream reads the chunks on the clock on its own thread)."""
-    stream = StreamingTranscriber(transcriber, StreamingOptions(language=language, min_chunk_s=chunk_s))
+    stream = StreamingTranscriber(transcriber, options)
+    chunk_s = options.min_chunk_s
 
     def note(timed):
         event = timed.event
@@ -134,6 +149,10 @@ def play(transcriber, audio: np.ndarray, language: str, chunk_s: float, result: 
     result.text, result.decodes, result.decode_walls = stream.committed_text, stream.decodes, stream.decode_walls
 
 
+def model_for(args: BenchmarkArguments, language: str) -> str:
+    return args.mandarin_model_path if language == "zh" and args.mandarin_model_path else args.model_path
+
+
 def percentile(values: list, q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -143,13 +162,13 @@ def measure(args: BenchmarkArguments, name: str, audio: np.ndarray, reference: s
     from utils.inference.registry import load_transcriber
 
     cpu_threads = max(1, (os.cpu_count() or 2) // streams)
-    transcriber = load_transcriber("ct2", args.model_path, compute_type=args.compute_type,
+    transcriber = load_transcriber("ct2", model_for(args, language), compute_type=args.compute_type,
                                    num_workers=streams, cpu_threads=cpu_threads)
     results = [StreamResult() for _ in range(streams)]
     start = time.monotonic() + 0.5
     cpu_before, wall_before = time.process_time(), time.monotonic()
     # Streams start a fraction of a chunk apart, as independent speakers would.
-    threads = [threading.Thread(target=play, args=(transcriber, audio, language, args.chunk_s, result,
+    threads = [threading.Thread(target=play, args=(transcriber, audio, streaming_options(args, language), result,
                                                    start + i * args.chunk_s / streams))
                for i, result in enumerate(results)]
     for thread in threads:
@@ -189,10 +208,10 @@ def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, language: st
     the VAD's wait; what a machine that decodes instantly would see), with the CPU one decode takes."""
     from utils.inference.registry import load_transcriber
 
-    transcriber = load_transcriber("ct2", args.model_path, compute_type=args.compute_type)
+    transcriber = load_transcriber("ct2", model_for(args, language), compute_type=args.compute_type)
     segments, _ = transcriber.transcribe(audio, TranscribeOptions(language=language))
     offline = " ".join(segment.text for segment in segments)
-    stream = StreamingTranscriber(transcriber, StreamingOptions(language=language, min_chunk_s=args.chunk_s))
+    stream = StreamingTranscriber(transcriber, streaming_options(args, language))
     step, latencies = int(args.chunk_s * SAMPLE_RATE), []
     cpu = time.process_time()
     for begin in range(0, len(audio) + step, step):
@@ -225,7 +244,12 @@ def table(rows: list[dict]) -> str:
 
 def run(args: BenchmarkArguments, argv) -> int:
     print_config("benchmark_streaming.py configuration", args)
-    inputs = [("English", *long_english(args.english_s), "en", args.stream_counts)]
+    if args.english_path:
+        with open(args.english_reference_path, encoding="utf-8") as handle:
+            english = (load_audio(args.english_path), handle.read().strip())
+    else:
+        english = long_english(args.english_s)
+    inputs = [("English", *english, "en", args.stream_counts)]
     if args.mandarin:
         inputs.append(("Mandarin", *mandarin(args.mandarin_s), "zh", [1]))
     rows = []
@@ -234,7 +258,8 @@ def run(args: BenchmarkArguments, argv) -> int:
         print(json.dumps({"audio": name, **policy}), flush=True)
         for streams in counts:
             rows.append({**measure(args, name, audio, reference, language, streams, offline), **policy})
-    markdown = (f"Streaming benchmark: {args.model_path} ({args.compute_type}), chunks of {args.chunk_s:g} s, "
+    models = args.model_path + (f" (Mandarin: {args.mandarin_model_path})" if args.mandarin_model_path else "")
+    markdown = (f"Streaming benchmark: {models} ({args.compute_type}), chunks of {args.chunk_s:g} s, "
                 f"on {machine_description()}.\n\n`{command_line('tools/benchmark_streaming.py', argv)}`\n\n"
                 f"{table(rows)}\n")
     write_json_atomic(args.output_prefix + ".json", {"rows": rows, "machine": machine_description()})

@@ -62,7 +62,11 @@ class StreamingOptions:
     min_silence_s: float = 0.6         # this much silence ends an utterance (everything is committed)
     pause_commit_s: float = 0.2        # a decode whose audio ends in this much silence commits all its words
     speech_pad_s: float = 0.3          # audio kept before speech starts and after it ends
+    context_gap_s: float = 2.0         # a closed utterance's audio stays in the buffer (as context for
+                                       # the next) unless this much silence follows it
     initial_prompt: Optional[str] = None
+    short_window: bool = False         # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
+                                       # 2.5x less CPU per decode, but more errors (docs/streaming.md)
 
 
 @dataclass
@@ -150,6 +154,8 @@ class StreamingTranscriber:
         self._clock = 0                      # samples that have passed the VAD (the buffer's clock)
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0.0             # stream time of the buffer's first sample
+        self._utterance_start = 0.0          # stream time of the open utterance's first sample (padding in)
+        self._has_context = False                # the buffer holds a closed utterance, kept as context
         self._undecoded = 0                  # samples through the VAD since the last decode
         self._decoded_utterance = False      # the open utterance was decoded at least once
         self._hypothesis: list[Word] = []    # the last decode's words after the commits
@@ -222,8 +228,14 @@ class StreamingTranscriber:
             events.append(StreamEvent("end", words_text(utterance), utterance[0].start, utterance[-1].end,
                                       list(utterance), self.received_s))
         self._hypothesis = []
-        self._buffer = np.zeros(0, dtype=np.float32)
-        self._buffer_start = self._clock / SAMPLE_RATE
+        self._has_context = bool(utterance) and self._vad is not None and self.options.context_gap_s > 0
+        if not self._has_context:
+            self._buffer = np.zeros(0, dtype=np.float32)
+            self._buffer_start = self._clock / SAMPLE_RATE
+        # Else the utterance's audio stays: the next utterance is decoded after it (its words are
+        # already committed and dropped by time), which is the acoustic context a 30 s window gives
+        # offline decoding. Decoding each utterance alone made 14.3 % WER of en_long against 7.5 %
+        # offline; with the context 8 % (docs/streaming.md).
         self._undecoded, self._silence = 0, 0
         self._in_speech = self._vad is None
         return events + [self._partial()]
@@ -241,20 +253,33 @@ class StreamingTranscriber:
         pad = int(self.options.speech_pad_s * SAMPLE_RATE)
         if not self._in_speech:
             if not speech:
-                # Silence before speech: keep only the padding, and keep the clock right.
                 self._clock += len(frame)
                 self._undecoded += len(frame)   # time since the last decode, so speech is decoded at once
-                self._buffer = np.concatenate([self._buffer, frame])[max(0, len(self._buffer) + len(frame) - pad):]
+                self._silence += len(frame)
+                self._buffer = np.concatenate([self._buffer, frame])
+                if not self._has_context or self._silence > self.options.context_gap_s * SAMPLE_RATE:
+                    # Silence before speech with no utterance before it, or a long one: keep only
+                    # the padding (earlier context is too far back to help), and keep the clock right.
+                    self._buffer = self._buffer[max(0, len(self._buffer) - pad):]
+                    self._has_context = False
                 self._buffer_start = self._clock / SAMPLE_RATE - len(self._buffer) / SAMPLE_RATE
                 return []
             self._in_speech, self._silence = True, 0
+            self._utterance_start = max(self._buffer_start, self._clock / SAMPLE_RATE - self.options.speech_pad_s)
         self._append(frame)
         self._silence = 0 if speech else self._silence + len(frame)
         if self._silence < self.options.min_silence_s * SAMPLE_RATE:
             return []
         # The utterance is over: its trailing silence (beyond the padding) is not worth decoding.
-        self._buffer = self._buffer[:len(self._buffer) - max(0, self._silence - pad)]
-        return self._close_utterance()
+        keep, silence = len(self._buffer) - max(0, self._silence - pad), self._silence
+        self._buffer, tail = self._buffer[:keep], self._buffer[keep:]
+        events = self._close_utterance()
+        # The silence goes back after the close: it is part of the gap to the next utterance (context
+        # kept) or the padding before it (buffer cleared); either way the buffer ends at the clock.
+        self._buffer = np.concatenate([self._buffer, tail])
+        self._buffer_start = self._clock / SAMPLE_RATE - len(self._buffer) / SAMPLE_RATE
+        self._silence = silence
+        return events
 
     # ---- decoding and agreement ----------------------------------------------------------
     def _append(self, samples: np.ndarray) -> None:
@@ -268,7 +293,7 @@ class StreamingTranscriber:
         # Less a VAD frame: the VAD passes whole frames on, so a 1 s chunk may bring 31.25 of them.
         if not self._in_speech or self._undecoded < self.options.min_chunk_s * SAMPLE_RATE - VAD_FRAME:
             return []
-        if not self._decoded_utterance and self.buffer_s < self.options.min_chunk_s:
+        if not self._decoded_utterance and self._clock / SAMPLE_RATE - self._utterance_start < self.options.min_chunk_s:
             return []    # the utterance's first decode: less audio than a chunk makes Whisper guess
         words = self._decode()
         agreed = agreed_prefix(self._hypothesis, words)
@@ -290,7 +315,8 @@ class StreamingTranscriber:
         options = TranscribeOptions(language=self.language, task=self.options.task,
                                     beam_size=self.options.beam_size, word_timestamps=True,
                                     initial_prompt=self._context() or None,
-                                    temperature_increment_on_fallback=0.0)
+                                    temperature_increment_on_fallback=0.0,
+                                    short_window=self.options.short_window)
         began = time.monotonic()
         segments, info = self.transcriber.transcribe(self._buffer, options)
         segments = list(segments)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -26,6 +28,45 @@ from utils.inference.transcriber import (
 # faster-whisper's compression-ratio threshold: text that gzips better than this is a repetition loop.
 LOOP_COMPRESSION_RATIO = 2.4
 
+# short_window: the audio's frames and this much after them (10 ms frames). With 1 s of padding
+# whisper-base's live WER on 60 s of English doubled (25.6 % against 11.25 % with full windows);
+# with 2-10 s it stayed within a word or two of the full window's (docs/streaming.md). Honoured by
+# sequential decoding (batch_size 1), the one live transcription uses.
+SHORT_WINDOW_PAD_FRAMES = 300
+# and never under 10 s: on a 4 s clip tiny.en read "Not rain till the airport" for "The train to the
+# airport" with 5-7 s windows, the full window's words from 10 s on.
+SHORT_WINDOW_MIN_FRAMES = 1000
+FRAMES_PER_WINDOW = 3000
+
+
+def short_window_frames(samples: int) -> int:
+    """Encoder frames for `samples` of audio under short_window: whole seconds, at most a window."""
+    frames = max(SHORT_WINDOW_MIN_FRAMES, samples // (SAMPLE_RATE // 100) + SHORT_WINDOW_PAD_FRAMES)
+    return min(FRAMES_PER_WINDOW, math.ceil(frames / 100) * 100)
+
+
+def windowed_model_class():
+    """faster-whisper's WhisperModel whose encoder may be given fewer than a window's 3000 frames.
+
+    faster-whisper always pads a window to 30 s (its pad_or_trim), and has no option for less;
+    CTranslate2's encoder takes any length up to that. The limit is per thread, so one model serves
+    short-window streams and full-window requests at once."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.frame_limit = threading.local()
+
+        def encode(self, features):
+            limit = getattr(self.frame_limit, "frames", None)
+            if limit:
+                features = features[..., :limit]
+            return super().encode(features)
+
+    return WindowedWhisperModel
+
+
 COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16", "float16", "bfloat16", "float32")
 
@@ -37,7 +78,7 @@ class CT2Transcriber(Transcriber):
                  batch_size: int = 1, num_workers: int = 1, cpu_threads: int = 0,
                  local_files_only: bool = True):
         import ctranslate2
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import BatchedInferencePipeline
 
         if compute_type not in COMPUTE_TYPES:
             raise TranscriptionError(f"unknown compute_type {compute_type!r}; valid: {', '.join(COMPUTE_TYPES)}")
@@ -57,7 +98,7 @@ class CT2Transcriber(Transcriber):
             # benchmark's faster-whisper "as shipped" row), idle cores on 16. The cores, shared out.
             cpu_threads = max(1, (os.cpu_count() or 1) // num_workers)
         try:
-            self.model = WhisperModel(model_path, device="cuda" if use_gpu else "cpu",
+            self.model = windowed_model_class()(model_path, device="cuda" if use_gpu else "cpu",
                                       compute_type=compute_type, cpu_threads=cpu_threads,
                                       num_workers=num_workers, local_files_only=local_files_only)
         except (OSError, RuntimeError, ValueError) as exc:
@@ -91,7 +132,14 @@ class CT2Transcriber(Transcriber):
         if self.pipeline is None:
             # Same choice as the transformers backend: no conditioning on the previous window,
             # which keeps a mistake in one window from looping into the next.
-            segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
+            short = opts.short_window and len(audio) + SHORT_WINDOW_PAD_FRAMES * 160 < CHUNK_LENGTH * SAMPLE_RATE
+            self.model.frame_limit.frames = short_window_frames(len(audio)) if short else None
+            try:
+                segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
+                if short:
+                    segments = list(segments)   # decoded now, while this thread's limit holds
+            finally:
+                self.model.frame_limit.frames = None
         elif opts.vad_filter:
             # Without max_new_tokens: faster-whisper's batched pipeline then drops the last sentence of
             # many chunks (13.1 % instead of 10.5 % WER on dataset/en_long.flac, docs/performance.md).

@@ -46,7 +46,7 @@ def check_whisper_cpp_loads(model_path: str, n_vocab: int, timeout: float = 300)
 
 class GGMLTranscriber(Transcriber):
     backend = "ggml"
-    unsupported = ("word_timestamps", "vad_filter")
+    unsupported = ("word_timestamps", "vad_filter", "short_window")
 
     def __init__(self, model_path: str, cpu_threads: int = 0):
         if os.path.isdir(model_path):

@@ -231,7 +231,7 @@ def check_options(*, use_gpu: bool, batch_size: int, attn_implementation: str,
 
 class TransformersTranscriber(Transcriber):
     backend = "transformers"
-    unsupported = ("word_timestamps", "vad_filter")
+    unsupported = ("word_timestamps", "vad_filter", "short_window")
 
     def __init__(self, model_path: str, use_gpu: bool = False, batch_size: int = 1,
                  attn_implementation: str = "sdpa", use_compile: bool = False,
