@@ -56,9 +56,9 @@ class InferStreamArguments:
         "help": "this much silence ends an utterance and commits all of it"})
     pause_commit_s: float = field(default=0.2, metadata={
         "help": "a decode whose audio ends in this much silence commits all its words (with --vad)"})
-    context_gap_s: float = field(default=2.0, metadata={
-        "help": "an ended utterance's audio stays as context for the next one unless this much silence "
-                "follows it (with --vad; 0 = decode each utterance alone)"})
+    context_gap_s: float = field(default=0.0, metadata={
+        "help": "above 0: an ended utterance's audio stays as context for the next one unless this much "
+                "silence follows it (with --vad; 0 = decode each utterance alone)"})
     short_window: bool = field(default=False, metadata={
         "help": "encode only the buffer's length (plus 3 s, at least 10 s), not Whisper's whole 30 s "
                 "window: 2.5x less CPU per decode, for more streams on a CPU, at some accuracy"})

@@ -268,3 +268,29 @@ def test_short_window_encodes_the_clips_length_and_reads_it_alike(tiny_en, monke
     seen.clear()
     list(tiny_en.transcribe(long, TranscribeOptions(language="en", short_window=True))[0])
     assert seen[0] == 3000, seen
+
+
+def test_context_keeps_the_utterance_before_in_the_buffer_without_committing_it_twice(tiny_en):
+    first, second = load_audio(english_clip(1)[0]), load_audio(english_clip(2)[0])
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([gap[:SAMPLE_RATE // 2], first, gap, second, gap])
+    reference = f"{english_clip(1)[1]} {english_clip(2)[1]}"
+    stream = StreamingTranscriber(tiny_en, StreamingOptions(language="en", context_gap_s=2.0))
+    buffers = []
+    decode = stream._decode
+
+    def recording():
+        buffers.append(stream.buffer_s)
+        return decode()
+
+    stream._decode = recording
+    events = play(stream, audio)
+    assert wer(reference, stream.committed_text) <= 0.25, stream.committed_text
+    # Each word once: as many words as the two sentences have, give or take one.
+    assert abs(len(stream.committed_text.split()) - len(reference.split())) <= 1, stream.committed_text
+    # Two utterances, and the second one's decodes held the first one's audio too.
+    assert [e.kind for e in events].count("end") == 2
+    second_start = 0.5 + len(first) / SAMPLE_RATE + 1.0
+    assert max(buffers) > len(second) / SAMPLE_RATE + 1.0, buffers
+    sister = next(w for w in stream.committed if "sister" in w.word.lower())
+    assert second_start < sister.start < second_start + 1.5

@@ -58,7 +58,7 @@ class BenchmarkArguments:
     english_reference_path: str = field(default="", metadata={"help": "the text read in --english_path"})
     mandarin_model_path: str = field(default="", metadata={
         "help": "CTranslate2 model for the Mandarin row (e.g. make demo's fine-tune); default --model_path"})
-    context_gap_s: float = field(default=2.0, metadata={"help": "StreamingOptions.context_gap_s"})
+    context_gap_s: float = field(default=0.0, metadata={"help": "StreamingOptions.context_gap_s"})
     short_window: bool = field(default=False, metadata={"help": "StreamingOptions.short_window"})
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})

@@ -62,8 +62,8 @@ class StreamingOptions:
     min_silence_s: float = 0.6         # this much silence ends an utterance (everything is committed)
     pause_commit_s: float = 0.2        # a decode whose audio ends in this much silence commits all its words
     speech_pad_s: float = 0.3          # audio kept before speech starts and after it ends
-    context_gap_s: float = 2.0         # a closed utterance's audio stays in the buffer (as context for
-                                       # the next) unless this much silence follows it
+    context_gap_s: float = 0.0         # > 0: a closed utterance's audio stays in the buffer (as context
+                                       # for the next) unless this much silence follows it (docs/streaming.md)
     initial_prompt: Optional[str] = None
     short_window: bool = False         # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
                                        # 2.5x less CPU per decode, but more errors (docs/streaming.md)
