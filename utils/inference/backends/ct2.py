@@ -132,8 +132,9 @@ class CT2Transcriber(Transcriber):
         if self.pipeline is None:
             # Same choice as the transformers backend: no conditioning on the previous window,
             # which keeps a mistake in one window from looping into the next.
-            short = opts.short_window and len(audio) + SHORT_WINDOW_PAD_FRAMES * 160 < CHUNK_LENGTH * SAMPLE_RATE
-            self.model.frame_limit.frames = short_window_frames(len(audio)) if short else None
+            frames = short_window_frames(len(audio)) if opts.short_window else FRAMES_PER_WINDOW
+            short = frames < FRAMES_PER_WINDOW
+            self.model.frame_limit.frames = frames if short else None
             try:
                 segments, fw_info = self.model.transcribe(audio, condition_on_previous_text=False, **kwargs)
                 if short:
