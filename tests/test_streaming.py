@@ -13,6 +13,7 @@ from utils.inference.streaming import (
     agreed_prefix,
     cut_loop,
     drop_repeated,
+    said_again,
 )
 from utils.inference.transcriber import (
     Segment,
@@ -80,6 +81,23 @@ def test_agreement_is_the_common_prefix_ignoring_case_and_punctuation():
     committed = words(" one", " two", " three")
     assert [w.word for w in drop_repeated(committed, words(" two", " three", " four"))] == [" four"]
     assert [w.word for w in drop_repeated(committed, words(" four"))] == [" four"]
+
+
+def test_words_said_again_are_found_by_their_text_when_their_times_moved():
+    def words(*texts, start=0.0, step=0.4):
+        return [Word(start + i * step, start + i * step + 0.3, text, 1.0) for i, text in enumerate(texts)]
+
+    committed = words(" the", " cat", " sat.")                        # ends at 1.1 s
+    # Said again with its times 0.5 s later (past the committed end), one word misheard: cut by text.
+    assert said_again(committed, words(" The", " cats", " sat.", " On", " the", " mat.", start=0.5)) == 3
+    assert said_again(committed, words(" the", " cat", " sat", " sat", start=0.5)) == 3
+    # Not said again (one word in common by chance): too little matches to tell, the times decide.
+    assert said_again(committed, words(" On", " the", " mat.", start=1.3)) is None
+    assert said_again([], words(" a")) is None
+    # Unspaced text: the second decode groups the characters into other tokens.
+    chinese = words("今天", "天气", "很好", "。")
+    assert said_again(chinese, words("今", "天天", "气很", "好", "。", "我们", "出去", start=0.2)) == 5
+    assert said_again(chinese, words("今天天", "气", "很好", "我们", start=0.2)) == 3
 
 
 def test_committed_words_are_the_script_once_each_on_the_stream_clock():

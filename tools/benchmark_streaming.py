@@ -63,6 +63,8 @@ class BenchmarkArguments:
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})
     mandarin_s: float = field(default=90.0, metadata={"help": "seconds of dataset/test_long.wav streamed"})
+    policy_only: bool = field(default=False, metadata={
+        "help": "only the pass without a clock (latency in audio seconds, error rates): minutes, any load"})
     streams: list[str] = field(default_factory=lambda: ["1", "2", "3"], metadata={
         "help": "numbers of concurrent English streams, one row each"})
     realtime_lag_s: float = field(default=5.0, metadata={
@@ -177,7 +179,7 @@ def measure(args: BenchmarkArguments, name: str, audio: np.ndarray, reference: s
         thread.join()
     cpu = time.process_time() - cpu_before
     audio_s = len(audio) / SAMPLE_RATE
-    metric = "cer" if language == "zh" else "wer"
+    metric = metric_for(language)
     rate = lambda ref, hyp: error_rate([ref], [hyp], metric, language=language).value  # noqa: E731
     commits = [x for r in results for x in r.commit_latencies]
     partials = [x for r in results for x in r.partial_latencies]
@@ -202,10 +204,12 @@ def measure(args: BenchmarkArguments, name: str, audio: np.ndarray, reference: s
     return row
 
 
-def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, language: str) -> tuple[str, dict]:
-    """The offline transcript, and the policy's own latency: chunks fed one by one without a clock,
-    so a word's latency is the audio fed after its end until its commit (chunking, agreement and
-    the VAD's wait; what a machine that decodes instantly would see), with the CPU one decode takes."""
+def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, reference: str,
+                       language: str) -> tuple[str, dict]:
+    """The offline transcript, and the policy's own latency and accuracy: chunks fed one by one
+    without a clock, so a word's latency is the audio fed after its end until its commit (chunking,
+    agreement and the VAD's wait; what a machine that decodes instantly would see), with the CPU one
+    decode takes. Its committed text is the real-time runs' on a machine that keeps up."""
     from utils.inference.registry import load_transcriber
 
     transcriber = load_transcriber("ct2", model_for(args, language), compute_type=args.compute_type)
@@ -217,10 +221,29 @@ def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, language: st
     for begin in range(0, len(audio) + step, step):
         events = stream.feed(audio[begin:begin + step]) if begin < len(audio) else stream.flush()
         latencies += [e.received_s - w.end for e in events if e.kind == "commit" for w in e.words]
+    rate = lambda ref, hyp: error_rate([ref], [hyp], metric_for(language), language=language).value  # noqa: E731
     policy = {"policy_latency_median_s": round(statistics.median(latencies), 2),
               "policy_latency_p90_s": round(percentile(latencies, 90), 2),
-              "cpu_s_per_decode": round((time.process_time() - cpu) / max(stream.decodes, 1), 3)}
+              "cpu_s_per_decode": round((time.process_time() - cpu) / max(stream.decodes, 1), 3),
+              "policy_vs_offline": round(rate(offline, stream.committed_text), 4),
+              "policy_vs_reference": round(rate(reference, stream.committed_text), 4)}
     return offline, policy
+
+
+def metric_for(language: str) -> str:
+    return "cer" if language == "zh" else "wer"
+
+
+def policy_table(rows: list[dict]) -> str:
+    lines = ["| audio | policy latency median / p90 (s) | CPU s per decode | committed vs offline | "
+             "committed vs reference | offline vs reference |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        metric = r["metric"].upper()
+        lines.append(f"| {r['audio']} ({r['seconds']:g} s) | {r['policy_latency_median_s']} / "
+                     f"{r['policy_latency_p90_s']} | {r['cpu_s_per_decode']} | "
+                     f"{metric} {r['policy_vs_offline']:.1%} | {metric} {r['policy_vs_reference']:.1%} | "
+                     f"{metric} {r['offline_vs_reference']:.1%} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -254,14 +277,19 @@ def run(args: BenchmarkArguments, argv) -> int:
         inputs.append(("Mandarin", *mandarin(args.mandarin_s), "zh", [1]))
     rows = []
     for name, audio, reference, language, counts in inputs:
-        offline, policy = offline_and_policy(args, audio, language)
+        offline, policy = offline_and_policy(args, audio, reference, language)
         print(json.dumps({"audio": name, **policy}), flush=True)
+        if args.policy_only:
+            rows.append({"audio": name, "seconds": round(len(audio) / SAMPLE_RATE, 1), "metric": metric_for(language),
+                         "offline_vs_reference": round(error_rate([reference], [offline], metric_for(language),
+                                                                  language=language).value, 4), **policy})
+            continue
         for streams in counts:
             rows.append({**measure(args, name, audio, reference, language, streams, offline), **policy})
     models = args.model_path + (f" (Mandarin: {args.mandarin_model_path})" if args.mandarin_model_path else "")
     markdown = (f"Streaming benchmark: {models} ({args.compute_type}), chunks of {args.chunk_s:g} s, "
                 f"on {machine_description()}.\n\n`{command_line('tools/benchmark_streaming.py', argv)}`\n\n"
-                f"{table(rows)}\n")
+                f"{policy_table(rows) if args.policy_only else table(rows)}\n")
     write_json_atomic(args.output_prefix + ".json", {"rows": rows, "machine": machine_description()})
     write_text_atomic(args.output_prefix + ".md", markdown)
     print(markdown)

@@ -110,6 +110,69 @@ def drop_repeated(committed: list[Word], words: list[Word]) -> list[Word]:
     return words
 
 
+# Scripts written without spaces: Whisper's "words" there are tokens, which a second decode of the same
+# audio may group differently, so the text is compared one character at a time.
+UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f]")
+
+
+# Two decodes of the same audio place a word within this much of each other; equal words further apart
+# are different occurrences ("the" of one sentence is not "The" of the next).
+SAME_WORD_S = 1.5
+
+
+def _units(words: list[Word]) -> list[tuple[str, int, float]]:
+    """The text as aligned: (unit, index of its word, its start); a unit is a word, or a character
+    of unspaced text."""
+    units = []
+    for index, word in enumerate(words):
+        key = _key(word.word)
+        units += [(unit, index, word.start) for unit in (key if UNSPACED.search(key) else [key])]
+    return units
+
+
+def said_again(committed: list[Word], words: list[Word]) -> Optional[int]:
+    """How many leading words of a hypothesis say `committed` (the committed words whose audio is
+    still in the buffer) again; None when too few of them match to tell.
+
+    The hypothesis is aligned with the committed text by edit distance, its end left free (difflib
+    and jiwer align whole sequences, not a prefix against a whole, hence our own). Times alone cannot
+    tell: a second decode of the same audio moves a word's times by more than a short word lasts,
+    most of all in unspaced text, where 'words' are tokens a few tens of ms long."""
+    old, new = _units(committed), _units(words)
+    if not old or not new:
+        return None
+    # cost[j], matched[j]: fewest edits turning old[:i] into new[:j], and the equal units on that path.
+    cost, matched = list(range(len(new) + 1)), [0] * (len(new) + 1)
+    for i, (unit, _, start) in enumerate(old, 1):
+        row, row_matched = [i] + [0] * len(new), [0] * (len(new) + 1)
+        for j, (other, _, other_start) in enumerate(new, 1):
+            same = unit == other and abs(start - other_start) <= SAME_WORD_S
+            row[j], negative = min((cost[j - 1] + (not same), -(matched[j - 1] + same)),
+                                   (cost[j] + 1, -matched[j]), (row[j - 1] + 1, -row_matched[j - 1]))
+            row_matched[j] = -negative
+        cost, matched = row, row_matched
+    last_end = committed[-1].end
+
+    def cut_words(j: int) -> int:
+        """Words of new[:j]; a word cut inside counts when most of its units are in."""
+        if j == 0:
+            return 0
+        index = new[j - 1][1]
+        inside = sum(1 for unit in new[:j] if unit[1] == index)
+        total = sum(1 for unit in new if unit[1] == index)
+        return index + 1 if 2 * inside > total else index
+
+    def rank(j: int) -> tuple:
+        count = cut_words(j)
+        gap = abs(words[count - 1].end - last_end) if count else abs(words[0].start - last_end)
+        return cost[j], -matched[j], gap     # ties: the cut nearest the committed words' end in time
+
+    best = min(range(len(new) + 1), key=rank)
+    if 2 * matched[best] < len(old):
+        return None
+    return cut_words(best)
+
+
 def cut_loop(words: list[Word]) -> list[Word]:
     """`words` up to a repetition loop (Whisper's failure on hard audio: the same one to four words
     again and again), keeping the first occurrence. Without this, two decodes that loop alike
@@ -330,6 +393,10 @@ class StreamingTranscriber:
         self._decoded_utterance = True
         if self.language is None:
             self.language = info.language   # a language that flips between decodes never agrees
+        inside = [word for word in self.committed if word.end > self._buffer_start + 1e-6]
+        again = said_again(inside, words)
+        if again is not None:
+            return words[again:]
         last_end = self.committed[-1].end if self.committed else -1.0
         fresh = [word for word in words if word.start >= last_end - TIME_TOLERANCE_S]
         return drop_repeated(self.committed, fresh)
