@@ -32,6 +32,10 @@ from utils.inference.streaming import (
 )
 
 
+# The stream's own defaults, so the command line and StreamingOptions cannot drift apart.
+DEFAULTS = StreamingOptions()
+
+
 @dataclass
 class InferStreamArguments:
     audio_path: Optional[str] = field(default=None, metadata={
@@ -49,22 +53,22 @@ class InferStreamArguments:
                                                       "choices": ("transcribe", "translate")})
     initial_prompt: Optional[str] = field(default=None, metadata={
         "help": "text that conditions the decoding (names, punctuation style)"})
-    beam_size: int = field(default=1, metadata={"help": "beam width; 1 = greedy decoding"})
-    vad: bool = field(default=True, metadata={
+    beam_size: int = field(default=DEFAULTS.beam_size, metadata={"help": "beam width; 1 = greedy decoding"})
+    vad: bool = field(default=DEFAULTS.vad, metadata={
         "help": "skip silence and end utterances with Silero VAD; False = decode everything"})
-    min_silence_s: float = field(default=0.6, metadata={
+    min_silence_s: float = field(default=DEFAULTS.min_silence_s, metadata={
         "help": "this much silence ends an utterance and commits all of it"})
-    pause_commit_s: float = field(default=0.2, metadata={
+    pause_commit_s: float = field(default=DEFAULTS.pause_commit_s, metadata={
         "help": "a decode whose audio ends in this much silence commits all its words (with --vad)"})
-    context_gap_s: float = field(default=0.0, metadata={
+    context_gap_s: float = field(default=DEFAULTS.context_gap_s, metadata={
         "help": "above 0: an ended utterance's audio stays as context for the next one unless this much "
                 "silence follows it (with --vad; 0 = decode each utterance alone)"})
-    short_window: bool = field(default=False, metadata={
+    short_window: bool = field(default=DEFAULTS.short_window, metadata={
         "help": "encode only the buffer's length (plus 3 s, at least 10 s), not Whisper's whole 30 s "
                 "window: 2.5x less CPU per decode, for more streams on a CPU, at some accuracy"})
-    trim_s: float = field(default=10.0, metadata={
+    trim_s: float = field(default=DEFAULTS.trim_s, metadata={
         "help": "buffer length after which it is cut at the end of a committed sentence"})
-    max_buffer_s: float = field(default=20.0, metadata={
+    max_buffer_s: float = field(default=DEFAULTS.max_buffer_s, metadata={
         "help": "buffer length after which it is cut at any committed word (bounds each decode's cost)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU"})
     compute_type: str = field(default="default", metadata={

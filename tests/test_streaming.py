@@ -157,6 +157,8 @@ def test_bad_options_and_backends_without_word_times_are_refused():
         StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, trim_s=40, max_buffer_s=50))
     with pytest.raises(TranscriptionError, match="pause_commit_s"):
         StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, pause_commit_s=0))
+    with pytest.raises(TranscriptionError, match=r"context_gap_s must be between 0 and 30 - max_buffer_s = 10 s"):
+        StreamingTranscriber(ScriptedTranscriber([]), StreamingOptions(vad=False, context_gap_s=12))
     fake = ScriptedTranscriber([])
     fake.unsupported = ("word_timestamps",)
     with pytest.raises(TranscriptionError, match="word timestamps"):

@@ -58,8 +58,15 @@ class BenchmarkArguments:
     english_reference_path: str = field(default="", metadata={"help": "the text read in --english_path"})
     mandarin_model_path: str = field(default="", metadata={
         "help": "CTranslate2 model for the Mandarin row (e.g. make demo's fine-tune); default --model_path"})
-    context_gap_s: float = field(default=0.0, metadata={"help": "StreamingOptions.context_gap_s"})
-    short_window: bool = field(default=False, metadata={"help": "StreamingOptions.short_window"})
+    context_gap_s: float = field(default=StreamingOptions().context_gap_s, metadata={
+        "help": "StreamingOptions.context_gap_s (0 = decode each utterance alone)"})
+    min_silence_s: float = field(default=StreamingOptions().min_silence_s, metadata={
+        "help": "StreamingOptions.min_silence_s"})
+    pause_commit_s: float = field(default=StreamingOptions().pause_commit_s, metadata={
+        "help": "StreamingOptions.pause_commit_s"})
+    vad: bool = field(default=StreamingOptions().vad, metadata={"help": "StreamingOptions.vad"})
+    short_window: bool = field(default=StreamingOptions().short_window, metadata={
+        "help": "StreamingOptions.short_window"})
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})
     mandarin_s: float = field(default=90.0, metadata={"help": "seconds of dataset/test_long.wav streamed"})
@@ -120,6 +127,7 @@ def mandarin(seconds: float) -> tuple[np.ndarray, str]:
 
 def streaming_options(args: BenchmarkArguments, language: str) -> StreamingOptions:
     return StreamingOptions(language=language, min_chunk_s=args.chunk_s, context_gap_s=args.context_gap_s,
+                            min_silence_s=args.min_silence_s, pause_commit_s=args.pause_commit_s, vad=args.vad,
                             short_window=args.short_window)
 
 

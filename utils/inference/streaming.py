@@ -59,11 +59,11 @@ class StreamingOptions:
     max_buffer_s: float = 20.0         # past this, cut at any committed word's end
     vad: bool = True                   # skip silence and end utterances with Silero VAD
     vad_threshold: float = 0.5         # speech probability that opens speech
-    min_silence_s: float = 0.6         # this much silence ends an utterance (everything is committed)
+    min_silence_s: float = 1.0         # this much silence ends an utterance (everything is committed)
     pause_commit_s: float = 0.2        # a decode whose audio ends in this much silence commits all its words
     speech_pad_s: float = 0.3          # audio kept before speech starts and after it ends
-    context_gap_s: float = 0.0         # > 0: a closed utterance's audio stays in the buffer (as context
-                                       # for the next) unless this much silence follows it (docs/streaming.md)
+    context_gap_s: float = 3.0         # a closed utterance's audio stays in the buffer (as context for the
+                                       # next) unless this much silence follows it; 0 = each utterance alone
     initial_prompt: Optional[str] = None
     short_window: bool = False         # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
                                        # 2.5x less CPU per decode, but more errors (docs/streaming.md)
@@ -206,6 +206,10 @@ class StreamingTranscriber:
         if not 0 < opts.min_chunk_s <= opts.trim_s <= opts.max_buffer_s <= 30:
             raise TranscriptionError("streaming needs 0 < min_chunk_s <= trim_s <= max_buffer_s <= 30 s, got "
                                      f"{opts.min_chunk_s}, {opts.trim_s}, {opts.max_buffer_s}")
+        if not 0 <= opts.context_gap_s <= 30 - opts.max_buffer_s:
+            # The kept silence comes on top of a buffer of up to max_buffer_s: together one Whisper window.
+            raise TranscriptionError(f"context_gap_s must be between 0 and 30 - max_buffer_s = "
+                                     f"{30 - opts.max_buffer_s:g} s, got {opts.context_gap_s}")
         self.transcriber = transcriber
         self.language = transcriber.resolve_options(TranscribeOptions(
             language=opts.language, task=opts.task)).language
@@ -296,9 +300,9 @@ class StreamingTranscriber:
             self._buffer = np.zeros(0, dtype=np.float32)
             self._buffer_start = self._clock / SAMPLE_RATE
         # Else the utterance's audio stays: the next utterance is decoded after it (its words are
-        # already committed and dropped by time), which is the acoustic context a 30 s window gives
-        # offline decoding. On en_long each utterance alone made 12.9 % WER, with the context
-        # 9.35 % (offline 7.5 %); off by default for Mandarin's duplicates (docs/streaming.md).
+        # already committed and found again by said_again), which is the acoustic context a 30 s
+        # window gives offline decoding. On en_long each utterance alone made 14.0 % WER, with the
+        # context 9.35 % (offline 7.5 %; docs/streaming.md).
         self._undecoded, self._silence = 0, 0
         self._in_speech = self._vad is None
         return events + [self._partial()]
