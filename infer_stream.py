@@ -31,7 +31,6 @@ from utils.inference.streaming import (
     run_stream,
 )
 
-
 # The stream's own defaults, so the command line and StreamingOptions cannot drift apart.
 DEFAULTS = StreamingOptions()
 
