@@ -314,3 +314,27 @@ def test_context_keeps_the_utterance_before_in_the_buffer_without_committing_it_
     assert max(buffers) > len(second) / SAMPLE_RATE + 1.0, buffers
     sister = next(w for w in stream.committed if "sister" in w.word.lower())
     assert second_start < sister.start < second_start + 1.5
+
+
+def test_benchmark_policy_pass_reports_latency_and_error_rates(tmp_path):
+    """tools/benchmark_streaming.py --policy_only on 12 s of the shipped clips: the no-clock pass's table
+    and json, with the committed text's error rates against offline decoding and the reference."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    prefix = tmp_path / "stream"
+    result = subprocess.run([sys.executable, "tools/benchmark_streaming.py", f"--model_path={TINY_EN}",
+                             "--english_s=12", "--mandarin=False", "--policy_only", f"--output_prefix={prefix}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "stream.json").read_text())["rows"]
+    assert row["audio"] == "English" and row["metric"] == "wer" and 12 <= row["seconds"] < 20
+    assert 0.5 < row["policy_latency_median_s"] <= row["policy_latency_p90_s"] < 5
+    assert row["policy_vs_reference"] <= row["offline_vs_reference"] + 0.15 and row["policy_vs_offline"] <= 0.2
+    lines = [line for line in (tmp_path / "stream.md").read_text().splitlines() if line.startswith("| English")]
+    assert lines == [f"| English ({row['seconds']:g} s) | {row['policy_latency_median_s']} / "
+                     f"{row['policy_latency_p90_s']} | {row['cpu_s_per_decode']} | WER {row['policy_vs_offline']:.1%} | "
+                     f"WER {row['policy_vs_reference']:.1%} | WER {row['offline_vs_reference']:.1%} |"]
