@@ -336,5 +336,6 @@ def test_benchmark_policy_pass_reports_latency_and_error_rates(tmp_path):
     assert row["policy_vs_reference"] <= row["offline_vs_reference"] + 0.15 and row["policy_vs_offline"] <= 0.2
     lines = [line for line in (tmp_path / "stream.md").read_text().splitlines() if line.startswith("| English")]
     assert lines == [f"| English ({row['seconds']:g} s) | {row['policy_latency_median_s']} / "
-                     f"{row['policy_latency_p90_s']} | {row['cpu_s_per_decode']} | WER {row['policy_vs_offline']:.1%} | "
-                     f"WER {row['policy_vs_reference']:.1%} | WER {row['offline_vs_reference']:.1%} |"]
+                     f"{row['policy_latency_p90_s']} | {row['cpu_s_per_decode']} | "
+                     f"WER {row['policy_vs_offline']:.1%} | WER {row['policy_vs_reference']:.1%} | "
+                     f"WER {row['offline_vs_reference']:.1%} |"]
