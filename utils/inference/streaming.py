@@ -112,7 +112,7 @@ def drop_repeated(committed: list[Word], words: list[Word]) -> list[Word]:
 
 # Scripts written without spaces: Whisper's "words" there are tokens, which a second decode of the same
 # audio may group differently, so the text is compared one character at a time.
-UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0e7f]")
+UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u0e00-\u0e7f]")   # kana, CJK, Thai
 
 
 # Two decodes of the same audio place a word within this much of each other; equal words further apart
