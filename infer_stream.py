@@ -124,13 +124,15 @@ def stream(args: InferStreamArguments) -> int:
         audio = load_audio(args.audio_path)
     else:
         open_microphone().stop()
-    transcriber = load_transcriber("ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
-                                   cpu_threads=args.cpu_threads, local_files_only=args.local_files_only)
-    live = StreamingTranscriber(transcriber, StreamingOptions(
+    options = StreamingOptions(
         language=args.language, task=args.task, beam_size=args.beam_size, min_chunk_s=args.chunk_s,
         trim_s=args.trim_s, max_buffer_s=args.max_buffer_s, vad=args.vad, min_silence_s=args.min_silence_s,
         pause_commit_s=args.pause_commit_s, context_gap_s=args.context_gap_s, short_window=args.short_window,
-        initial_prompt=args.initial_prompt))
+        initial_prompt=args.initial_prompt)
+    options.check()     # a bad combination fails before the slow model load
+    transcriber = load_transcriber("ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
+                                   cpu_threads=args.cpu_threads, local_files_only=args.local_files_only)
+    live = StreamingTranscriber(transcriber, options)
     realtime = args.simulate_realtime or args.microphone
     started = time.monotonic()
     if args.microphone:

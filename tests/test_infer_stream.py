@@ -48,3 +48,11 @@ def test_mistakes_end_in_one_sentence(argv, message, capsys):
     assert status == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
+
+
+def test_options_out_of_range_fail_before_the_model_loads(monkeypatch, capsys):
+    monkeypatch.setattr(infer_stream, "load_transcriber", lambda *a, **k: pytest.fail("the model was loaded"))
+    status = infer_stream.main([f"--audio_path={REPO / 'dataset' / 'sample_en.wav'}", "--context_gap_s=15"])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["error: context_gap_s must be between 0 and 30 - max_buffer_s = 10 s, got 15.0"], error

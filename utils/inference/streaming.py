@@ -68,6 +68,21 @@ class StreamingOptions:
     short_window: bool = False         # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
                                        # 2.5x less CPU per decode, but more errors (docs/streaming.md)
 
+    def check(self) -> None:
+        """TranscriptionError naming the first option out of range (the stream checks at its start; a
+        command line can check before it loads a model). Not at construction: the server sets the
+        fields of a session's options one by one."""
+        if self.pause_commit_s <= 0:
+            raise TranscriptionError(f"pause_commit_s must be above 0 (a larger value than min_silence_s "
+                                     f"turns it off), got {self.pause_commit_s}")
+        if not 0 < self.min_chunk_s <= self.trim_s <= self.max_buffer_s <= 30:
+            raise TranscriptionError("streaming needs 0 < min_chunk_s <= trim_s <= max_buffer_s <= 30 s, got "
+                                     f"{self.min_chunk_s}, {self.trim_s}, {self.max_buffer_s}")
+        if not 0 <= self.context_gap_s <= 30 - self.max_buffer_s:
+            # The kept silence comes on top of a buffer of up to max_buffer_s: together one Whisper window.
+            raise TranscriptionError(f"context_gap_s must be between 0 and 30 - max_buffer_s = "
+                                     f"{30 - self.max_buffer_s:g} s, got {self.context_gap_s}")
+
 
 @dataclass
 class StreamEvent:
@@ -200,16 +215,7 @@ class StreamingTranscriber:
             raise TranscriptionError(f"live transcription needs word timestamps, which the "
                                      f"{transcriber.backend} backend does not give; use a ct2 model")
         opts = self.options
-        if opts.pause_commit_s <= 0:
-            raise TranscriptionError(f"pause_commit_s must be above 0 (a larger value than min_silence_s "
-                                     f"turns it off), got {opts.pause_commit_s}")
-        if not 0 < opts.min_chunk_s <= opts.trim_s <= opts.max_buffer_s <= 30:
-            raise TranscriptionError("streaming needs 0 < min_chunk_s <= trim_s <= max_buffer_s <= 30 s, got "
-                                     f"{opts.min_chunk_s}, {opts.trim_s}, {opts.max_buffer_s}")
-        if not 0 <= opts.context_gap_s <= 30 - opts.max_buffer_s:
-            # The kept silence comes on top of a buffer of up to max_buffer_s: together one Whisper window.
-            raise TranscriptionError(f"context_gap_s must be between 0 and 30 - max_buffer_s = "
-                                     f"{30 - opts.max_buffer_s:g} s, got {opts.context_gap_s}")
+        opts.check()
         self.transcriber = transcriber
         self.language = transcriber.resolve_options(TranscribeOptions(
             language=opts.language, task=opts.task)).language
