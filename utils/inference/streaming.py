@@ -167,15 +167,17 @@ def said_again(committed: list[Word], words: list[Word]) -> Optional[int]:
             row_matched[j] = -negative
         cost, matched = row, row_matched
     last_end = committed[-1].end
+    first, size = {}, {}          # per word of the hypothesis: its first unit's position, its unit count
+    for position, (_, index, _) in enumerate(new):
+        first.setdefault(index, position)
+        size[index] = size.get(index, 0) + 1
 
     def cut_words(j: int) -> int:
         """Words of new[:j]; a word cut inside counts when most of its units are in."""
         if j == 0:
             return 0
         index = new[j - 1][1]
-        inside = sum(1 for unit in new[:j] if unit[1] == index)
-        total = sum(1 for unit in new if unit[1] == index)
-        return index + 1 if 2 * inside > total else index
+        return index + 1 if 2 * (j - first[index]) > size[index] else index
 
     def rank(j: int) -> tuple:
         count = cut_words(j)
