@@ -147,6 +147,47 @@ class LiveSession:
                     await send(await asyncio.to_thread(self.stream.flush), True)
 
 
+class LiveProtocol:
+    """What both modes share: the stream started, decoding alongside, messages handled until the
+    client leaves or a message's answer is to close. A mode says how it greets (`opened`), what
+    one message does (`handle`: the reason to close, or None) and how events go out (`send`)."""
+
+    def __init__(self, websocket: WebSocket, options: StreamingOptions):
+        self.websocket, self.session = websocket, LiveSession(websocket, options)
+
+    async def opened(self) -> None:
+        pass
+
+    async def handle(self, message: dict) -> Optional[str]:
+        raise NotImplementedError
+
+    async def send(self, events: list[StreamEvent], flushed: bool) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        problem = self.session.start()
+        if problem:
+            await _refuse(self.websocket, POLICY, problem)
+            return
+        await self.opened()
+        decoding = asyncio.create_task(self.session.decode_loop(self.send))
+        try:
+            while not decoding.done():
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                reason = await self.handle(message)
+                if reason:
+                    await _refuse(self.websocket, POLICY, reason)
+                    break
+            else:
+                decoding.result()
+        finally:
+            self.session.queue.put_nowait("close")
+            await asyncio.wait({decoding}, timeout=60)
+            decoding.cancel()
+
+
 async def _serve(websocket: WebSocket, protocol) -> None:
     settings = websocket.app.state.settings
     refusal = _refusal(websocket, settings)
@@ -165,10 +206,7 @@ async def _serve(websocket: WebSocket, protocol) -> None:
 
 
 # ---- plain mode --------------------------------------------------------------------------
-class PlainProtocol:
-    def __init__(self, websocket: WebSocket, options: StreamingOptions):
-        self.websocket, self.session = websocket, LiveSession(websocket, options)
-
+class PlainProtocol(LiveProtocol):
     async def send(self, events: list[StreamEvent], flushed: bool) -> None:
         for event in events:
             if event.kind == "end":
@@ -178,33 +216,15 @@ class PlainProtocol:
         if flushed:
             await self.websocket.send_json({"type": "flushed"})
 
-    async def run(self) -> None:
-        problem = self.session.start()
-        if problem:
-            await _refuse(self.websocket, POLICY, problem)
-            return
-        decoding = asyncio.create_task(self.session.decode_loop(self.send))
-        try:
-            while not decoding.done():
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes") is not None:
-                    reason = self.session.add_audio(pcm16(message["bytes"]))
-                    if reason:
-                        await _refuse(self.websocket, POLICY, reason)
-                        break
-                elif _json_type(message.get("text")) == "flush":
-                    self.session.queue.put_nowait("flush")
-                else:
-                    await self.websocket.send_json({"type": "error", "message": (
-                        "send binary frames of PCM16 16 kHz mono audio, or the text {\"type\": \"flush\"}")})
-            else:
-                decoding.result()
-        finally:
-            self.session.queue.put_nowait("close")
-            await asyncio.wait({decoding}, timeout=60)
-            decoding.cancel()
+    async def handle(self, message: dict) -> Optional[str]:
+        if message.get("bytes") is not None:
+            return self.session.add_audio(pcm16(message["bytes"]))
+        if _json_type(message.get("text")) == "flush":
+            self.session.queue.put_nowait("flush")
+        else:
+            await self.websocket.send_json({"type": "error", "message": (
+                "send binary frames of PCM16 16 kHz mono audio, or the text {\"type\": \"flush\"}")})
+        return None
 
 
 def _json_type(text: Optional[str]) -> Optional[str]:
@@ -229,11 +249,11 @@ async def plain_stream(websocket: WebSocket):
 
 
 # ---- OpenAI's realtime transcription protocol ----------------------------------------------
-class RealtimeProtocol:
+class RealtimeProtocol(LiveProtocol):
     """One item per utterance: deltas are committed words, `.completed` its whole transcript."""
 
     def __init__(self, websocket: WebSocket, options: StreamingOptions):
-        self.websocket, self.session = websocket, LiveSession(websocket, options)
+        super().__init__(websocket, options)
         self.session_id = _id("sess")
         self.item_id = _id("item")
         self.previous_item: Optional[str] = None
@@ -333,35 +353,18 @@ class RealtimeProtocol:
             self.resampler = soxr.ResampleStream(OPENAI_RATE, SAMPLE_RATE, 1, dtype="float32")
         return self.resampler.resample_chunk(samples)
 
-    async def run(self) -> None:
-        problem = self.session.start()
-        if problem:
-            await _refuse(self.websocket, POLICY, problem)
-            return
+    async def opened(self) -> None:
         await self.event("transcription_session.created", session=self.describe())
-        decoding = asyncio.create_task(self.session.decode_loop(self.send))
+
+    async def handle(self, message: dict) -> Optional[str]:
         try:
-            while not decoding.done():
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                try:
-                    event = json.loads(message.get("text") or "")
-                except ValueError:
-                    event = None
-                if not isinstance(event, dict):
-                    await self.error("send each client event as one JSON object in a text frame")
-                    continue
-                reason = await self.receive(event)
-                if reason:
-                    await _refuse(self.websocket, POLICY, reason)
-                    break
-            else:
-                decoding.result()
-        finally:
-            self.session.queue.put_nowait("close")
-            await asyncio.wait({decoding}, timeout=60)
-            decoding.cancel()
+            event = json.loads(message.get("text") or "")
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            await self.error("send each client event as one JSON object in a text frame")
+            return None
+        return await self.receive(event)
 
 
 @router.websocket("/v1/realtime")
