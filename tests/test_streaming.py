@@ -208,6 +208,11 @@ def test_a_repetition_loop_is_cut_after_its_first_occurrence():
     assert [w.word for w in cut_loop(two)] == [" a", " b", " c", " d"]
     fine = words(" thank", " you", " thank", " you")
     assert cut_loop(fine) == fine
+    # Mandarin: a five-character phrase again and again, its tokens grouped differently each time.
+    phrase = words(" 这是", "电脑", "筋车的", "电", "脑筋", "车的", "电脑筋", "车", "的", "电脑")
+    assert [w.word for w in cut_loop(phrase)] == [" 这是", "电脑", "筋车的"]
+    sentence = words(" 我们", "今天", "去", "公园", "，", "明天", "去", "学校", "。")
+    assert cut_loop(sentence) == sentence
 
 
 def scripted_speech(stream: StreamingTranscriber, spans: list[tuple[float, float]]) -> None:

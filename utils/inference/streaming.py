@@ -190,21 +190,28 @@ def said_again(committed: list[Word], words: list[Word]) -> Optional[int]:
     return cut_words(best)
 
 
+# Longest repeated stretch cut_loop looks for, in units (words, or characters of unspaced text):
+# Mandarin loops of a five-character phrase came in tokens grouped differently each time.
+MAX_LOOP_UNITS = 10
+
+
 def cut_loop(words: list[Word]) -> list[Word]:
-    """`words` up to a repetition loop (Whisper's failure on hard audio: the same one to four words
-    again and again), keeping the first occurrence. Without this, two decodes that loop alike
-    agree, and the loop is committed. Offline decoding catches loops by their compression ratio
-    and decodes again hotter; a stream cannot pay for that, and the next decode of the same
-    audio usually does better."""
-    keys = [_key(word.word) for word in words]
+    """`words` up to a repetition loop (Whisper's failure on hard audio: the same stretch again and
+    again; a single unit four times, a longer one three), keeping its first occurrence. Without this,
+    two decodes that loop alike agree, and the loop is committed. Offline decoding catches loops
+    by their compression ratio and decodes again hotter; a stream cannot pay for that, and the next
+    decode of the same audio usually does better."""
+    units = _units(words)
+    keys = [unit for unit, _, _ in units]
     for start in range(len(keys)):
-        for size in range(1, 5):
+        for size in range(1, MAX_LOOP_UNITS + 1):
             repeats = 4 if size == 1 else 3
             if start + size * repeats > len(keys):
                 break
             unit = keys[start:start + size]
             if all(keys[start + size * k:start + size * (k + 1)] == unit for k in range(1, repeats)):
-                return words[:start + size]
+                # Up to the word holding the first occurrence's last unit.
+                return words[:units[start + size - 1][1] + 1]
     return words
 
 
