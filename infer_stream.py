@@ -64,7 +64,8 @@ class InferStreamArguments:
                 "silence follows it (with --vad; 0 = decode each utterance alone)"})
     short_window: bool = field(default=DEFAULTS.short_window, metadata={
         "help": "encode only the buffer's length (plus 3 s, at least 10 s), not Whisper's whole 30 s "
-                "window: 2.5x less CPU per decode, for more streams on a CPU, at some accuracy"})
+                "window: 2.5x less CPU per decode, for lower latency and more streams on a CPU; False = "
+                "full windows"})
     trim_s: float = field(default=DEFAULTS.trim_s, metadata={
         "help": "buffer length after which it is cut at the end of a committed sentence"})
     max_buffer_s: float = field(default=DEFAULTS.max_buffer_s, metadata={

@@ -46,10 +46,12 @@ class ScriptedTranscriber(Transcriber):
     def __init__(self, words: list[Word], unsure_s: float = 0.5, agree: bool = True):
         self.words, self.unsure_s, self.agree = words, unsure_s, agree
         self.calls: list[tuple[float, float, str]] = []    # (buffer start, duration, prompt)
+        self.short_windows: list[bool] = []                 # TranscribeOptions.short_window per call
 
     def _transcribe(self, audio, resolved):
         start, duration = float(audio[0]), len(audio) / SAMPLE_RATE
         self.calls.append((start, duration, resolved.options.initial_prompt or ""))
+        self.short_windows.append(resolved.options.short_window)
         assert resolved.options.word_timestamps
         heard = []
         for index, word in enumerate(self.words):
@@ -72,6 +74,14 @@ def play(stream: StreamingTranscriber, audio: np.ndarray, chunk_s: float = 1.0) 
     for begin in range(0, len(audio), step):
         events += stream.feed(audio[begin:begin + step])
     return events + stream.flush()
+
+
+def test_decodes_ask_for_the_short_window_unless_it_is_turned_off():
+    for options, expected in ((StreamingOptions(vad=False), True),
+                              (StreamingOptions(vad=False, short_window=False), False)):
+        fake = ScriptedTranscriber(script_words(10))
+        play(StreamingTranscriber(fake, options), ramp(5))
+        assert len(fake.short_windows) >= 4 and set(fake.short_windows) == {expected}
 
 
 def test_agreement_is_the_common_prefix_ignoring_case_and_punctuation():

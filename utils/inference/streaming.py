@@ -65,8 +65,10 @@ class StreamingOptions:
     context_gap_s: float = 3.0         # a closed utterance's audio stays in the buffer (as context for the
                                        # next) unless this much silence follows it; 0 = each utterance alone
     initial_prompt: Optional[str] = None
-    short_window: bool = False         # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
-                                       # 2.5x less CPU per decode, but more errors (docs/streaming.md)
+    short_window: bool = True          # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
+                                       # 2.5x less CPU per decode, which the latency goal and two streams on
+                                       # two cores need; False = full windows, a few % fewer errors on some
+                                       # models (docs/streaming.md)
 
     def check(self) -> None:
         """TranscriptionError naming the first option out of range (the stream checks at its start; a
