@@ -88,6 +88,10 @@ def test_agreement_is_the_common_prefix_ignoring_case_and_punctuation():
     words = lambda *texts: [Word(i, i + 1, text, 1.0) for i, text in enumerate(texts)]  # noqa: E731
     assert agreed_prefix(words(" The", " cat", " sat"), words(" the", " cat,", " sits", " down")) == 2
     assert agreed_prefix([], words(" a")) == 0
+    # Unspaced text agrees by characters: the same characters in other tokens agree, a word cut by
+    # the first difference does not.
+    assert agreed_prefix(words("今天", "天气", "很好"), words("今", "天天", "气", "很差")) == 3
+    assert agreed_prefix(words("今天", "天气"), words("今天天", "气", "很好")) == 2
     committed = words(" one", " two", " three")
     assert [w.word for w in drop_repeated(committed, words(" two", " three", " four"))] == [" four"]
     assert [w.word for w in drop_repeated(committed, words(" four"))] == [" four"]

@@ -15,11 +15,10 @@ its end was spoken), partial latency (median: a partial's wall time minus its la
 policy latency (median and p90 seconds of audio fed after a word's end until its commit, the
 chunks fed one by one without a clock: what chunking, agreement and the VAD's wait cost on a
 machine that decodes instantly), the CPU seconds one decode takes there, the median wall time of
-one decode in the real-time runs,
-error rate (WER for English, CER for Mandarin) of the committed text against the same model's
-offline transcript and against the reference, the offline one's against the reference, CPU seconds
-per second of audio per stream, and the lag (wall time after the audio's end until the last
-commit). A stream holds real time when its lag at the end stays under --realtime_lag_s.
+one decode in the real-time runs, error rate (WER for English, CER for Mandarin) of the committed
+text against the same model's offline transcript (same --beam_size) and against the reference,
+the offline one's against the reference, CPU seconds per second of audio per stream, and the lag
+(wall time after the audio's end until the last commit). A stream holds real time when its lag at the end stays under --realtime_lag_s.
 """
 from __future__ import annotations
 
@@ -69,6 +68,8 @@ class BenchmarkArguments:
     vad: bool = field(default=STREAM_DEFAULTS.vad, metadata={"help": "StreamingOptions.vad"})
     short_window: bool = field(default=STREAM_DEFAULTS.short_window, metadata={
         "help": "StreamingOptions.short_window"})
+    beam_size: int = field(default=STREAM_DEFAULTS.beam_size, metadata={
+        "help": "beam width of the stream's decodes and of the offline transcript it is compared with"})
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})
     mandarin_s: float = field(default=90.0, metadata={"help": "seconds of dataset/test_long.wav streamed"})
@@ -88,8 +89,8 @@ class BenchmarkArguments:
             raise UsageError(f"--streams takes whole numbers, got {' '.join(self.streams)}") from None
         if bool(self.english_path) != bool(self.english_reference_path):
             raise UsageError("--english_path and --english_reference_path go together")
-        if min(self.stream_counts) < 1 or self.chunk_s <= 0 or self.english_s <= 0:
-            raise UsageError("--streams must be at least 1, --chunk_s and --english_s above 0")
+        if min(self.stream_counts) < 1 or self.chunk_s <= 0 or self.english_s <= 0 or self.beam_size < 1:
+            raise UsageError("--streams and --beam_size must be at least 1, --chunk_s and --english_s above 0")
 
 
 def long_english(seconds: float) -> tuple[np.ndarray, str]:
@@ -130,7 +131,7 @@ def mandarin(seconds: float) -> tuple[np.ndarray, str]:
 def streaming_options(args: BenchmarkArguments, language: str) -> StreamingOptions:
     return StreamingOptions(language=language, min_chunk_s=args.chunk_s, context_gap_s=args.context_gap_s,
                             min_silence_s=args.min_silence_s, pause_commit_s=args.pause_commit_s, vad=args.vad,
-                            short_window=args.short_window)
+                            short_window=args.short_window, beam_size=args.beam_size)
 
 
 @dataclass
@@ -222,7 +223,7 @@ def offline_and_policy(args: BenchmarkArguments, audio: np.ndarray, reference: s
     from utils.inference.registry import load_transcriber
 
     transcriber = load_transcriber("ct2", model_for(args, language), compute_type=args.compute_type)
-    segments, _ = transcriber.transcribe(audio, TranscribeOptions(language=language))
+    segments, _ = transcriber.transcribe(audio, TranscribeOptions(language=language, beam_size=args.beam_size))
     offline = " ".join(segment.text for segment in segments)
     stream = StreamingTranscriber(transcriber, streaming_options(args, language))
     step, latencies = int(args.chunk_s * SAMPLE_RATE), []
@@ -300,6 +301,7 @@ def run(args: BenchmarkArguments, argv) -> int:
             rows.append({**measure(args, name, audio, reference, language, streams, offline), **policy})
     models = args.model_path + (f" (Mandarin: {args.mandarin_model_path})" if args.mandarin_model_path else "")
     markdown = (f"Streaming benchmark: {models} ({args.compute_type}), chunks of {args.chunk_s:g} s, "
+                f"{'greedy' if args.beam_size == 1 else f'beam {args.beam_size}'} (stream and offline), "
                 f"on {machine_description()}.\n\n`{command_line('tools/benchmark_streaming.py', argv)}`\n\n"
                 f"{policy_table(rows) if args.policy_only else table(rows)}\n")
     write_json_atomic(args.output_prefix + ".json", {"rows": rows, "machine": machine_description()})

@@ -108,13 +108,16 @@ def _key(word: str) -> str:
 
 
 def agreed_prefix(previous: list[Word], current: list[Word]) -> int:
-    """How many leading words two hypotheses share (LocalAgreement's commit)."""
-    count = 0
-    for old, new in zip(previous, current):
-        if _key(old.word) != _key(new.word):
+    """How many leading words of `current` two hypotheses share (LocalAgreement's commit): the words
+    whose units (words, or characters of unspaced text, which two decodes group into tokens
+    differently) all lie in the units' common prefix."""
+    old, new = _units(previous), _units(current)
+    same = 0
+    for (unit, _, _), (other, _, _) in zip(old, new):
+        if unit != other:
             break
-        count += 1
-    return count
+        same += 1
+    return len(current) if same == len(new) else new[same][1]
 
 
 def drop_repeated(committed: list[Word], words: list[Word]) -> list[Word]:
