@@ -18,7 +18,8 @@ machine that decodes instantly), the CPU seconds one decode takes there, the med
 one decode in the real-time runs, error rate (WER for English, CER for Mandarin) of the committed
 text against the same model's offline transcript (same --beam_size) and against the reference,
 the offline one's against the reference, CPU seconds per second of audio per stream, and the lag
-(wall time after the audio's end until the last commit). A stream holds real time when its lag at the end stays under --realtime_lag_s.
+(wall time after the audio's end until the last commit). A stream holds real time when its lag
+at the end stays under --realtime_lag_s.
 """
 from __future__ import annotations
 
