@@ -67,8 +67,8 @@ class StreamingOptions:
     initial_prompt: Optional[str] = None
     short_window: bool = True          # encode the buffer's length, not 30 s (TranscribeOptions.short_window):
                                        # 2.5x less CPU per decode, which the latency goal and two streams on
-                                       # two cores need; False = full windows, a few % fewer errors on some
-                                       # models (docs/streaming.md)
+                                       # two cores need; False = full windows (no more accurate on the files
+                                       # measured, docs/streaming.md)
 
     def check(self) -> None:
         """TranscriptionError naming the first option out of range (the stream checks at its start; a
