@@ -24,19 +24,16 @@ from utils.core.languages import to_language_code
 from utils.inference.backends.ct2 import COMPUTE_TYPES
 from utils.inference.registry import default_model, load_transcriber
 from utils.inference.streaming import (
-    StreamingOptions,
+    StreamingFlags,
     StreamingTranscriber,
     TimedEvent,
     file_chunks,
     run_stream,
 )
 
-# The stream's own defaults, so the command line and StreamingOptions cannot drift apart.
-DEFAULTS = StreamingOptions()
-
 
 @dataclass
-class InferStreamArguments:
+class InferStreamArguments(StreamingFlags):
     audio_path: Optional[str] = field(default=None, metadata={
         "help": "audio or video file to stream (anything infer_ct2.py reads); or --microphone"})
     microphone: bool = field(default=False, metadata={"help": "stream the default microphone until Ctrl+C"})
@@ -52,24 +49,6 @@ class InferStreamArguments:
                                                       "choices": ("transcribe", "translate")})
     initial_prompt: Optional[str] = field(default=None, metadata={
         "help": "text that conditions the decoding (names, punctuation style)"})
-    beam_size: int = field(default=DEFAULTS.beam_size, metadata={"help": "beam width; 1 = greedy decoding"})
-    vad: bool = field(default=DEFAULTS.vad, metadata={
-        "help": "skip silence and end utterances with Silero VAD; False = decode everything"})
-    min_silence_s: float = field(default=DEFAULTS.min_silence_s, metadata={
-        "help": "this much silence ends an utterance and commits all of it"})
-    pause_commit_s: float = field(default=DEFAULTS.pause_commit_s, metadata={
-        "help": "a decode whose audio ends in this much silence commits all its words (with --vad)"})
-    context_gap_s: float = field(default=DEFAULTS.context_gap_s, metadata={
-        "help": "above 0: an ended utterance's audio stays as context for the next one unless this much "
-                "silence follows it (with --vad; 0 = decode each utterance alone)"})
-    short_window: bool = field(default=DEFAULTS.short_window, metadata={
-        "help": "encode only the buffer's length (plus 3 s, at least 10 s), not Whisper's whole 30 s "
-                "window: 2.5x less CPU per decode, for lower latency and more streams on a CPU; False = "
-                "full windows"})
-    trim_s: float = field(default=DEFAULTS.trim_s, metadata={
-        "help": "buffer length after which it is cut at the end of a committed sentence"})
-    max_buffer_s: float = field(default=DEFAULTS.max_buffer_s, metadata={
-        "help": "buffer length after which it is cut at any committed word (bounds each decode's cost)"})
     use_gpu: bool = field(default=False, metadata={"help": "run on the first CUDA GPU"})
     compute_type: str = field(default="default", metadata={
         "help": "CTranslate2 compute type; default = as stored", "choices": COMPUTE_TYPES})
@@ -125,11 +104,8 @@ def stream(args: InferStreamArguments) -> int:
         audio = load_audio(args.audio_path)
     else:
         open_microphone().stop()
-    options = StreamingOptions(
-        language=args.language, task=args.task, beam_size=args.beam_size, min_chunk_s=args.chunk_s,
-        trim_s=args.trim_s, max_buffer_s=args.max_buffer_s, vad=args.vad, min_silence_s=args.min_silence_s,
-        pause_commit_s=args.pause_commit_s, context_gap_s=args.context_gap_s, short_window=args.short_window,
-        initial_prompt=args.initial_prompt)
+    options = args.streaming_options(language=args.language, task=args.task, min_chunk_s=args.chunk_s,
+                                     initial_prompt=args.initial_prompt)
     options.check()     # a bad combination fails before the slow model load
     transcriber = load_transcriber("ct2", args.model_path, use_gpu=args.use_gpu, compute_type=args.compute_type,
                                    cpu_threads=args.cpu_threads, local_files_only=args.local_files_only)

@@ -41,16 +41,20 @@ from utils.core.cli import guarded, parse_args, print_config  # noqa: E402
 from utils.core.errors import UsageError  # noqa: E402
 from utils.core.files import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.core.metrics import error_rate  # noqa: E402
-from utils.inference.streaming import StreamingOptions, StreamingTranscriber, file_chunks, run_stream  # noqa: E402
+from utils.inference.streaming import (  # noqa: E402
+    StreamingFlags,
+    StreamingOptions,
+    StreamingTranscriber,
+    file_chunks,
+    run_stream,
+)
 from utils.inference.transcriber import TranscribeOptions  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The stream's own defaults: the benchmark measures what users get unless a flag says otherwise.
-STREAM_DEFAULTS = StreamingOptions()
 
 
 @dataclass
-class BenchmarkArguments:
+class BenchmarkArguments(StreamingFlags):
     model_path: str = field(default="models/whisper-base-ct2", metadata={"help": "CTranslate2 model folder"})
     compute_type: str = field(default="int8", metadata={"help": "CTranslate2 compute type"})
     chunk_s: float = field(default=1.0, metadata={"help": "seconds per chunk (and between decodes)"})
@@ -60,16 +64,7 @@ class BenchmarkArguments:
     english_reference_path: str = field(default="", metadata={"help": "the text read in --english_path"})
     mandarin_model_path: str = field(default="", metadata={
         "help": "CTranslate2 model for the Mandarin row (e.g. make demo's fine-tune); default --model_path"})
-    context_gap_s: float = field(default=STREAM_DEFAULTS.context_gap_s, metadata={
-        "help": "StreamingOptions.context_gap_s (0 = decode each utterance alone)"})
-    min_silence_s: float = field(default=STREAM_DEFAULTS.min_silence_s, metadata={
-        "help": "StreamingOptions.min_silence_s"})
-    pause_commit_s: float = field(default=STREAM_DEFAULTS.pause_commit_s, metadata={
-        "help": "StreamingOptions.pause_commit_s"})
-    vad: bool = field(default=STREAM_DEFAULTS.vad, metadata={"help": "StreamingOptions.vad"})
-    short_window: bool = field(default=STREAM_DEFAULTS.short_window, metadata={
-        "help": "StreamingOptions.short_window"})
-    beam_size: int = field(default=STREAM_DEFAULTS.beam_size, metadata={
+    beam_size: int = field(default=StreamingOptions.beam_size, metadata={
         "help": "beam width of the stream's decodes and of the offline transcript it is compared with"})
     mandarin: bool = field(default=True, metadata={
         "help": "also stream dataset/test_long.wav (Mandarin, one stream)"})
@@ -130,9 +125,7 @@ def mandarin(seconds: float) -> tuple[np.ndarray, str]:
 
 
 def streaming_options(args: BenchmarkArguments, language: str) -> StreamingOptions:
-    return StreamingOptions(language=language, min_chunk_s=args.chunk_s, context_gap_s=args.context_gap_s,
-                            min_silence_s=args.min_silence_s, pause_commit_s=args.pause_commit_s, vad=args.vad,
-                            short_window=args.short_window, beam_size=args.beam_size)
+    return args.streaming_options(language=language, min_chunk_s=args.chunk_s)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -84,6 +84,37 @@ class StreamingOptions:
             # The kept silence comes on top of a buffer of up to max_buffer_s: together one Whisper window.
             raise TranscriptionError(f"context_gap_s must be between 0 and 30 - max_buffer_s = "
                                      f"{30 - self.max_buffer_s:g} s, got {self.context_gap_s}")
+
+
+_DEFAULTS = StreamingOptions()
+
+
+@dataclass
+class StreamingFlags:
+    """The stream's policy as command-line flags, defaults StreamingOptions' own (infer_stream.py and
+    tools/benchmark_streaming.py subclass it, as the inference scripts do CommonInferArguments)."""
+    beam_size: int = field(default=_DEFAULTS.beam_size, metadata={"help": "beam width; 1 = greedy decoding"})
+    vad: bool = field(default=_DEFAULTS.vad, metadata={
+        "help": "skip silence and end utterances with Silero VAD; False = decode everything"})
+    min_silence_s: float = field(default=_DEFAULTS.min_silence_s, metadata={
+        "help": "this much silence ends an utterance and commits all of it"})
+    pause_commit_s: float = field(default=_DEFAULTS.pause_commit_s, metadata={
+        "help": "a decode whose audio ends in this much silence commits all its words (with --vad)"})
+    context_gap_s: float = field(default=_DEFAULTS.context_gap_s, metadata={
+        "help": "above 0: an ended utterance's audio stays as context for the next one unless this much "
+                "silence follows it (with --vad; 0 = decode each utterance alone)"})
+    short_window: bool = field(default=_DEFAULTS.short_window, metadata={
+        "help": "encode only the buffer's length (plus 3 s, at least 10 s), not Whisper's whole 30 s "
+                "window: 2.5x less CPU per decode, for lower latency and more streams on a CPU; False = "
+                "full windows"})
+    trim_s: float = field(default=_DEFAULTS.trim_s, metadata={
+        "help": "buffer length after which it is cut at the end of a committed sentence"})
+    max_buffer_s: float = field(default=_DEFAULTS.max_buffer_s, metadata={
+        "help": "buffer length after which it is cut at any committed word (bounds each decode's cost)"})
+
+    def streaming_options(self, **others) -> StreamingOptions:
+        """StreamingOptions with these flags' values and `others` (language, min_chunk_s, ...)."""
+        return StreamingOptions(**{f.name: getattr(self, f.name) for f in fields(StreamingFlags)}, **others)
 
 
 @dataclass
