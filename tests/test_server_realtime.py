@@ -144,7 +144,7 @@ def test_page_live_switch_shows_committed_words(server, playwright, tmp_path, ar
         # first word; the loop brings the whole clip next time.
         page.wait_for_function("(t => t.includes('train') && t.includes('minutes'))("
                                "document.querySelector('#live-text .committed').textContent.toLowerCase())",
-                               timeout=60_000)
+                               timeout=120_000)
         assert page.inner_text("#record").startswith("■")
         page.screenshot(path=str(artifacts_dir / "server_web_live.png"), full_page=True)
         page.click("#record")
